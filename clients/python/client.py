@@ -1,0 +1,119 @@
+"""An async Python client for livecanvas.
+
+    async with connect("ws://127.0.0.1:8765", stream="talk", tracks=("caption", "pt")) as session:
+        await session.send_text("Hello everyone.")
+        await session.end()
+        async for message in session:      # drafts, finals, errors ... until the server's bye
+            print(message)
+
+Wraps the sans-I/O ``ClientProtocol`` over a real WebSocket; the protocol checks that ``seq`` is
+gapless and raises ``ProtocolError("seq_gap")`` if a message went missing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed
+
+from stream.errors import ProtocolError
+from stream.messages import Bye, End, ErrorMsg, Flush, Hello, Ready, Role, ServerMessage, Text, Wire
+from stream.protocol import ClientProtocol
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A server message and when it arrived (``time.monotonic_ns``)."""
+
+    message: ServerMessage
+    at_ns: int
+
+
+class CaptionSession:
+    """One open, accepted connection; iterate it for server messages (with arrival times via ``received``)."""
+
+    def __init__(self, websocket: ClientConnection, protocol: ClientProtocol, ready: Ready) -> None:
+        self.websocket = websocket
+        self.protocol = protocol
+        self.ready = ready
+        self._backlog: list[Received] = []
+
+    async def send_text(self, segment: str, t_ms: int | None = None) -> None:
+        await self._send(Text(segment=segment, t_ms=t_ms))
+
+    async def flush(self) -> None:
+        await self._send(Flush())
+
+    async def end(self) -> None:
+        """No more input: the server finalises everything, then says bye."""
+        await self._send(End())
+
+    def __aiter__(self) -> AsyncIterator[ServerMessage]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[ServerMessage]:
+        async for item in self.received():
+            yield item.message
+
+    async def received(self) -> AsyncIterator[Received]:
+        """Server messages with arrival times, up to and including ``bye`` (or the socket closing)."""
+        while True:
+            if self._backlog:
+                item = self._backlog.pop(0)
+                yield item
+                if isinstance(item.message, Bye):
+                    return
+                continue
+            try:
+                frame = await self.websocket.recv()
+            except ConnectionClosed:
+                return
+            self.protocol.receive_frame(frame)
+            now = time.monotonic_ns()
+            self._backlog.extend(Received(m, now) for m in self.protocol.events_received())
+
+    async def _send(self, message: Text | Flush | End) -> None:
+        self.protocol.send(message)
+        for frame in self.protocol.data_to_send():
+            await self.websocket.send(frame)
+
+
+@asynccontextmanager
+async def connect(
+    url: str,
+    *,
+    stream: str,
+    role: Role | str = Role.PUBLISH,
+    tracks: Iterable[str] = ("caption",),
+    token: str = "",
+    source_lang: str = "en",
+    wire: Wire = "msgpack",
+    open_timeout: float = 30.0,
+) -> AsyncIterator[CaptionSession]:
+    """Connect, say hello and wait for ``ready``; raises ``ProtocolError`` if the server refuses."""
+    async with ws_connect(url, open_timeout=open_timeout, max_size=None) as websocket:
+        protocol = ClientProtocol(wire=wire)
+        protocol.send(
+            Hello(stream=stream, role=Role(role), tracks=tuple(tracks), token=token, source_lang=source_lang)
+        )
+        for frame in protocol.data_to_send():
+            await websocket.send(frame)
+        ready: Ready | None = None
+        backlog: list[Received] = []
+        while ready is None:
+            protocol.receive_frame(await websocket.recv())
+            for message in protocol.events_received():
+                if isinstance(message, Ready):
+                    ready = message
+                elif isinstance(message, ErrorMsg) and message.ref == "hello":
+                    raise ProtocolError(message.code, message.message)
+                else:
+                    backlog.append(Received(message, time.monotonic_ns()))
+        session = CaptionSession(websocket, protocol, ready)
+        session._backlog = backlog
+        yield session

@@ -1,0 +1,75 @@
+"""The ``Denoiser`` protocol: what the scheduler needs from any block-diffusion backend.
+
+A backend holds the tensor state of every live sequence (prompt cache, current canvas, self-conditioning
+signal, stopping history, random generator) and advances any subset of them by one denoising step in a
+single batched forward. It knows nothing about sessions, drafts or finals; the scheduler decides which
+sequences step, when a block is done and when a sequence leaves.
+
+Threading: a backend is used by exactly one thread (the engine worker); it is not thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.types import CanvasRequest
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """What one denoising step produced for one sequence.
+
+    ``argmax`` is the denoiser's most likely canvas after this step (what DiffusionGemma streams as a
+    draft and keeps as the block's output); ``stopped`` is the model's adaptive stopping verdict;
+    ``mean_entropy`` (nats) is the mean token entropy of the temperature-scaled logits, which the
+    early-exit policy reads.
+    """
+
+    argmax: tuple[int, ...]
+    stopped: bool
+    mean_entropy: float
+
+
+class Denoiser(Protocol):
+    """One batched denoising step over many canvases; see the module docstring."""
+
+    @property
+    def canvas_length(self) -> int:
+        """Tokens per canvas block."""
+        ...
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        """Token ids that end a sequence."""
+        ...
+
+    @property
+    def max_context_tokens(self) -> int:
+        """Longest prompt plus generated tokens a sequence may reach."""
+        ...
+
+    def start(self, seq_id: int, request: CanvasRequest) -> None:
+        """Encode the request's prompt once and set up its first canvas block."""
+        ...
+
+    def next_block(self, seq_id: int, block: Sequence[int]) -> None:
+        """Append a finished block to the sequence's context and set up a fresh canvas after it."""
+        ...
+
+    def step(self, seq_ids: Sequence[int], steps_remaining: Sequence[int]) -> list[StepResult]:
+        """Advance each listed sequence by one denoising step in one forward.
+
+        ``steps_remaining[i]`` counts the steps left in the current block of ``seq_ids[i]`` including
+        this one (N..1, as in the temperature schedule).
+        """
+        ...
+
+    def release(self, seq_id: int) -> None:
+        """Forget a sequence and free its state."""
+        ...
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        """Token ids to text, special tokens removed."""
+        ...

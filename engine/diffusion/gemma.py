@@ -1,0 +1,321 @@
+"""The DiffusionGemma backend: ``Denoiser`` over ``transformers.DiffusionGemmaForBlockDiffusion``.
+
+It runs the model's own block-diffusion loop, taken apart so that one decoder forward advances many
+independent canvases at once:
+
+* each sequence's prompt is encoded once by the causal encoder into its own KV cache, and each finished
+  block is appended to it, exactly as ``generate()`` does;
+* for a step, the prompt caches of the stepping sequences are left-padded to a common length and stacked
+  (rebuilt only when the set of sequences or a context changes); a padding mask and per-row position
+  ids keep every row identical to running it alone;
+* canvases at different steps share the forward: rows on their first step get a zeroed
+  self-conditioning signal through the decoder's ``self_conditioning_mask``;
+* sampling, acceptance, renoising and stopping follow :mod:`engine.diffusion.rules`, each row drawing
+  from its own ``torch.Generator`` in the same order as ``generate()`` draws from the global one.
+
+So a sequence stepped here with seed ``s`` yields the same canvases as ``torch.manual_seed(s)`` followed
+by ``model.generate(...)`` with the same schedule (tested).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
+
+from engine.diffusion.denoiser import StepResult
+from engine.diffusion.rules import (
+    accept_by_entropy_bound,
+    renoise,
+    stable_and_confident,
+    step_temperature,
+    token_entropy,
+)
+from engine.errors import EngineError
+from engine.types import CanvasRequest
+
+
+@dataclass(eq=False)
+class _SequenceState:
+    """Tensor state of one live sequence (batch dimension 1 throughout)."""
+
+    request: CanvasRequest
+    generator: torch.Generator
+    cache: DynamicCache  # prompt and finished blocks, read-only for the decoder
+    context_length: int  # tokens in ``cache``; the canvas starts at this position
+    canvas: torch.Tensor  # (1, L) current (noisy) canvas
+    self_conditioning: torch.Tensor | None  # (1, L, V) processed logits of the previous step
+    argmax_history: torch.Tensor  # (1, S, L) last S argmax canvases, -1 where none
+    version: int  # unique stamp of this context (new on start and on every appended block)
+
+
+@dataclass(eq=False)
+class _BatchCache:
+    """Stacked prompt caches for one set of sequences, reused while the set stays the same."""
+
+    signature: tuple[int, ...]  # the members' context stamps, in batch order
+    cache: DynamicCache
+    mask_mapping: dict[str, Any]
+    position_ids: torch.Tensor  # (B, L) int32
+    entropy_bound: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,)
+    confidence_threshold: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,)
+
+
+class DiffusionGemmaDenoiser:
+    """Batched step-level decoding on a ``DiffusionGemmaForBlockDiffusion`` model (any checkpoint)."""
+
+    def __init__(
+        self, model: DiffusionGemmaForBlockDiffusion, tokenizer: Any, *, eos_token_ids: Sequence[int]
+    ) -> None:
+        self.model: Any = model
+        self.model.train(False)
+        self.tokenizer = tokenizer
+        self._text_config: Any = model.config.get_text_config(decoder=True)
+        self._vocab_size: int = int(self._text_config.vocab_size)
+        if model.config.canvas_length is None:
+            raise EngineError("the checkpoint's config sets no canvas_length")
+        self._canvas_length = int(model.config.canvas_length)
+        self._eos = frozenset(int(t) for t in eos_token_ids)
+        self._device = model.device
+        self._embedding_dtype = model.model.decoder.embed_tokens.weight.dtype
+        self._sequences: dict[int, _SequenceState] = {}
+        self._batch: _BatchCache | None = None
+        self._stamps = itertools.count()
+        self.forwards = 0  # decoder forwards run
+        self.rows_stepped = 0  # canvases advanced, summed over forwards
+
+    # -- Denoiser protocol -------------------------------------------------------------------------
+    @property
+    def canvas_length(self) -> int:
+        return self._canvas_length
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        return self._eos
+
+    @property
+    def max_context_tokens(self) -> int:
+        limit = int(self._text_config.max_position_embeddings)
+        if "sliding_attention" in self._text_config.layer_types:
+            # Sliding layers keep the last ``window - 1`` tokens; staying inside keeps every layer's
+            # cache the same length, which the stacked batch cache relies on.
+            limit = min(limit, int(self._text_config.sliding_window) - 1)
+        return limit
+
+    def start(self, seq_id: int, request: CanvasRequest) -> None:
+        if seq_id in self._sequences:
+            raise EngineError(f"sequence {seq_id} is already live")
+        prompt_length = len(request.prompt_ids)
+        if prompt_length + request.max_new_tokens > self.max_context_tokens:
+            raise EngineError(
+                f"prompt ({prompt_length} tokens) plus max_new_tokens ({request.max_new_tokens}) exceeds "
+                f"the model's context of {self.max_context_tokens} tokens"
+            )
+        if any(not 0 <= t < self._vocab_size for t in request.prompt_ids):
+            raise EngineError(f"prompt has token ids outside the vocabulary of {self._vocab_size}")
+        generator = torch.Generator(device=self._device).manual_seed(request.seed)
+        cache = DynamicCache(config=self._text_config)
+        with torch.inference_mode():
+            prompt = torch.tensor([request.prompt_ids], dtype=torch.long, device=self._device)  # (1, P)
+            self._encode(prompt, cache, start_position=0)
+            state = _SequenceState(
+                request=request,
+                generator=generator,
+                cache=cache,
+                context_length=prompt_length,
+                canvas=self._fresh_canvas(generator),
+                self_conditioning=None,
+                argmax_history=self._empty_history(request),
+                version=next(self._stamps),
+            )
+        self._sequences[seq_id] = state
+
+    def next_block(self, seq_id: int, block: Sequence[int]) -> None:
+        state = self._sequences[seq_id]
+        if len(block) != self._canvas_length:
+            raise EngineError(f"a block has {self._canvas_length} tokens, got {len(block)}")
+        with torch.inference_mode():
+            tokens = torch.tensor([list(block)], dtype=torch.long, device=self._device)  # (1, L)
+            self._encode(tokens, state.cache, start_position=state.context_length)
+            state.context_length += self._canvas_length
+            state.canvas = self._fresh_canvas(state.generator)
+            state.self_conditioning = None
+            state.argmax_history = self._empty_history(state.request)
+            state.version = next(self._stamps)
+
+    def release(self, seq_id: int) -> None:
+        state = self._sequences.pop(seq_id, None)
+        if state is not None and self._batch is not None and state.version in self._batch.signature:
+            self._batch = None  # free the stacked cache now rather than at the next step
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        return str(self.tokenizer.decode(list(tokens), skip_special_tokens=True))
+
+    def step(self, seq_ids: Sequence[int], steps_remaining: Sequence[int]) -> list[StepResult]:
+        if not seq_ids:
+            return []
+        if len(seq_ids) != len(steps_remaining):
+            raise EngineError("seq_ids and steps_remaining differ in length")
+        states = [self._sequences[i] for i in seq_ids]
+        with torch.inference_mode():
+            return self._step(states, steps_remaining)
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _step(self, states: list[_SequenceState], steps_remaining: Sequence[int]) -> list[StepResult]:
+        batch = self._batch_cache(states)
+        canvas = torch.cat([s.canvas for s in states])  # (B, L)
+        self_conditioning, self_conditioning_mask = self._stack_self_conditioning(states)
+        output = self.model(
+            decoder_input_ids=canvas,
+            cache=batch.cache,
+            self_conditioning_logits=self_conditioning,
+            self_conditioning_mask=self_conditioning_mask,
+            decoder_attention_mask=batch.mask_mapping,
+            decoder_position_ids=batch.position_ids,
+        )
+        self.forwards += 1
+        self.rows_stepped += len(states)
+        temperature = torch.stack(
+            [
+                step_temperature(
+                    n,
+                    s.request.diffusion.max_denoising_steps,
+                    s.request.diffusion.t_min,
+                    s.request.diffusion.t_max,
+                )
+                for n, s in zip(steps_remaining, states, strict=True)
+            ]
+        ).to(self._device)  # (B,)
+        logits = output.logits / temperature[:, None, None]  # (B, L, V) float32
+        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # (B, L, V)
+        proposed = torch.stack(
+            [
+                torch.multinomial(probs[row], num_samples=1, generator=s.generator).squeeze(-1)
+                for row, s in enumerate(states)
+            ]
+        )  # (B, L)
+        argmax = torch.argmax(logits, dim=-1)  # (B, L)
+        entropy = token_entropy(logits)  # (B, L)
+        accepted, accepted_mask = accept_by_entropy_bound(canvas, proposed, entropy, batch.entropy_bound)
+        noise = torch.cat([self._fresh_canvas(s.generator) for s in states])  # (B, L)
+        next_canvas = renoise(accepted, accepted_mask, noise)
+        mean_entropy = entropy.mean(dim=-1)  # (B,)
+        results: list[StepResult] = []
+        for row, state in enumerate(states):
+            stop, new_history = stable_and_confident(
+                state.argmax_history,
+                argmax[row : row + 1],
+                mean_entropy[row : row + 1],
+                batch.confidence_threshold[row : row + 1],
+            )
+            state.argmax_history = new_history
+            state.canvas = next_canvas[row : row + 1]
+            state.self_conditioning = logits[row : row + 1].to(self._embedding_dtype)
+            results.append(
+                StepResult(
+                    argmax=tuple(argmax[row].tolist()),
+                    stopped=bool(stop.item()),
+                    mean_entropy=float(mean_entropy[row].item()),
+                )
+            )
+        return results
+
+    def _encode(self, tokens: torch.Tensor, cache: DynamicCache, *, start_position: int) -> None:
+        """Run the causal encoder over ``tokens`` (1, T), appending their keys/values to ``cache``."""
+        length = tokens.shape[1]
+        end = start_position + length
+        position_ids = torch.arange(start_position, end, dtype=torch.int32, device=self._device)[
+            None
+        ]  # (1, T)
+        attention_mask = torch.ones((1, end), dtype=torch.bool, device=self._device)  # (1, past + T)
+        shape_only = torch.empty((1, length, 0), dtype=self.model.dtype, device=self._device)
+        encoder = self.model.model.encoder
+        mask_mapping = encoder.create_masks_for_generate(
+            config=self.model.config,
+            inputs_embeds=shape_only,
+            attention_mask=attention_mask,
+            cache=cache,
+            position_ids=position_ids,
+        )
+        encoder(input_ids=tokens, attention_mask=mask_mapping, cache=cache, position_ids=position_ids)
+
+    def _fresh_canvas(self, generator: torch.Generator) -> torch.Tensor:
+        """A canvas of uniformly drawn tokens (1, L): the diffusion prior and the renoising source."""
+        return torch.randint(
+            low=0,
+            high=self._vocab_size,
+            size=(1, self._canvas_length),
+            generator=generator,
+            device=self._device,
+        )
+
+    def _empty_history(self, request: CanvasRequest) -> torch.Tensor:
+        threshold = request.diffusion.stability_threshold
+        return torch.full((1, threshold, self._canvas_length), -1, dtype=torch.long, device=self._device)
+
+    def _stack_self_conditioning(
+        self, states: list[_SequenceState]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        signals = [s.self_conditioning for s in states]
+        present = [signal is not None for signal in signals]
+        if not any(present):
+            return None, None  # every row is on its first step
+        if all(present):
+            return torch.cat([s for s in signals if s is not None]), None
+        shape = (1, self._canvas_length, self._vocab_size)
+        zeros = torch.zeros(shape, dtype=self._embedding_dtype, device=self._device)
+        stacked = torch.cat([s if s is not None else zeros for s in signals])  # (B, L, V)
+        return stacked, torch.tensor(present, dtype=torch.bool, device=self._device)
+
+    def _batch_cache(self, states: list[_SequenceState]) -> _BatchCache:
+        signature = tuple(s.version for s in states)
+        if self._batch is not None and self._batch.signature == signature:
+            return self._batch
+        context = max(s.context_length for s in states)
+        cache = DynamicCache(config=self._text_config)
+        layers: list[Any] = list(cache.layers)
+        for layer_index, layer in enumerate(layers):
+            own: list[Any] = [s.cache.layers[layer_index] for s in states]
+            keys = [layer_cache.keys for layer_cache in own]  # each (1, H, P_i, D)
+            values = [layer_cache.values for layer_cache in own]
+            layer.update(_left_pad(keys, context), _left_pad(values, context))
+        padding = torch.tensor(
+            [[i >= context - s.context_length for i in range(context)] for s in states],
+            dtype=torch.bool,
+            device=self._device,
+        )  # (B, P) True where real tokens are
+        canvas_visible = torch.ones((len(states), self._canvas_length), dtype=torch.bool, device=self._device)
+        attention_mask = torch.cat([padding, canvas_visible], dim=1)  # (B, P + L)
+        shape_only = torch.empty((len(states), self._canvas_length, 1), dtype=torch.long, device=self._device)
+        mask_mapping = self.model.model.decoder.create_diffusion_decoder_attention_mask(
+            config=self.model.config,
+            inputs_embeds=shape_only,
+            cache=cache,
+            decoder_attention_mask=attention_mask,
+        )
+        offsets = torch.arange(self._canvas_length, dtype=torch.int32, device=self._device)
+        starts = torch.tensor([s.context_length for s in states], dtype=torch.int32, device=self._device)
+        self._batch = _BatchCache(
+            signature=signature,
+            cache=cache,
+            mask_mapping=mask_mapping,
+            position_ids=starts[:, None] + offsets[None, :],  # (B, L)
+            entropy_bound=torch.tensor(
+                [s.request.diffusion.entropy_bound for s in states], dtype=torch.float32, device=self._device
+            ),
+            confidence_threshold=torch.tensor(
+                [s.request.diffusion.confidence_threshold for s in states],
+                dtype=torch.float32,
+                device=self._device,
+            ),
+        )
+        return self._batch
+
+
+def _left_pad(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
+    """Stack (1, H, T_i, D) tensors into (B, H, length, D), zero-padding each on the left."""
+    return torch.cat([torch.nn.functional.pad(t, (0, 0, length - t.shape[-2], 0)) for t in tensors], dim=0)

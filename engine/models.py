@@ -1,0 +1,115 @@
+"""Model resolution and loading, offline: a ``--model`` spec to a ready ``LoadedModel``.
+
+Specs:
+
+* ``embedded`` (the default): livecanvas's own checkpoint, created in the local cache if missing;
+* a local directory holding a ``save_pretrained`` checkpoint;
+* a Hugging Face id (``google/diffusiongemma-26B-A4B-it``) already in the local Hugging Face cache.
+  Nothing is ever downloaded: resolution uses ``local_files_only``, and ``HF_HUB_OFFLINE=1`` is honoured.
+
+Every kind loads through the same ``from_pretrained`` path. A checkpoint may carry ``livecanvas.json``
+(prompt kind, early-exit defaults); without it, a tokenizer with a chat template gets the chat prompt
+and any other the tagged one. Diffusion defaults come from the checkpoint's generation config.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.embedded import ensure_embedded
+from engine.errors import ModelResolutionError
+from engine.types import DiffusionParams, EarlyExitParams
+
+EMBEDDED_SPEC = "embedded"
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    spec: str
+    path: Path
+
+
+def resolve_model(spec: str | None, *, cache_dir: Path | None = None) -> ResolvedModel:
+    """Map a model spec to a checkpoint directory on disk, or raise ``ModelResolutionError``."""
+    spec = spec or EMBEDDED_SPEC
+    if spec == EMBEDDED_SPEC:
+        return ResolvedModel(spec, ensure_embedded(cache_dir))
+    candidate = Path(spec).expanduser()
+    if candidate.is_dir():
+        if not (candidate / "config.json").is_file():
+            raise ModelResolutionError(f"{candidate} is a directory but holds no config.json checkpoint")
+        return ResolvedModel(spec, candidate)
+    if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
+        return ResolvedModel(spec, _from_hub_cache(spec))
+    raise ModelResolutionError(
+        f"model {spec!r} is neither 'embedded', an existing checkpoint directory, nor a Hugging Face id"
+    )
+
+
+def _from_hub_cache(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except LocalEntryNotFoundError:
+        raise ModelResolutionError(
+            f"{repo_id} is not in the local Hugging Face cache and livecanvas never downloads models; "
+            f"fetch it on a connected machine (`hf download {repo_id}`) and copy the cache, "
+            "or pass a directory"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    """What livecanvas needs to know about a checkpoint beyond its transformers config."""
+
+    name: str
+    prompt_kind: str
+    trained: bool
+    diffusion: DiffusionParams
+    early_exit: EarlyExitParams
+
+
+def read_card(path: Path, tokenizer: Any, generation_config: Any) -> ModelCard:
+    card: dict[str, Any] = {}
+    card_file = path / "livecanvas.json"
+    if card_file.is_file():
+        card = json.loads(card_file.read_text())
+    prompt_kind = card.get("prompt") or ("chat" if getattr(tokenizer, "chat_template", None) else "tagged")
+    return ModelCard(
+        name=str(card.get("name", path.name)),
+        prompt_kind=str(prompt_kind),
+        trained=bool(card.get("trained", True)),
+        diffusion=diffusion_defaults(generation_config),
+        early_exit=EarlyExitParams(**card.get("early_exit", {})),
+    )
+
+
+def diffusion_defaults(generation_config: Any) -> DiffusionParams:
+    """The checkpoint's generation config as ``DiffusionParams`` (DiffusionGemma's defaults where unset)."""
+    defaults = DiffusionParams()
+    sampler = getattr(generation_config, "sampler_config", None)
+
+    def pick(name: str, fallback: Any) -> Any:
+        value = getattr(generation_config, name, None)
+        return fallback if value is None else value
+
+    return DiffusionParams(
+        max_denoising_steps=int(pick("max_denoising_steps", defaults.max_denoising_steps)),
+        t_min=float(pick("t_min", defaults.t_min)),
+        t_max=float(pick("t_max", defaults.t_max)),
+        entropy_bound=float(sampler.entropy_bound) if sampler is not None else defaults.entropy_bound,
+        stability_threshold=int(pick("stability_threshold", defaults.stability_threshold)),
+        confidence_threshold=float(pick("confidence_threshold", defaults.confidence_threshold)),
+    )
+
+
+def eos_ids(generation_config: Any, text_config: Any) -> list[int]:
+    value = getattr(generation_config, "eos_token_id", None)
+    if value is None:
+        value = text_config.eos_token_id
+    return [int(v) for v in (value if isinstance(value, list) else [value])]

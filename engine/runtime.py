@@ -1,0 +1,110 @@
+"""A loaded model ready to serve: the denoiser, its prompt template and card, and the translation of a
+window job into a ``CanvasRequest`` (prompt rendering, context budget, token budget, seed).
+
+Only the engine worker thread touches a ``LoadedModel``.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from engine.diffusion.gemma import DiffusionGemmaDenoiser
+from engine.models import ModelCard, ResolvedModel, eos_ids, read_card, resolve_model
+from engine.prompts import ContextEntry, PromptTemplate, make_template
+from engine.types import CanvasKey, CanvasRequest, DiffusionParams, EarlyExitParams
+
+
+@dataclass(frozen=True, slots=True)
+class WindowJob:
+    """Fill one window of one stream for one target track."""
+
+    key: CanvasKey
+    source: str
+    context: tuple[ContextEntry, ...]
+    source_lang: str
+    target_lang: str
+    submitted_ns: int
+    diffusion: DiffusionParams | None = None  # None: the checkpoint's defaults
+    early_exit: EarlyExitParams | None = None
+
+
+@dataclass
+class LoadedModel:
+    resolved: ResolvedModel
+    denoiser: DiffusionGemmaDenoiser
+    template: PromptTemplate
+    card: ModelCard
+    tokenizer: Any
+    seed: int = 0
+
+    def request_for(self, job: WindowJob) -> CanvasRequest:
+        """The canvas request for a window: budgeted prompt, output budget in whole blocks, stable seed."""
+        source_tokens = len(self.tokenizer.encode(job.source, add_special_tokens=False))
+        block = self.denoiser.canvas_length
+        # Translations run up to about twice the source length; whole blocks, at least one.
+        wanted = max(block, math.ceil((2 * source_tokens + 8) / block) * block)
+        max_new_tokens = min(wanted, (self.denoiser.max_context_tokens // 2) // block * block or block)
+        prompt = self.template.render(
+            source=job.source,
+            context=job.context,
+            source_lang=job.source_lang,
+            target_lang=job.target_lang,
+            budget=self.denoiser.max_context_tokens - max_new_tokens,
+        )
+        return CanvasRequest(
+            key=job.key,
+            prompt_ids=tuple(prompt),
+            max_new_tokens=max_new_tokens,
+            seed=(self.seed + zlib.crc32(str(job.key).encode())) & 0x7FFF_FFFF,
+            diffusion=job.diffusion or self.card.diffusion,
+            early_exit=job.early_exit or self.card.early_exit,
+            submitted_ns=job.submitted_ns,
+        )
+
+
+WARM_UP_KEY = CanvasKey("livecanvas-warm-up", "warm-up", 0)
+
+
+def warm_up(model: LoadedModel) -> None:
+    """Run one window through the model so that lazy initialisation is not paid by the first user."""
+    request = model.request_for(
+        WindowJob(
+            key=WARM_UP_KEY, source="Warm-up.", context=(), source_lang="en", target_lang="en", submitted_ns=0
+        )
+    )
+    denoiser = model.denoiser
+    seq_id = -1
+    denoiser.start(seq_id, request)
+    try:
+        for remaining in (2, 1):
+            denoiser.step([seq_id], [remaining])
+    finally:
+        denoiser.release(seq_id)
+
+
+def load_model(spec: str | None, *, device: str = "cpu", dtype: str = "auto", seed: int = 0) -> LoadedModel:
+    """Resolve ``spec`` offline and load it with ``from_pretrained``."""
+    import torch
+    from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
+
+    resolved = resolve_model(spec)
+    torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
+    model_class: Any = DiffusionGemmaForBlockDiffusion
+    model = model_class.from_pretrained(resolved.path, dtype=torch_dtype, local_files_only=True)
+    model = model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
+    card = read_card(resolved.path, tokenizer, model.generation_config)
+    denoiser = DiffusionGemmaDenoiser(
+        model, tokenizer, eos_token_ids=eos_ids(model.generation_config, model.config.get_text_config())
+    )
+    return LoadedModel(
+        resolved=resolved,
+        denoiser=denoiser,
+        template=make_template(card.prompt_kind, tokenizer),
+        card=card,
+        tokenizer=tokenizer,
+        seed=seed,
+    )

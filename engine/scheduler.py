@@ -1,0 +1,230 @@
+"""Continuous batching of canvases, sans I/O: which canvases step together, and what each step means.
+
+The contract follows vLLM's scheduler: ``add(request)`` queues a canvas; ``schedule()`` returns the
+next ``Batch`` (sequences to start, blocks to append, sequences to release, and the sequences that one
+forward advances by one denoising step); ``update(batch, results)`` folds the step's results back in and
+returns the ``Draft``/``Final`` events they produce. New canvases join at step boundaries, finished ones
+leave at step boundaries, and every canvas keeps its own step count, so one forward can hold canvases of
+many sessions at different points of their schedules.
+
+Per canvas: a block ends when the model's adaptive stop fires or its step budget is spent; the window
+ends at the first end-of-sequence token or when ``max_new_tokens`` is reached, otherwise the next block
+starts. Drafts follow the early-exit policy; the final is emitted exactly once.
+
+No threads, clocks or tensors here; the caller (the engine worker) runs the batches.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+from engine.diffusion.denoiser import StepResult
+from engine.diffusion.early_exit import draft_due
+from engine.diffusion.rules import truncate_at_eos
+from engine.types import CanvasRequest, Draft, Final
+
+
+class CanvasStatus(IntEnum):
+    WAITING = 0  # queued, not yet started on the denoiser
+    RUNNING = 1  # stepping
+    FINISHED = 2  # final emitted; its sequence is released at the next schedule()
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One scheduling decision; run it in field order: release, start, extend, then step."""
+
+    release: tuple[int, ...] = ()
+    start: tuple[tuple[int, CanvasRequest], ...] = ()
+    extend: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    step: tuple[int, ...] = ()
+    steps_remaining: tuple[int, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.release or self.start or self.extend or self.step)
+
+    def without(self, seq_ids: set[int]) -> Batch:
+        """The same batch with some sequences no longer stepped (they failed to start or extend)."""
+        if not seq_ids:
+            return self
+        kept = [(i, n) for i, n in zip(self.step, self.steps_remaining, strict=True) if i not in seq_ids]
+        return Batch(
+            release=self.release,
+            start=self.start,
+            extend=self.extend,
+            step=tuple(i for i, _ in kept),
+            steps_remaining=tuple(n for _, n in kept),
+        )
+
+
+@dataclass(eq=False)
+class _Canvas:
+    seq_id: int
+    request: CanvasRequest
+    status: CanvasStatus = CanvasStatus.WAITING
+    block_step: int = 0  # steps done in the current block
+    total_steps: int = 0
+    tokens: list[int] = field(default_factory=list)  # finished blocks of this window
+    pending_block: tuple[int, ...] | None = None  # finished block to append before the next step
+    draft_rev: int = 0
+    last_draft_step: int | None = None
+    last_draft_tokens: tuple[int, ...] = ()
+
+
+class Scheduler:
+    """See the module docstring. ``decode`` turns token ids into text (special tokens removed)."""
+
+    def __init__(
+        self,
+        *,
+        canvas_length: int,
+        eos_token_ids: frozenset[int],
+        decode: Callable[[Sequence[int]], str],
+        max_batch: int = 32,
+    ) -> None:
+        if max_batch <= 0:
+            raise ValueError(f"max_batch must be positive, got {max_batch}")
+        self.canvas_length = canvas_length
+        self.eos_token_ids = eos_token_ids
+        self.decode = decode
+        self.max_batch = max_batch
+        self._next_seq_id = 0
+        self._waiting: deque[_Canvas] = deque()
+        self._running: dict[int, _Canvas] = {}
+        self._to_release: list[int] = []
+
+    # -- queries -----------------------------------------------------------------------------------
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._running)
+
+    @property
+    def idle(self) -> bool:
+        return not (self._waiting or self._running or self._to_release)
+
+    def status(self, seq_id: int) -> CanvasStatus:
+        if seq_id in self._running:
+            return self._running[seq_id].status
+        if any(c.seq_id == seq_id for c in self._waiting):
+            return CanvasStatus.WAITING
+        return CanvasStatus.FINISHED
+
+    def steps_done(self, seq_id: int) -> int:
+        """Denoising steps a running canvas has taken so far, over all its blocks."""
+        return self._running[seq_id].total_steps
+
+    # -- the contract ------------------------------------------------------------------------------
+    def add(self, request: CanvasRequest) -> int:
+        """Queue a canvas; returns its sequence id."""
+        seq_id = self._next_seq_id
+        self._next_seq_id += 1
+        self._waiting.append(_Canvas(seq_id=seq_id, request=request))
+        return seq_id
+
+    def schedule(self) -> Batch:
+        """Admit waiting canvases up to ``max_batch`` and step every running one."""
+        release, self._to_release = tuple(self._to_release), []
+        start: list[tuple[int, CanvasRequest]] = []
+        while self._waiting and len(self._running) < self.max_batch:
+            canvas = self._waiting.popleft()
+            canvas.status = CanvasStatus.RUNNING
+            self._running[canvas.seq_id] = canvas
+            start.append((canvas.seq_id, canvas.request))
+        extend: list[tuple[int, tuple[int, ...]]] = []
+        for canvas in self._running.values():
+            if canvas.pending_block is not None:
+                extend.append((canvas.seq_id, canvas.pending_block))
+                canvas.pending_block = None
+        step = tuple(self._running)
+        remaining = tuple(
+            self._running[i].request.diffusion.max_denoising_steps - self._running[i].block_step for i in step
+        )
+        return Batch(
+            release=release, start=tuple(start), extend=tuple(extend), step=step, steps_remaining=remaining
+        )
+
+    def update(self, batch: Batch, results: Sequence[StepResult]) -> list[Draft | Final]:
+        """Fold one step's results in; returns the drafts and finals it produced, in batch order."""
+        if len(results) != len(batch.step):
+            raise ValueError(f"{len(batch.step)} canvases stepped but {len(results)} results")
+        events: list[Draft | Final] = []
+        for seq_id, result in zip(batch.step, results, strict=True):
+            canvas = self._running[seq_id]
+            canvas.block_step += 1
+            canvas.total_steps += 1
+            block_done = result.stopped or canvas.block_step >= canvas.request.diffusion.max_denoising_steps
+            if block_done:
+                events.extend(self._finish_block(canvas, result.argmax))
+            else:
+                draft = self._maybe_draft(canvas, result)
+                if draft is not None:
+                    events.append(draft)
+        return events
+
+    def fail(self, seq_ids: Sequence[int], reason: str) -> list[Final]:
+        """End canvases that the denoiser could not run: each gets an error final."""
+        finals: list[Final] = []
+        for seq_id in seq_ids:
+            canvas = self._running.get(seq_id)
+            if canvas is None or canvas.status is CanvasStatus.FINISHED:
+                continue
+            finals.append(self._finish(canvas, tokens=[], error=reason))
+        return finals
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _maybe_draft(self, canvas: _Canvas, result: StepResult) -> Draft | None:
+        window_tokens = self._window_tokens(canvas, result.argmax)
+        due = draft_due(
+            canvas.request.early_exit,
+            block_step=canvas.block_step,
+            mean_entropy=result.mean_entropy,
+            last_draft_step=canvas.last_draft_step,
+            changed=window_tokens != canvas.last_draft_tokens,
+        )
+        if not due:
+            return None
+        canvas.last_draft_step = canvas.block_step
+        canvas.last_draft_tokens = window_tokens
+        draft = Draft(
+            key=canvas.request.key,
+            rev=canvas.draft_rev,
+            text=self.decode(window_tokens),
+            steps=canvas.total_steps,
+        )
+        canvas.draft_rev += 1
+        return draft
+
+    def _finish_block(self, canvas: _Canvas, block: tuple[int, ...]) -> list[Draft | Final]:
+        canvas.tokens.extend(block)
+        text_tokens, ended = truncate_at_eos(canvas.tokens, self.eos_token_ids)
+        if ended or len(canvas.tokens) >= canvas.request.max_new_tokens:
+            return [self._finish(canvas, tokens=text_tokens[: canvas.request.max_new_tokens], error=None)]
+        canvas.pending_block = block
+        canvas.block_step = 0
+        canvas.last_draft_step = None
+        return []
+
+    def _finish(self, canvas: _Canvas, *, tokens: Sequence[int], error: str | None) -> Final:
+        canvas.status = CanvasStatus.FINISHED
+        del self._running[canvas.seq_id]
+        self._to_release.append(canvas.seq_id)
+        return Final(
+            key=canvas.request.key,
+            rev=canvas.draft_rev,
+            text=self.decode(tokens) if error is None else "",
+            steps=canvas.total_steps,
+            tokens=len(tokens),
+            error=error,
+        )
+
+    def _window_tokens(self, canvas: _Canvas, argmax: tuple[int, ...]) -> tuple[int, ...]:
+        tokens, _ = truncate_at_eos([*canvas.tokens, *argmax], self.eos_token_ids)
+        return tuple(tokens[: canvas.request.max_new_tokens])

@@ -1,0 +1,220 @@
+"""The ``livecanvas`` command: ``serve``, ``send``, ``demo`` and ``version``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from stream.config import ServerConfig, env_int, env_str
+
+DEMO_TEXT = (
+    "Good evening, and welcome to the live broadcast.",
+    "Tonight we look at how cities prepare for extreme heat,",
+    "from shaded bus stops to cooling centres that stay open all night.",
+    "Our first guest is an urban planner who has worked on this for ten years.",
+    "Thank you for joining us.",
+)
+
+
+def package_version() -> str:
+    try:
+        return version("livecanvas")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = args.handler
+    return int(handler(args))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="livecanvas", description="Live captions and translation on a block-diffusion model."
+    )
+    parser.add_argument(
+        "--log-level", default=env_str("LOG_LEVEL", "info"), choices=["debug", "info", "warning", "error"]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the WebSocket server")
+    add_server_flags(serve)
+    serve.set_defaults(handler=run_serve)
+
+    send = commands.add_parser(
+        "send", help="publish text (arguments, a file, or stdin) and print drafts and finals"
+    )
+    add_client_flags(send)
+    send.add_argument("text", nargs="*", help="segments to send (default: --file, or lines from stdin)")
+    send.add_argument("--file", type=Path, help="send this file line by line")
+    send.set_defaults(handler=run_send)
+
+    demo = commands.add_parser(
+        "demo", help="start a server on the embedded model and stream a demo text through it"
+    )
+    add_server_flags(demo, default_port=0)
+    demo.add_argument("--tracks", default="caption,pt", help="comma-separated tracks to show")
+    demo.add_argument("--interval", type=float, default=0.4, help="seconds between demo segments")
+    demo.set_defaults(handler=run_demo)
+
+    show_version = commands.add_parser("version", help="print versions")
+    show_version.set_defaults(handler=run_version)
+    return parser
+
+
+def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | None = None) -> None:
+    defaults = ServerConfig()
+    parser.add_argument("--host", default=env_str("HOST", defaults.host))
+    parser.add_argument(
+        "--port", type=int, default=env_int("PORT", defaults.port if default_port is None else default_port)
+    )
+    parser.add_argument(
+        "--model",
+        default=env_str("MODEL", defaults.model),
+        help="'embedded', a checkpoint directory, or a Hugging Face id already in the local cache",
+    )
+    parser.add_argument("--device", default=env_str("DEVICE", defaults.device), help="cpu, cuda, cuda:1, ...")
+    parser.add_argument(
+        "--dtype", default=env_str("DTYPE", defaults.dtype), help="auto, float32, bfloat16, ..."
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=env_int("THREADS", defaults.torch_threads),
+        help="torch threads (0: default)",
+    )
+    parser.add_argument(
+        "--max-batch",
+        type=int,
+        default=env_int("MAX_BATCH", defaults.max_batch),
+        help="canvases per forward, at most",
+    )
+    parser.add_argument(
+        "--max-frame-bytes", type=int, default=env_int("MAX_FRAME_BYTES", defaults.max_frame_bytes)
+    )
+    parser.add_argument(
+        "--window-words", type=int, default=env_int("WINDOW_WORDS", defaults.max_window_words)
+    )
+    parser.add_argument("--idle-ms", type=int, default=env_int("IDLE_MS", defaults.idle_ms))
+
+
+def add_client_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=env_str("URL", "ws://127.0.0.1:8765"))
+    parser.add_argument("--stream", default="demo")
+    parser.add_argument("--tracks", default="caption,pt", help="comma-separated tracks to receive")
+    parser.add_argument("--source-lang", default="en")
+    parser.add_argument("--token", default=env_str("TOKEN", ""))
+    parser.add_argument("--interval", type=float, default=0.0, help="seconds between segments (live pacing)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object per message")
+
+
+def server_config(args: argparse.Namespace) -> ServerConfig:
+    return ServerConfig(
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        torch_threads=args.threads,
+        max_batch=args.max_batch,
+        max_frame_bytes=args.max_frame_bytes,
+        max_window_words=args.window_words,
+        idle_ms=args.idle_ms,
+    )
+
+
+def run_event_loop(coroutine: object) -> None:
+    try:
+        import uvloop
+
+        uvloop.run(coroutine)  # type: ignore[arg-type]
+    except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
+        asyncio.run(coroutine)  # type: ignore[arg-type]
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from stream.serve import serve_forever
+
+    run_event_loop(serve_forever(server_config(args)))
+    return 0
+
+
+def run_send(args: argparse.Namespace) -> int:
+    from clients.python.send import SendOptions, send_segments
+
+    segments = list(args.text) or read_lines(args.file)
+    options = SendOptions(
+        url=args.url,
+        stream=args.stream,
+        tracks=tuple(t for t in args.tracks.split(",") if t),
+        source_lang=args.source_lang,
+        token=args.token,
+        interval_s=args.interval,
+        as_json=args.json,
+    )
+    result: list[int] = []
+
+    async def go() -> None:
+        result.append(await send_segments(options, segments))
+
+    run_event_loop(go())
+    return result[0] if result else 1
+
+
+def read_lines(path: Path | None) -> list[str]:
+    source = path.read_text(encoding="utf-8") if path is not None else sys.stdin.read()
+    return [line for line in source.splitlines() if line.strip()]
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from clients.python.send import SendOptions, send_segments
+    from stream.server import LivecanvasServer
+
+    config = server_config(args)
+    result: list[int] = []
+
+    async def go() -> None:
+        async with LivecanvasServer(config) as server:
+            card = server.model.card if server.model else None
+            if card is not None and not card.trained:
+                print(
+                    f"note: model {card.name!r} is an untrained placeholder; its 'translations' are noise.\n"
+                )
+            options = SendOptions(
+                url=f"ws://{config.host}:{server.port}",
+                stream="demo",
+                tracks=tuple(t for t in args.tracks.split(",") if t),
+                interval_s=args.interval,
+            )
+            result.append(await send_segments(options, list(DEMO_TEXT)))
+
+    run_event_loop(go())
+    return result[0] if result else 1
+
+
+def run_version(args: argparse.Namespace) -> int:
+    import torch
+    import transformers
+
+    from stream.messages import PROTOCOL_VERSION
+
+    print(f"livecanvas {package_version()} (protocol {PROTOCOL_VERSION})")
+    print(
+        f"torch {torch.__version__}, transformers {transformers.__version__}, python {sys.version.split()[0]}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

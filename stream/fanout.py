@@ -1,0 +1,53 @@
+"""Per-connection outgoing queue: finals and control messages in order, drafts coalesced.
+
+A viewer that reads slower than drafts arrive should see the newest draft of each window, not a
+backlog of stale ones, and must never miss a final. So a queued draft is replaced in place by a newer
+draft of the same (stream, track, window), and dropped once that window's final is queued. Finals and
+every other message keep their order and are never dropped. Sans I/O: the connection's writer task
+calls ``take()`` after ``ready`` reports something pending.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from itertools import count
+
+from stream.messages import DraftMsg, FinalMsg, ServerMessage
+
+_DraftKey = tuple[str, str, int]
+
+
+class Outbox:
+    """See the module docstring. ``on_ready`` is called whenever something becomes pending."""
+
+    def __init__(self, on_ready: Callable[[], None] = lambda: None) -> None:
+        self._pending: OrderedDict[object, ServerMessage] = OrderedDict()
+        self._unique = count()
+        self._on_ready = on_ready
+        self.drafts_coalesced = 0
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def put(self, message: ServerMessage) -> None:
+        if isinstance(message, DraftMsg):
+            key: object = ("draft", message.stream, message.track, message.window)
+            if key in self._pending:
+                self.drafts_coalesced += 1
+                self._pending[key] = message  # replaced in place: keeps its position
+            else:
+                self._pending[key] = message
+        else:
+            if isinstance(message, FinalMsg):
+                stale = ("draft", message.stream, message.track, message.window)
+                if self._pending.pop(stale, None) is not None:
+                    self.drafts_coalesced += 1
+            self._pending[next(self._unique)] = message
+        self._on_ready()
+
+    def take(self) -> list[ServerMessage]:
+        """Everything pending, in order; the outbox is empty afterwards."""
+        messages = list(self._pending.values())
+        self._pending.clear()
+        return messages

@@ -1,0 +1,141 @@
+"""The livecanvas server: a websockets server on the running event loop, the stream hub, and the
+engine worker thread that owns the model.
+
+Start-up loads the model on the worker thread (the loop stays free) and only then listens. Shutdown
+stops listening, closes every publisher's open text into windows, waits up to ``drain_timeout_s`` for
+their finals, says ``bye`` to every connection and stops the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+
+from engine.runtime import LoadedModel, load_model
+from engine.worker import EngineEvent, EngineWorker
+from stream.config import ServerConfig
+from stream.hub import StreamHub
+from stream.session import Connection
+
+logger = logging.getLogger("livecanvas.server")
+
+TICK_S = 0.1  # how often idle text is checked for windows
+FRAME_SIZE_HEADROOM = 4  # websockets itself refuses frames over this multiple of our own limit
+
+
+class LivecanvasServer:
+    """See the module docstring. ``async with LivecanvasServer(config) as server`` runs it."""
+
+    def __init__(self, config: ServerConfig, *, load: Callable[[], LoadedModel] | None = None) -> None:
+        self.config = config
+        self._load = load or (
+            lambda: load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
+        )
+        self.worker = EngineWorker(
+            self._load,
+            self._from_worker,
+            max_batch=config.max_batch,
+            torch_threads=config.torch_threads or None,
+        )
+        self.hub = StreamHub(
+            self.worker.submit, max_window_words=config.max_window_words, idle_ms=config.idle_ms
+        )
+        self.connections: set[Connection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: Server | None = None
+        self._ticker: asyncio.Task[None] | None = None
+        self.model: LoadedModel | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def __aenter__(self) -> LivecanvasServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.worker.start()
+        self.model = await asyncio.to_thread(self.worker.wait_ready)
+        card = self.model.card
+        logger.info(
+            "model %s (%s prompt, trained=%s) from %s",
+            card.name,
+            card.prompt_kind,
+            card.trained,
+            self.model.resolved.path,
+        )
+        self._server = await serve(
+            self._handle,
+            self.config.host,
+            self.config.port,
+            max_size=self.config.max_frame_bytes * FRAME_SIZE_HEADROOM,
+            max_queue=64,
+        )
+        self._ticker = asyncio.create_task(self._tick_loop(), name="window-ticker")
+        logger.info("listening on ws://%s:%d", self.config.host, self.port)
+
+    async def shutdown(self) -> None:
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        for name in list(self.hub.streams):
+            self.hub.flush(name)
+        drained = asyncio.Event()
+        pending = list(self.hub.streams)
+        remaining = len(pending)
+
+        def one_drained() -> None:
+            nonlocal remaining
+            remaining -= 1
+            if remaining <= 0:
+                drained.set()
+
+        if not pending:
+            drained.set()
+        for name in pending:
+            self.hub.when_drained(name, one_drained)
+        try:
+            await asyncio.wait_for(drained.wait(), timeout=self.config.drain_timeout_s)
+        except TimeoutError:
+            logger.warning(
+                "shutdown: windows still open after %.0f s; closing anyway", self.config.drain_timeout_s
+            )
+        for connection in list(self.connections):
+            connection.say_goodbye("server shutting down")
+        await self._server.wait_closed()
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        await asyncio.to_thread(self.worker.stop, drain=False, timeout=10)
+        self._server = None
+
+    async def _handle(self, websocket: ServerConnection) -> None:
+        connection = Connection(self, websocket)
+        self.connections.add(connection)
+        try:
+            await connection.run()
+        finally:
+            self.connections.discard(connection)
+
+    def _from_worker(self, events: list[EngineEvent]) -> None:
+        """Called on the worker thread: hand the events to the loop's thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+                loop.call_soon_threadsafe(self.hub.on_engine_events, events)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.hub.tick()

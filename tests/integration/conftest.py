@@ -1,0 +1,24 @@
+"""A real livecanvas server on a free loopback port, on the embedded default model."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from stream.config import ServerConfig
+from stream.server import LivecanvasServer
+
+
+@pytest.fixture
+async def server(livecanvas_cache: Path) -> AsyncIterator[LivecanvasServer]:
+    config = ServerConfig(
+        host="127.0.0.1", port=0, max_frame_bytes=64 * 1024, idle_ms=400, drain_timeout_s=60
+    )
+    async with LivecanvasServer(config) as running:
+        yield running
+
+
+def url_of(server: LivecanvasServer) -> str:
+    return f"ws://127.0.0.1:{server.port}"

@@ -1,0 +1,164 @@
+"""The sans-I/O scheduler: admission, step boundaries, per-canvas step counts, drafts and finals.
+
+Step results are written by hand here, so every branch is driven deliberately; the tests in
+``test_engine.py`` run the same scheduler on a real model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from engine.diffusion.denoiser import StepResult
+from engine.scheduler import Batch, CanvasStatus, Scheduler
+from engine.types import CanvasKey, CanvasRequest, DiffusionParams, Draft, EarlyExitParams, Final
+
+EOS = 1
+L = 4
+
+
+def decode(tokens: Sequence[int]) -> str:
+    return " ".join(str(t) for t in tokens)
+
+
+def request(window: int, *, steps: int = 5, max_new_tokens: int = L, draft_step: int = 2) -> CanvasRequest:
+    return CanvasRequest(
+        key=CanvasKey("s", "pt", window),
+        prompt_ids=(2, 3),
+        max_new_tokens=max_new_tokens,
+        seed=window,
+        diffusion=DiffusionParams(max_denoising_steps=steps),
+        early_exit=EarlyExitParams(draft_step=draft_step, draft_confidence=0.0),
+    )
+
+
+def result(*tokens: int, stopped: bool = False, entropy: float = 1.0) -> StepResult:
+    return StepResult(argmax=tokens, stopped=stopped, mean_entropy=entropy)
+
+
+def make(max_batch: int = 8) -> Scheduler:
+    return Scheduler(canvas_length=L, eos_token_ids=frozenset({EOS}), decode=decode, max_batch=max_batch)
+
+
+def test_new_canvas_starts_and_steps_in_the_same_batch() -> None:
+    scheduler = make()
+    seq = scheduler.add(request(0))
+    batch = scheduler.schedule()
+    assert [s for s, _ in batch.start] == [seq]
+    assert batch.step == (seq,)
+    assert batch.steps_remaining == (5,)
+
+
+def test_draft_at_draft_step_then_final_on_adaptive_stop_exactly_once() -> None:
+    scheduler = make()
+    seq = scheduler.add(request(0, draft_step=2))
+    events = []
+    for step in range(3):
+        batch = scheduler.schedule()
+        events += scheduler.update(batch, [result(7, 8, EOS, 9, stopped=step == 2)])
+    assert [type(e) for e in events] == [Draft, Final]
+    draft, final = events
+    assert isinstance(draft, Draft)
+    assert isinstance(final, Final)
+    assert (draft.rev, draft.text, draft.steps) == (0, "7 8", 2)
+    assert (final.rev, final.text, final.steps, final.tokens, final.error) == (1, "7 8", 3, 2, None)
+    assert scheduler.status(seq) is CanvasStatus.FINISHED
+    batch = scheduler.schedule()
+    assert batch.release == (seq,)
+    assert batch.step == ()
+    assert scheduler.idle
+
+
+def test_block_ends_at_step_budget_and_window_continues_without_eos() -> None:
+    scheduler = make()
+    seq = scheduler.add(request(0, steps=2, max_new_tokens=2 * L, draft_step=9))
+    events = []
+    for _ in range(2):
+        events += scheduler.update(b := scheduler.schedule(), [result(5, 6, 7, 8)])
+    assert events == []  # first block done, no EOS, budget left: no final yet
+    batch = scheduler.schedule()
+    assert batch.extend == ((seq, (5, 6, 7, 8)),)
+    assert batch.steps_remaining == (2,)  # the new block starts its own schedule
+    events += scheduler.update(batch, [result(9, EOS, 3, 3)])
+    events += scheduler.update(scheduler.schedule(), [result(9, EOS, 3, 3)])
+    assert len(events) == 1
+    final = events[0]
+    assert isinstance(final, Final)
+    assert final.text == "5 6 7 8 9"
+    assert final.steps == 4
+    del b
+
+
+def test_window_ends_at_token_budget() -> None:
+    scheduler = make()
+    scheduler.add(request(0, steps=1, max_new_tokens=L))
+    events = scheduler.update(scheduler.schedule(), [result(5, 6, 7, 8)])
+    assert [e.text for e in events if isinstance(e, Final)] == ["5 6 7 8"]
+
+
+def test_drafts_of_a_later_block_show_earlier_blocks_too() -> None:
+    scheduler = make()
+    scheduler.add(request(0, steps=3, max_new_tokens=2 * L, draft_step=2))
+    events: list[Draft | Final] = []
+    for _ in range(3):  # block 1: draft at step 2, ends at its budget of 3 steps without EOS
+        events += scheduler.update(scheduler.schedule(), [result(5, 6, 7, 8)])
+    for _ in range(2):  # block 2: its own draft at its step 2
+        events += scheduler.update(scheduler.schedule(), [result(9, 9, EOS, 4)])
+    assert [(type(e), e.text, e.rev) for e in events] == [(Draft, "5 6 7 8", 0), (Draft, "5 6 7 8 9 9", 1)]
+
+
+def test_canvases_join_and_leave_mid_flight_with_their_own_step_counts() -> None:
+    scheduler = make()
+    a = scheduler.add(request(0, steps=3))
+    batch = scheduler.schedule()
+    scheduler.update(batch, [result(5, 5, 5, 5)])
+    b = scheduler.add(request(1, steps=3))  # joins at the next step boundary
+    batch = scheduler.schedule()
+    assert batch.step == (a, b)
+    assert batch.steps_remaining == (2, 3)
+    assert scheduler.steps_done(a) == 1
+    scheduler.update(batch, [result(5, 5, 5, 5), result(6, 6, 6, 6)])
+    batch = scheduler.schedule()
+    events = scheduler.update(batch, [result(5, 5, 5, 5), result(6, 6, 6, 6)])
+    assert [(e.key.window, e.steps) for e in events if isinstance(e, Final)] == [(0, 3)]
+    batch = scheduler.schedule()
+    assert batch.release == (a,)
+    assert batch.step == (b,)
+    assert batch.steps_remaining == (1,)
+    events = scheduler.update(batch, [result(6, 6, 6, 6)])
+    assert [(e.key.window, e.steps) for e in events if isinstance(e, Final)] == [(1, 3)]
+
+
+def test_admission_respects_max_batch_in_fifo_order() -> None:
+    scheduler = make(max_batch=2)
+    ids = [scheduler.add(request(w, steps=1)) for w in range(5)]
+    batch = scheduler.schedule()
+    assert batch.step == tuple(ids[:2])
+    assert scheduler.waiting == 3
+    scheduler.update(batch, [result(EOS, 0, 0, 0), result(EOS, 0, 0, 0)])
+    batch = scheduler.schedule()
+    assert batch.step == tuple(ids[2:4])
+
+
+def test_fail_gives_an_error_final_once_and_frees_the_slot() -> None:
+    scheduler = make()
+    seq = scheduler.add(request(0))
+    batch = scheduler.schedule()
+    finals = scheduler.fail([seq], "boom")
+    assert [(f.error, f.text) for f in finals] == [("boom", "")]
+    assert scheduler.fail([seq], "again") == []
+    assert batch.without({seq}).step == ()
+    assert scheduler.schedule().release == (seq,)
+
+
+def test_update_rejects_mismatched_results() -> None:
+    scheduler = make()
+    scheduler.add(request(0))
+    with pytest.raises(ValueError, match="results"):
+        scheduler.update(scheduler.schedule(), [])
+
+
+def test_empty_batch() -> None:
+    assert Batch().empty
+    assert make().schedule().empty
