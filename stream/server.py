@@ -128,6 +128,21 @@ class LivecanvasServer:
         finally:
             self.connections.discard(connection)
 
+    def stats(self) -> dict[str, int | float]:
+        """Engine and server counters, as sent in ``stats`` messages."""
+        engine = self.worker.stats
+        return {
+            "connections": len(self.connections),
+            "streams": len(self.hub.streams),
+            "engine_jobs": engine.jobs,
+            "engine_finals": engine.finals,
+            "engine_errors": engine.errors,
+            "engine_forwards": engine.forwards,
+            "engine_canvases_stepped": engine.canvases_stepped,
+            "engine_mean_batch": round(engine.mean_batch, 3),
+            "engine_max_batch": engine.max_batch_seen,
+        }
+
     def _from_worker(self, events: list[EngineEvent]) -> None:
         """Called on the worker thread: hand the events to the loop's thread."""
         loop = self._loop

@@ -29,6 +29,7 @@ from stream.messages import (
     Ready,
     Resume,
     Role,
+    StatsMsg,
     Text,
 )
 from stream.protocol import ServerProtocol, State
@@ -150,6 +151,8 @@ class Connection:
                 and not len(self.outbox)
                 and self.protocol.state is not State.CLOSED
             ):
+                if self.protocol.state is not State.AWAITING_HELLO:
+                    self.protocol.send(StatsMsg(values=self.server.stats()))
                 self.protocol.finish(self._bye_reason)
             await self._flush()
             if self.protocol.state is State.CLOSED:

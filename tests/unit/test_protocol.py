@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from stream.errors import ErrorCode, LivecanvasStreamError, ProtocolError
+from stream.errors import ProtocolError
 from stream.protocol import (
     Audio,
-    Bye,
     ClientMessage,
-    ClientProtocol,
     DraftMsg,
     End,
     ErrorMsg,
@@ -28,69 +22,24 @@ from stream.protocol import (
     Ready,
     Resume,
     Role,
-    ServerMessage,
     ServerProtocol,
     State,
     StatsMsg,
     Text,
     Wire,
-    encode_frame,
 )
-
-WIRES: list[Wire] = ["msgpack", "json"]
-HELLO: dict[str, Any] = {
-    "type": "hello",
-    "protocol": 1,
-    "token": "",
-    "stream": "room-1",
-    "role": "publish",
-    "tracks": ["caption", "pt-BR"],
-}
-PCM = b"\x01\x00\xff\x7f" * 8
-
-
-def frame(mapping: object, wire: Wire) -> bytes | str:
-    """Encode any value as a frame, bypassing message validation."""
-    if wire == "json":
-        return json.dumps(mapping)
-    return msgpack.packb(mapping, use_bin_type=True)
-
-
-def decode(data: bytes | str) -> dict[str, Any]:
-    obj = json.loads(data) if isinstance(data, str) else msgpack.unpackb(data, raw=False)
-    assert isinstance(obj, dict)
-    return obj
-
-
-def sent(proto: ServerProtocol | ClientProtocol) -> list[dict[str, Any]]:
-    return [decode(f) for f in proto.data_to_send()]
-
-
-def audio_mapping(pcm: bytes, wire: Wire) -> dict[str, Any]:
-    if wire == "json":
-        return {"type": "audio", "pcm_b64": base64.b64encode(pcm).decode()}
-    return {"type": "audio", "pcm": pcm}
-
-
-def ready_for(hello: Hello) -> Ready:
-    return Ready(session="sess-1", stream=hello.stream, role=hello.role, tracks=hello.tracks)
-
-
-def open_server(wire: Wire = "msgpack", role: str = "publish") -> ServerProtocol:
-    proto = ServerProtocol()
-    proto.receive_frame(frame({**HELLO, "role": role}, wire))
-    [hello] = proto.events_received()
-    assert isinstance(hello, Hello)
-    proto.accept(ready_for(hello))
-    proto.data_to_send()
-    return proto
-
-
-def assert_still_usable(proto: ServerProtocol, wire: Wire) -> None:
-    proto.receive_frame(frame({"type": "text", "segment": "still here"}, wire))
-    assert proto.events_received() == [Text("still here")]
-    assert proto.data_to_send() == []
-
+from tests.unit.protocol_helpers import (
+    HELLO,
+    PCM,
+    WIRES,
+    assert_still_usable,
+    audio_mapping,
+    decode,
+    frame,
+    open_server,
+    ready_for,
+    sent,
+)
 
 # --------------------------------------------------------------------------- hello / ready
 
@@ -442,257 +391,3 @@ def test_stats_values() -> None:
     for bad in bad_values:
         with pytest.raises(ValueError, match="stats"):
             StatsMsg(values=bad)
-
-
-# --------------------------------------------------------------------------- client <-> server
-
-
-def pump(src: ServerProtocol | ClientProtocol, dst: ServerProtocol | ClientProtocol) -> None:
-    for data in src.data_to_send():
-        dst.receive_frame(data)
-
-
-@pytest.mark.parametrize("wire", WIRES)
-def test_client_server_round_trip(wire: Wire) -> None:
-    client, server = ClientProtocol(wire=wire), ServerProtocol()
-    hello = Hello(stream="room-1", role=Role.PUBLISH, tracks=("caption", "pt"), token="tok")
-    inputs: list[ClientMessage] = [Text("Hello.", t_ms=10), Audio(PCM), Flush()]
-    client.send(hello)
-    for message in inputs:  # pipelined before ready
-        client.send(message)
-    data = client.data_to_send()
-    assert all(isinstance(d, str if wire == "json" else bytes) for d in data)
-    server.receive_frame(data[0])
-    assert server.events_received() == [hello]
-    server.accept(ready_for(hello))
-    for d in data[1:]:
-        server.receive_frame(d)
-    assert server.events_received() == inputs
-
-    outputs: list[ServerMessage] = [
-        DraftMsg(
-            stream="room-1", track="pt", window=0, rev=0, text="Olá", t0_ms=10, t1_ms=900, latency_ms=30
-        ),
-        FinalMsg(
-            stream="room-1", track="pt", window=0, rev=1, text="Olá.", t0_ms=10, t1_ms=900, latency_ms=55
-        ),
-        FinalMsg(
-            stream="room-1",
-            track="caption",
-            window=0,
-            rev=0,
-            text="",
-            t0_ms=10,
-            t1_ms=900,
-            latency_ms=9,
-            error="oom",
-        ),
-        StatsMsg(values={"rtf": 0.25, "windows": 1}),
-        ErrorMsg(code="overloaded", message="slow down"),
-    ]
-    for output in outputs:
-        server.send(output)
-    client.send(End())
-    pump(client, server)
-    assert server.events_received() == [End()]
-    server.finish("end")
-    pump(server, client)
-    events = client.events_received()
-    assert events[0] == replace(ready_for(hello), seq=1)
-    assert events[1:-1] == [replace(m, seq=i) for i, m in enumerate(outputs, 2)]
-    assert events[-1] == Bye(reason="end", seq=7)
-    assert client.state is State.CLOSED
-    assert client.last_seq == 7
-    with pytest.raises(ProtocolError, match="after bye"):
-        client.receive_frame(frame({"type": "stats", "seq": 8}, wire))
-
-
-def server_frame(mapping: dict[str, Any]) -> bytes | str:
-    return frame(mapping, "msgpack")
-
-
-def opened_client(role: Role = Role.SUBSCRIBE) -> ClientProtocol:
-    client = ClientProtocol()
-    client.send(Hello(stream="s", role=role, tracks=("pt",)))
-    client.receive_frame(
-        encode_frame(
-            Ready(session="x", stream="s", role=role, tracks=("pt",), seq=1).to_wire("msgpack"), "msgpack"
-        )
-    )
-    client.events_received()
-    return client
-
-
-def test_client_detects_seq_gap() -> None:
-    client = opened_client()
-    client.receive_frame(server_frame({"type": "stats", "seq": 2}))
-    with pytest.raises(ProtocolError, match="expected seq 3, got 5") as exc_info:
-        client.receive_frame(server_frame({"type": "stats", "seq": 5, "x": 1}))
-    assert exc_info.value.code == ErrorCode.SEQ_GAP
-    assert ErrorCode.SEQ_GAP.value == "seq_gap"
-    assert isinstance(exc_info.value, LivecanvasStreamError)
-    assert client.events_received() == [StatsMsg(seq=2), StatsMsg(values={"x": 1}, seq=5)]
-    client.receive_frame(server_frame({"type": "stats", "seq": 6}))  # resynchronised
-    with pytest.raises(ProtocolError, match="expected seq 7, got 6"):
-        client.receive_frame(server_frame({"type": "stats", "seq": 6}))  # duplicate
-
-
-def test_client_resume_expects_continuation() -> None:
-    client = opened_client()
-    client.send(Resume(41))
-    client.receive_frame(server_frame({"type": "stats", "seq": 2}))  # in flight before the server saw resume
-    client.receive_frame(server_frame({"type": "stats", "seq": 42}))
-    client.receive_frame(server_frame({"type": "stats", "seq": 43}))
-    assert client.last_seq == 43
-    with pytest.raises(ProtocolError, match="seq"):
-        client.receive_frame(server_frame({"type": "stats", "seq": 50}))
-
-
-def test_client_resume_with_real_server() -> None:
-    client, server = ClientProtocol(wire="json"), ServerProtocol()
-    hello = Hello(stream="s", role=Role.SUBSCRIBE, tracks=("pt",))
-    client.send(hello)
-    client.send(Resume(100))
-    data = client.data_to_send()
-    server.receive_frame(data[0])
-    [event] = server.events_received()
-    assert event == hello
-    server.accept(ready_for(hello))
-    server.receive_frame(data[1])
-    assert server.events_received() == [Resume(100)]
-    server.send(StatsMsg())
-    pump(server, client)
-    assert [m.seq for m in client.events_received()] == [1, 101]
-
-
-def test_client_send_rules() -> None:
-    client = ClientProtocol()
-    with pytest.raises(ProtocolError, match="hello") as exc_info:
-        client.send(Text("hi"))
-    assert exc_info.value.code == "not_ready"
-    with pytest.raises(ProtocolError, match="token") as exc_info:
-        client.send(Hello(stream="s", role=Role.PUBLISH, tracks=("pt",), token="x" * 5000))
-    assert exc_info.value.code == "bad_field"
-    client = opened_client(Role.SUBSCRIBE)
-    with pytest.raises(ProtocolError, match="subscriber"):
-        client.send(Text("hi"))
-    client = opened_client(Role.PUBLISH)
-    with pytest.raises(ProtocolError, match="segment"):
-        client.send(Text("   "))
-    with pytest.raises(ProtocolError, match="already"):
-        client.send(Hello(stream="s", role=Role.PUBLISH, tracks=("pt",)))
-    client.send(End())
-    with pytest.raises(ProtocolError, match="ENDING"):
-        client.send(Flush())
-
-
-def test_client_rejects_bad_server_frames() -> None:
-    client = ClientProtocol()
-    with pytest.raises(ProtocolError, match="before ready"):
-        client.receive_frame(server_frame({"type": "stats", "seq": 1}))
-    client = ClientProtocol()
-    client.send(Hello(stream="s", role=Role.PUBLISH, tracks=("pt",)))
-    client.receive_frame(
-        server_frame({"type": "error", "code": "unauthorized", "message": "no", "ref": "hello", "seq": 1})
-    )
-    assert client.state is State.AWAITING_HELLO
-    client.send(Hello(stream="s", role=Role.PUBLISH, tracks=("pt",)))  # retry allowed after rejection
-    for bad, code in [
-        (b"\xc1", "bad_frame"),
-        (server_frame({"type": "nope", "seq": 2}), "unknown_type"),
-        (server_frame({"type": "bye", "seq": "2", "reason": "x"}), "bad_field"),
-        (server_frame({"type": "ready", "protocol": 2, "seq": 2}), "unsupported_version"),
-    ]:
-        with pytest.raises(ProtocolError) as exc_info:
-            client.receive_frame(bad)
-        assert exc_info.value.code == code
-    draft = {
-        "type": "draft",
-        "stream": "s",
-        "track": "pt",
-        "window": 0,
-        "rev": 0,
-        "text": "",
-        "latency_ms": 0,
-    }
-    with pytest.raises(ProtocolError, match="t1_ms"):
-        client.receive_frame(server_frame(draft | {"t0_ms": 5, "t1_ms": 4, "seq": 2}))
-
-
-# --------------------------------------------------------------------------- property tests
-
-json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
-    ),
-    max_leaves=20,
-)
-msgpack_values = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats()
-    | st.text(max_size=20)
-    | st.binary(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
-    ),
-    max_leaves=20,
-)
-field_names = st.sampled_from(
-    [
-        "type",
-        "protocol",
-        "token",
-        "stream",
-        "role",
-        "tracks",
-        "source_lang",
-        "pcm",
-        "pcm_b64",
-        "segment",
-        "t_ms",
-        "last_seq",
-    ]
-)
-message_like = st.builds(
-    lambda t, fields: {**fields, "type": t},
-    st.sampled_from(["hello", "audio", "text", "flush", "end", "resume", "ready", "x"]),
-    st.dictionaries(field_names, msgpack_values, max_size=6),
-)
-
-
-def _exactly_one_outcome(proto: ServerProtocol, data: bytes | str) -> None:
-    proto.receive_frame(data)
-    events, output = proto.events_received(), proto.data_to_send()
-    assert len(events) + len(output) == 1
-    if output:
-        assert decode(output[0])["type"] == "error"
-
-
-@settings(max_examples=300, deadline=None)
-@given(data=st.binary(max_size=200) | st.text(max_size=200), opened=st.booleans())
-def test_arbitrary_frames_never_raise(data: bytes | str, opened: bool) -> None:
-    _exactly_one_outcome(open_server() if opened else ServerProtocol(), data)
-
-
-@settings(max_examples=300, deadline=None)
-@given(value=json_values | message_like, opened=st.booleans(), role=st.sampled_from(["publish", "subscribe"]))
-def test_arbitrary_json_values_never_raise(value: object, opened: bool, role: str) -> None:
-    try:
-        data = json.dumps(value)
-    except (TypeError, ValueError):  # bytes from message_like: send them through msgpack instead
-        data = None
-    proto = open_server("json", role) if opened else ServerProtocol()
-    if data is not None:
-        _exactly_one_outcome(proto, data)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    value=msgpack_values | message_like, opened=st.booleans(), role=st.sampled_from(["publish", "subscribe"])
-)
-def test_arbitrary_msgpack_values_never_raise(value: object, opened: bool, role: str) -> None:
-    proto = open_server("msgpack", role) if opened else ServerProtocol()
-    _exactly_one_outcome(proto, msgpack.packb(value, use_bin_type=True))
