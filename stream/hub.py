@@ -152,6 +152,8 @@ class StreamHub:
             window = stream.windows.get(event.key.window)
             if window is None or event.key.track not in window.open_tracks:
                 continue  # its final is already out
+            if event.key.window in stream.tracks[event.key.track].held:
+                continue  # its final is already in, held for an earlier window: first final wins
             if isinstance(event, Draft):
                 self._broadcast(stream, event.key.track, self._message(stream, window, event))
             else:

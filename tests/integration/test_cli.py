@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from stream.server import LivecanvasServer
+from tests.integration.conftest import url_of
 
 
 def test_demo_shows_drafts_then_finals(livecanvas_cache: Path) -> None:
@@ -51,3 +56,23 @@ def test_send_to_a_closed_port_fails_cleanly() -> None:
     assert result.returncode == 1
     assert "livecanvas send:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+async def test_send_publishes_a_file_line_by_line(server: LivecanvasServer, tmp_path: Path) -> None:
+    transcript = tmp_path / "transcript.txt"
+    transcript.write_text("First line of the talk.\n\nSecond line, and the last one.\n", encoding="utf-8")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "stream.cli", "--log-level", "warning", "send",
+        "--url", url_of(server), "--stream", "file-talk", "--tracks", "caption,pt", "--json",
+        "--file", str(transcript),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    messages = [json.loads(line) for line in stdout.decode().splitlines()]
+    finals = [(m["track"], m["window"], m["text"]) for m in messages if m["type"] == "final"]
+    assert ("caption", 0, "First line of the talk.") in finals
+    assert ("caption", 1, "Second line, and the last one.") in finals
+    assert sorted(w for t, w, _ in finals if t == "pt") == [0, 1]
+    assert messages[-1]["type"] == "bye"
