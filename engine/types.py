@@ -139,3 +139,16 @@ class Final:
     steps: int
     tokens: int
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One recognised word with its time span in the stream's audio (ms from the stream's first sample).
+
+    ``text`` is the word as the recogniser wrote it, punctuation attached, no surrounding spaces.
+    """
+
+    text: str
+    t0_ms: int
+    t1_ms: int
+    probability: float = 1.0
