@@ -1,4 +1,4 @@
-"""The ``livecanvas`` command: ``serve``, ``send``, ``demo`` and ``version``."""
+"""The ``livecanvas`` command: ``serve``, ``send``, ``demo``, ``models`` and ``version``."""
 
 from __future__ import annotations
 
@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--tracks", default="caption,pt", help="comma-separated tracks to show")
     demo.add_argument("--interval", type=float, default=0.4, help="seconds between demo segments")
     demo.set_defaults(handler=run_demo)
+
+    models = commands.add_parser("models", help="provision the offline models and show their state")
+    models.add_argument("--verify", action="store_true", help="hash every pinned file in full")
+    models.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    models.set_defaults(handler=run_models)
 
     show_version = commands.add_parser("version", help="print versions")
     show_version.set_defaults(handler=run_version)
@@ -201,6 +206,26 @@ def run_demo(args: argparse.Namespace) -> int:
 
     run_event_loop(go())
     return result[0] if result else 1
+
+
+def run_models(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from engine.asr_models import list_models
+
+    entries = list_models(verify=args.verify)
+    if args.json:
+        print(json.dumps([{**asdict(m), "path": str(m.path)} for m in entries], indent=2))
+    else:
+        rows = [("name", "verified", "size", "path", "detail")]
+        for m in entries:
+            size = f"{m.size_bytes / 1e6:.1f} MB" if m.size_bytes else "-"
+            rows.append((m.name, "yes" if m.verified else "no", size, str(m.path), m.detail))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        for row in rows:
+            print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4])
+    return 1 if any(m.required and not m.verified for m in entries) else 0
 
 
 def run_version(args: argparse.Namespace) -> int:

@@ -35,6 +35,9 @@ class ServerConfig:
     idle_ms: int = 1500  # an unfinished sentence becomes a window after this much silence
     drain_timeout_s: float = 30.0  # graceful shutdown: how long live windows may take to finish
     seed: int = 0
+    asr: bool = True  # speech recognition for audio input (loads the whisper models)
+    asr_threads: int = 0  # CTranslate2 threads per model (0: its default)
+    asr_max_batch: int = 8  # recognition requests per round, at most
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

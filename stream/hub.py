@@ -10,6 +10,11 @@ tracks. For every window the hub:
 * relays engine drafts to that track's viewers, and releases finals in window order per track (a
   final that overtakes an earlier window waits for it), exactly once each.
 
+Audio goes through a ``LiveTranscriber`` per stream: the hub hands its recognition requests to the
+``submit_asr`` callback (whose result callback must run on the hub's thread), relays its caption
+drafts, and treats its closed windows exactly like text windows. The hub numbers every stream's
+windows itself, so text and audio windows share one gapless sequence.
+
 The hub runs on the event loop's thread but does no I/O itself: viewers are objects with a
 ``deliver`` method and jobs leave through the ``submit`` callback, so it is tested without a loop.
 """
@@ -19,17 +24,21 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from engine.asr import AsrRequest
 from engine.prompts import ContextEntry
 from engine.runtime import WindowJob
-from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window
+from engine.transcriber import CaptionDraft, LiveTranscriber
+from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, Word
 from engine.windows import TextWindower
 from stream.errors import ProtocolError
 from stream.messages import DraftMsg, FinalMsg
 
 CONTEXT_WINDOWS = 3
+
+AsrSubmit = Callable[[AsrRequest, Callable[[list[Word] | Exception], None]], None]
 
 
 class Viewer(Protocol):
@@ -66,10 +75,19 @@ class StreamState:
     windows: dict[int, _WindowState] = field(default_factory=dict)
     tracks: dict[str, _TrackState] = field(default_factory=dict)
     drain_waiters: list[Callable[[], None]] = field(default_factory=list)
+    next_window: int = 0
+    transcriber: LiveTranscriber | None = None
+    audio_started_ns: int = 0  # wall clock of the stream's first audio sample
+    caption_draft_rev: int = 0
 
     @property
     def pending_windows(self) -> int:
         return len(self.windows)
+
+    @property
+    def drained(self) -> bool:
+        transcribing = self.transcriber is not None and not self.transcriber.finished
+        return not self.windows and not transcribing
 
     def target_tracks(self) -> set[str]:
         return {t for viewer in self.viewers for t in viewer.tracks} - {CAPTION_TRACK}
@@ -85,8 +103,12 @@ class StreamHub:
         max_window_words: int = 32,
         idle_ms: int = 1500,
         clock_ns: Callable[[], int] = time.monotonic_ns,
+        submit_asr: AsrSubmit | None = None,
+        make_transcriber: Callable[[str], LiveTranscriber] | None = None,
     ) -> None:
         self._submit = submit
+        self._submit_asr = submit_asr
+        self._make_transcriber = make_transcriber
         self._max_window_words = max_window_words
         self._idle_ms = idle_ms
         self._clock_ns = clock_ns
@@ -119,6 +141,7 @@ class StreamHub:
         if stream.publisher is viewer:
             stream.publisher = None
             self._commit(stream, stream.windower.flush(self._now_ms(stream)))  # nothing published is lost
+            self._end_audio(stream)
         self._forget_if_unused(stream)
 
     # -- input -------------------------------------------------------------------------------------
@@ -130,6 +153,27 @@ class StreamHub:
         stream = self.streams[name]
         self._commit(stream, stream.windower.flush(self._now_ms(stream)))
 
+    @property
+    def accepts_audio(self) -> bool:
+        return self._submit_asr is not None and self._make_transcriber is not None
+
+    def publish_audio(self, name: str, pcm16le: bytes) -> None:
+        """Feed a publisher's audio (PCM16LE, 16 kHz mono) into the stream's transcriber."""
+        stream = self.streams[name]
+        if stream.transcriber is None or stream.transcriber.finished:
+            if self._make_transcriber is None:
+                raise ProtocolError("unsupported", "this server has no speech recognition")
+            stream.transcriber = self._make_transcriber(stream.source_lang)
+            stream.audio_started_ns = self._clock_ns()
+        stream.transcriber.insert_audio(pcm16le)
+        self._pump_audio(stream)
+
+    def end_input(self, name: str) -> None:
+        """The publisher has no more input: close open text and finish transcribing audio."""
+        stream = self.streams[name]
+        self.flush(name)
+        self._end_audio(stream)
+
     def tick(self) -> None:
         """Close windows whose text has been idle too long; call a few times a second."""
         for stream in list(self.streams.values()):
@@ -138,7 +182,7 @@ class StreamHub:
     def when_drained(self, name: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every committed window of the stream has all its finals out."""
         stream = self.streams.get(name)
-        if stream is None or not stream.windows:
+        if stream is None or stream.drained:
             callback()
         else:
             stream.drain_waiters.append(callback)
@@ -159,15 +203,67 @@ class StreamHub:
             else:
                 self._on_final(stream, window, event)
 
+    # -- audio ---------------------------------------------------------------------------------------
+    def _end_audio(self, stream: StreamState) -> None:
+        if stream.transcriber is not None and not stream.transcriber.finished:
+            stream.transcriber.end()
+            self._pump_audio(stream)
+
+    def _pump_audio(self, stream: StreamState) -> None:
+        transcriber = stream.transcriber
+        assert transcriber is not None
+        assert self._submit_asr is not None
+        request, events = transcriber.step()
+        self._on_caption_events(stream, events)
+        if request is None:
+            self._check_drained(stream)
+            return
+
+        def done(result: list[Word] | Exception) -> None:
+            if isinstance(result, Exception):
+                self._on_caption_events(stream, transcriber.on_error(request))
+            else:
+                self._on_caption_events(stream, transcriber.on_result(request, result))
+            if stream.transcriber is transcriber:
+                self._pump_audio(stream)
+
+        self._submit_asr(request, done)
+
+    def _on_caption_events(self, stream: StreamState, events: list[CaptionDraft | Window]) -> None:
+        windows: list[Window] = []
+        for event in events:
+            if isinstance(event, Window):
+                windows.append(event)
+                continue
+            spoken_ns = stream.audio_started_ns + event.t1_ms * 1_000_000
+            draft = DraftMsg(
+                stream=stream.name, track=CAPTION_TRACK, window=stream.next_window,
+                rev=stream.caption_draft_rev, text=event.text, t0_ms=event.t0_ms, t1_ms=event.t1_ms,
+                latency_ms=max(0, (self._clock_ns() - spoken_ns) // 1_000_000),
+            )  # fmt: skip
+            stream.caption_draft_rev += 1
+            self._broadcast(stream, CAPTION_TRACK, draft)
+        if windows:
+            # measured from when the window's last word was spoken (the audio arrives in real time)
+            self._commit(
+                stream, windows, spoken_ns=[stream.audio_started_ns + w.t1_ms * 1_000_000 for w in windows]
+            )
+
     # -- internals ---------------------------------------------------------------------------------
     def _now_ms(self, stream: StreamState) -> int:
         return (self._clock_ns() - stream.started_ns) // 1_000_000
 
-    def _commit(self, stream: StreamState, windows: Iterable[Window]) -> None:
+    def _commit(
+        self, stream: StreamState, windows: Iterable[Window], spoken_ns: list[int] | None = None
+    ) -> None:
         now_ns = self._clock_ns()
-        for window in windows:
+        for position, produced in enumerate(windows):
+            window = replace(produced, index=stream.next_window)
+            stream.next_window += 1
+            stream.caption_draft_rev = 0
+            committed_ns = min(now_ns, spoken_ns[position]) if spoken_ns else now_ns
             targets = stream.target_tracks()
-            state = _WindowState(window=window, committed_ns=now_ns, open_tracks=set(targets))
+            state = _WindowState(window=window, committed_ns=committed_ns, open_tracks=set(targets))
             stream.windows[window.index] = state
             caption = FinalMsg(
                 stream=stream.name,
@@ -177,7 +273,7 @@ class StreamHub:
                 text=window.source,
                 t0_ms=window.t0_ms,
                 t1_ms=window.t1_ms,
-                latency_ms=0,
+                latency_ms=(now_ns - committed_ns) // 1_000_000,
             )
             self._broadcast(stream, CAPTION_TRACK, caption)
             for track in sorted(targets):
@@ -236,7 +332,7 @@ class StreamHub:
                 viewer.deliver(message)
 
     def _check_drained(self, stream: StreamState) -> None:
-        if stream.windows:
+        if not stream.drained:
             return
         waiters, stream.drain_waiters = stream.drain_waiters, []
         for callback in waiters:
@@ -244,5 +340,5 @@ class StreamHub:
         self._forget_if_unused(stream)
 
     def _forget_if_unused(self, stream: StreamState) -> None:
-        if not stream.viewers and not stream.windows and not stream.windower.pending_text:
+        if not stream.viewers and stream.drained and not stream.windower.pending_text:
             self.streams.pop(stream.name, None)

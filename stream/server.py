@@ -15,7 +15,12 @@ from collections.abc import Callable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from engine.asr import Asr, AsrRequest
+from engine.asr_worker import AsrWorker
+from engine.audio import SpeechDetector
 from engine.runtime import LoadedModel, load_model
+from engine.transcriber import LiveTranscriber, TranscriberSettings
+from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
 from stream.config import ServerConfig
 from stream.hub import StreamHub
@@ -41,8 +46,14 @@ class LivecanvasServer:
             max_batch=config.max_batch,
             torch_threads=config.torch_threads or None,
         )
+        self.asr_worker = AsrWorker(self._load_asr, max_batch=config.asr_max_batch) if config.asr else None
+        self._speech_detector: SpeechDetector | None = None
         self.hub = StreamHub(
-            self.worker.submit, max_window_words=config.max_window_words, idle_ms=config.idle_ms
+            self.worker.submit,
+            max_window_words=config.max_window_words,
+            idle_ms=config.idle_ms,
+            submit_asr=self._submit_asr if config.asr else None,
+            make_transcriber=self._make_transcriber if config.asr else None,
         )
         self.connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -65,6 +76,10 @@ class LivecanvasServer:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.worker.start()
+        if self.asr_worker is not None:
+            self.asr_worker.start()
+            await asyncio.to_thread(self.asr_worker.wait_ready)
+            self._speech_detector = SpeechDetector()
         self.model = await asyncio.to_thread(self.worker.wait_ready)
         card = self.model.card
         logger.info(
@@ -118,6 +133,8 @@ class LivecanvasServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
         await asyncio.to_thread(self.worker.stop, drain=False, timeout=10)
+        if self.asr_worker is not None:
+            await asyncio.to_thread(self.asr_worker.stop, 30)
         self._server = None
 
     async def _handle(self, websocket: ServerConnection) -> None:
@@ -142,6 +159,32 @@ class LivecanvasServer:
             "engine_mean_batch": round(engine.mean_batch, 3),
             "engine_max_batch": engine.max_batch_seen,
         }
+
+    def _load_asr(self) -> Asr:
+        from engine.asr import FasterWhisperAsr
+        from engine.asr_models import ensure_whisper_base, whisper_tiny_en
+
+        models = {"draft": whisper_tiny_en(), "final": ensure_whisper_base()}
+        return FasterWhisperAsr(models, cpu_threads=self.config.asr_threads)
+
+    def _make_transcriber(self, source_lang: str) -> LiveTranscriber:
+        assert self._speech_detector is not None
+        language = source_lang.split("-")[0].lower()
+        # the draft model (tiny.en) knows English only; other languages use the final model alone
+        settings = TranscriberSettings(language=language, use_draft_pass=language == "en")
+        return LiveTranscriber(detector=self._speech_detector, settings=settings)
+
+    def _submit_asr(self, request: AsrRequest, done: Callable[[list[Word] | Exception], None]) -> None:
+        assert self.asr_worker is not None
+        assert self._loop is not None
+        loop = self._loop
+
+        def on_worker_thread(result: list[Word] | Exception) -> None:
+            if not loop.is_closed():
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(done, result)
+
+        self.asr_worker.submit(request, on_worker_thread)
 
     def _from_worker(self, events: list[EngineEvent]) -> None:
         """Called on the worker thread: hand the events to the loop's thread."""

@@ -107,14 +107,20 @@ class Connection:
             case End():
                 assert self.stream is not None
                 if self.role is Role.PUBLISH:
-                    hub.flush(self.stream)
+                    hub.end_input(self.stream)
                     hub.when_drained(self.stream, lambda: self.say_goodbye("end"))
                 else:
                     self.say_goodbye("end")
             case Audio():
-                self.protocol.reject(
-                    ErrorCode.UNSUPPORTED, "this server has no speech recognition yet; send text", ref="audio"
-                )
+                assert self.stream is not None
+                if hub.accepts_audio:
+                    hub.publish_audio(self.stream, message.pcm)
+                else:
+                    self.protocol.reject(
+                        ErrorCode.UNSUPPORTED,
+                        "speech recognition is off on this server; send text",
+                        ref="audio",
+                    )
             case Resume():
                 self.protocol.reject(
                     ErrorCode.UNSUPPORTED, "this server does not keep history for resume yet", ref="resume"

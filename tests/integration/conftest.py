@@ -14,7 +14,7 @@ from stream.server import LivecanvasServer
 @pytest.fixture
 async def server(livecanvas_cache: Path) -> AsyncIterator[LivecanvasServer]:
     config = ServerConfig(
-        host="127.0.0.1", port=0, max_frame_bytes=64 * 1024, idle_ms=400, drain_timeout_s=60
+        host="127.0.0.1", port=0, max_frame_bytes=64 * 1024, idle_ms=400, drain_timeout_s=60, asr=False
     )
     async with LivecanvasServer(config) as running:
         yield running

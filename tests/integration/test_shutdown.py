@@ -12,7 +12,7 @@ from stream.server import LivecanvasServer
 
 
 async def test_shutdown_finishes_open_windows_then_says_bye(livecanvas_cache: Path) -> None:
-    config = ServerConfig(host="127.0.0.1", port=0, idle_ms=60_000, drain_timeout_s=120)
+    config = ServerConfig(host="127.0.0.1", port=0, idle_ms=60_000, drain_timeout_s=120, asr=False)
     server = LivecanvasServer(config)
     await server.start()
     url = f"ws://127.0.0.1:{server.port}"

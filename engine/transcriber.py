@@ -1,0 +1,229 @@
+"""Live transcription of one audio stream, sans I/O: audio in, recognition requests out, results in,
+caption drafts and final windows out.
+
+* **Passes.** The recogniser runs over a rolling buffer in two alternating passes. The *draft* pass
+  (a fast model, e.g. whisper tiny.en) shows the newest words early. The *final* pass (a better model
+  with the stream's recent text as context, e.g. whisper base) feeds a LocalAgreement-2 policy: a word
+  is final once two consecutive final passes agree on it.
+* **Windows.** Final words gather into the next window, which closes at a sentence end, at the word
+  budget, after a pause, or at the end of the stream.
+* **Drafts.** A draft shows the open window: its final words so far, then the newest unconfirmed ones.
+* **Bounded latency.**
+  * At most one request is in flight per stream. When it returns, the next one covers all audio that
+    arrived meanwhile, so work never piles up behind a slow recogniser.
+  * The buffer is trimmed at every closed window and hard-bounded in length.
+  * Audio without speech, by voice activity detection, is never sent to the recogniser, so silence
+    cannot produce hallucinated text.
+
+All times are ms of the stream's audio, from its first sample; the caller supplies no clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from engine.asr import AsrRequest
+from engine.audio import SAMPLE_RATE, AudioBuffer, SpeechDetector
+from engine.commit import LocalAgreement
+from engine.types import Window, Word
+
+SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？")  # noqa: RUF001
+DRAFT_PASS, FINAL_PASS = "draft", "final"
+MAX_FAILURES = 3
+CLOSING_QUOTES = "\"'\u201d\u2019)»"
+
+
+@dataclass(frozen=True, slots=True)
+class CaptionDraft:
+    """The open window as it stands: final words so far plus the newest unconfirmed ones."""
+
+    text: str
+    t0_ms: int
+    t1_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriberSettings:
+    language: str | None = "en"
+    use_draft_pass: bool = True
+    interval_ms: int = 500  # new audio needed before the next pass
+    max_buffer_ms: int = 20_000  # hard bound of the rolling buffer
+    trim_keep_ms: int = 5_000  # when the bound is near, keep this much unconfirmed audio
+    pause_ms: int = 800  # silence after the last final word that closes the window
+    right_context_ms: int = 1000  # a word is only confirmed once the final pass heard this much after it
+    max_window_words: int = 24
+    context_words: int = 40
+
+
+@dataclass(eq=False)
+class LiveTranscriber:
+    """See the module docstring."""
+
+    detector: SpeechDetector
+    settings: TranscriberSettings = field(default_factory=TranscriberSettings)
+
+    def __post_init__(self) -> None:
+        self.buffer = AudioBuffer(max_ms=self.settings.max_buffer_ms)
+        self.agreement = LocalAgreement(agreement=2)
+        self._open_words: list[Word] = []  # final words of the open window
+        self._tentative: tuple[Word, ...] = ()
+        self._context: list[str] = []  # recent closed-window text, the final pass's prompt
+        self._in_flight: AsrRequest | None = None
+        self._last_pass_end_ms = 0
+        self._last_pass = DRAFT_PASS
+        self._last_draft: str = ""
+        self._ending = False
+        self._failures = 0
+        self.finished = False
+
+    # -- input -------------------------------------------------------------------------------------
+    def insert_audio(self, pcm16le: bytes) -> None:
+        if self._ending:
+            raise ValueError("audio after the end of the stream")
+        self.buffer.append(pcm16le)
+
+    def end(self) -> None:
+        """No more audio: the next step runs a last final pass, then everything is closed."""
+        self._ending = True
+
+    # -- the loop ----------------------------------------------------------------------------------
+    def step(self) -> tuple[AsrRequest | None, list[CaptionDraft | Window]]:
+        """What to do now: a recognition request to run (or None) and any events already due."""
+        if self._in_flight is not None or self.finished:
+            return None, []
+        uncommitted_from = max(self.buffer.start_ms, self.agreement.committed_until_ms)
+        new_audio = self.buffer.end_ms - self._last_pass_end_ms
+        if not self._ending and new_audio < self.settings.interval_ms:
+            return None, []
+        unconfirmed = self.buffer.samples(uncommitted_from)
+        if not self.detector.has_speech(unconfirmed):
+            return None, self._silence(uncommitted_from)
+        pass_name = self._choose_pass()
+        request = AsrRequest(
+            audio=self.buffer.samples(),
+            offset_ms=self.buffer.start_ms,
+            pass_name=pass_name,
+            language=self.settings.language,
+            prompt=" ".join(self._context[-self.settings.context_words :]) if pass_name == FINAL_PASS else "",
+        )
+        self._in_flight = request
+        self._last_pass_end_ms = self.buffer.end_ms
+        self._last_pass = pass_name
+        return request, []
+
+    def on_result(self, request: AsrRequest, words: list[Word]) -> list[CaptionDraft | Window]:
+        """Fold in the recogniser's words for ``request``; returns drafts and closed windows."""
+        if request is not self._in_flight:
+            raise ValueError("a result for a request this transcriber did not issue")
+        self._in_flight = None
+        self._failures = 0
+        events: list[CaptionDraft | Window] = []
+        if request.pass_name == FINAL_PASS:
+            final_pass_ends = self._ending and request.offset_ms + len(
+                request.audio
+            ) * 1000 // SAMPLE_RATE >= (self.buffer.end_ms)
+            heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
+            settled = [w for w in words if w.t1_ms <= heard_until - self.settings.right_context_ms]
+            update = self.agreement.insert(settled)
+            self._open_words.extend(update.committed)
+            self._tentative = (*update.tentative, *words[len(settled) :])
+            if final_pass_ends:
+                self._open_words.extend(self.agreement.finish().committed)
+                self._tentative = ()
+            events.extend(self._close_full_windows())
+            if final_pass_ends:
+                events.extend(self._close_window())
+                self.finished = True
+                return events
+            self._keep_buffer_bounded()
+        else:
+            committed_until = self.agreement.committed_until_ms
+            self._tentative = tuple(w for w in words if w.t1_ms > committed_until + 100)
+        events.extend(self._draft())
+        return events
+
+    def on_error(self, request: AsrRequest) -> list[CaptionDraft | Window]:
+        """The recogniser failed on ``request``: its audio is covered again by the next pass. At the end
+        of the stream, after ``MAX_FAILURES`` failures in a row, what was heard so far is closed as is."""
+        if request is not self._in_flight:
+            raise ValueError("an error for a request this transcriber did not issue")
+        self._in_flight = None
+        self._last_pass_end_ms = request.offset_ms
+        self._failures += 1
+        if not (self._ending and self._failures >= MAX_FAILURES):
+            return []
+        self._open_words.extend(self.agreement.finish().committed)
+        events = [*self._close_full_windows(), *self._close_window()]
+        self.finished = True
+        return events
+
+    @property
+    def in_flight(self) -> bool:
+        return self._in_flight is not None
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _choose_pass(self) -> str:
+        if self._ending or not self.settings.use_draft_pass:
+            return FINAL_PASS
+        return FINAL_PASS if self._last_pass == DRAFT_PASS else DRAFT_PASS
+
+    def _silence(self, uncommitted_from: int) -> list[CaptionDraft | Window]:
+        """No speech since the last final word: drop guesses; close the window after a pause."""
+        self._tentative = ()
+        self.agreement.reset_tentative()
+        events: list[CaptionDraft | Window] = []
+        if self._ending:
+            events.extend(self._close_window())
+            self.finished = True
+            return events
+        last_word_end = self._open_words[-1].t1_ms if self._open_words else uncommitted_from
+        if self._open_words and self.buffer.end_ms - last_word_end >= self.settings.pause_ms:
+            events.extend(self._close_window())
+        if self.buffer.end_ms - self.buffer.start_ms > self.settings.pause_ms:
+            # nothing unconfirmed to keep but the last moments
+            self.buffer.trim_before(self.buffer.end_ms - self.settings.pause_ms)
+        self._last_pass_end_ms = self.buffer.end_ms
+        return events
+
+    def _close_full_windows(self) -> list[CaptionDraft | Window]:
+        events: list[CaptionDraft | Window] = []
+        while True:
+            cut = next(
+                (
+                    i + 1
+                    for i, w in enumerate(self._open_words)
+                    if w.text.rstrip(CLOSING_QUOTES).endswith(SENTENCE_ENDS)
+                ),
+                None,
+            )
+            if cut is None and len(self._open_words) >= self.settings.max_window_words:
+                cut = self.settings.max_window_words
+            if cut is None:
+                return events
+            events.extend(self._close_window(cut))
+
+    def _close_window(self, count: int | None = None) -> list[CaptionDraft | Window]:
+        words, self._open_words = self._open_words[:count], self._open_words[len(self._open_words[:count]) :]
+        if not words:
+            return []
+        text = " ".join(w.text for w in words)
+        self._context.extend(text.split())
+        del self._context[: -self.settings.context_words]
+        self._last_draft = ""
+        window = Window(index=0, source=text, t0_ms=words[0].t0_ms, t1_ms=words[-1].t1_ms)
+        if not self._open_words:
+            self.buffer.trim_before(min(words[-1].t1_ms, self.buffer.end_ms))
+        return [window]
+
+    def _keep_buffer_bounded(self) -> None:
+        limit = self.settings.max_buffer_ms - self.settings.trim_keep_ms
+        if self.buffer.end_ms - self.buffer.start_ms > limit:
+            self.buffer.trim_before(max(self.agreement.committed_until_ms, self.buffer.end_ms - limit))
+
+    def _draft(self) -> list[CaptionDraft | Window]:
+        words = [*self._open_words, *self._tentative]
+        text = " ".join(w.text for w in words)
+        if not words or text == self._last_draft:
+            return []
+        self._last_draft = text
+        return [CaptionDraft(text=text, t0_ms=words[0].t0_ms, t1_ms=words[-1].t1_ms)]
