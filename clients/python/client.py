@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from stream.errors import ProtocolError
-from stream.messages import Bye, End, ErrorMsg, Flush, Hello, Ready, Role, ServerMessage, Text, Wire
+from stream.messages import Audio, Bye, End, ErrorMsg, Flush, Hello, Ready, Role, ServerMessage, Text, Wire
 from stream.protocol import ClientProtocol
 
 
@@ -45,6 +45,10 @@ class CaptionSession:
 
     async def send_text(self, segment: str, t_ms: int | None = None) -> None:
         await self._send(Text(segment=segment, t_ms=t_ms))
+
+    async def send_audio(self, pcm16le: bytes) -> None:
+        """Send audio: PCM16 little-endian, 16 kHz, mono, any (even) number of bytes."""
+        await self._send(Audio(pcm=pcm16le))
 
     async def flush(self) -> None:
         await self._send(Flush())
@@ -77,7 +81,7 @@ class CaptionSession:
             now = time.monotonic_ns()
             self._backlog.extend(Received(m, now) for m in self.protocol.events_received())
 
-    async def _send(self, message: Text | Flush | End) -> None:
+    async def _send(self, message: Text | Audio | Flush | End) -> None:
         self.protocol.send(message)
         for frame in self.protocol.data_to_send():
             await self.websocket.send(frame)
