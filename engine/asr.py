@@ -28,8 +28,9 @@ NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
 PROMPT_WORDS = 40  # previous words kept as a row's prompt
-# faster-whisper's defaults: punctuation merged into the neighbouring word when aligning words
-PREPEND_PUNCTUATION = "\"'“¿([{-"
+# punctuation merged into the neighbouring word when aligning words: faster-whisper's defaults, except
+# that a hyphen stays inside its word ("ill-disposed", not "ill -disposed")
+PREPEND_PUNCTUATION = "\"'“¿([{"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001
 
 
@@ -179,13 +180,26 @@ def _select_rows(encoder_output: Any, keep: list[int], features: np.ndarray, mod
 
 
 def _words(parts: list[dict[str, Any]], offset_ms: int) -> list[Word]:
+    """Aligned words as ``Word``s with absolute times; a piece without a leading space (``'clock`` after
+    ``o``) continues the previous word."""
     words: list[Word] = []
     for part in parts:
         for word in part.get("words", []):
-            text = str(word["word"]).strip()
+            raw = str(word["word"])
+            text = raw.strip()
             if not text:
                 continue
             t0 = offset_ms + round(float(word["start"]) * 1000)
             t1 = max(t0, offset_ms + round(float(word["end"]) * 1000))
-            words.append(Word(text=text, t0_ms=t0, t1_ms=t1, probability=float(word["probability"])))
+            probability = float(word["probability"])
+            if words and not raw[:1].isspace():
+                previous = words[-1]
+                words[-1] = Word(
+                    text=previous.text + text,
+                    t0_ms=previous.t0_ms,
+                    t1_ms=max(previous.t1_ms, t1),
+                    probability=min(previous.probability, probability),
+                )
+                continue
+            words.append(Word(text=text, t0_ms=t0, t1_ms=t1, probability=probability))
     return words

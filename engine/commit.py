@@ -119,6 +119,22 @@ class LocalAgreement:
         self._history.clear()
         return CommitUpdate(tuple(committed), ())
 
+    def commit_through(self, until_ms: int) -> CommitUpdate:
+        """Commit the latest hypothesis' words that end by ``until_ms`` without waiting for agreement.
+
+        For a caller about to drop that audio (a full buffer): the latest hypothesis is the best
+        reading of it, and dropping it unconfirmed would lose the words. Agreement restarts after them.
+        """
+        latest = list(self.tentative)
+        count = 0
+        while count < len(latest) and latest[count].t1_ms <= until_ms:
+            count += 1
+        committed = self._commit(latest[:count])
+        self._history.clear()
+        if latest[count:]:
+            self._history.append(latest[count:])
+        return CommitUpdate(tuple(committed), self.tentative)
+
     def reset_tentative(self) -> None:
         """Forget the unconfirmed hypotheses (e.g. after a long silence): the next ``agreement``
         hypotheses start a fresh agreement. Committed words are kept."""

@@ -26,11 +26,23 @@ from engine.asr import AsrRequest
 from engine.audio import SAMPLE_RATE, AudioBuffer, SpeechDetector
 from engine.commit import LocalAgreement
 from engine.types import Window, Word
+from engine.windows import ABBREVIATIONS
 
 SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？")  # noqa: RUF001
 DRAFT_PASS, FINAL_PASS = "draft", "final"
+CLAUSE_ENDS = (",", ";", ":", "—", "\uff0c", "\u3001", "\uff1b", "\uff1a")
 MAX_FAILURES = 3
 CLOSING_QUOTES = "\"'\u201d\u2019)»"
+
+
+def ends_sentence(word: str) -> bool:
+    """Whether a recognised word closes a sentence ("Mr.", "e.g." and initials do not)."""
+    bare = word.rstrip(CLOSING_QUOTES)
+    if not bare.endswith(SENTENCE_ENDS):
+        return False
+    stem = bare.rstrip(".").lower()
+    abbreviation = stem in ABBREVIATIONS or (len(stem) == 1 and stem.isalpha()) or "." in stem
+    return not (bare.endswith(".") and abbreviation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +57,14 @@ class CaptionDraft:
 @dataclass(frozen=True, slots=True)
 class TranscriberSettings:
     language: str | None = "en"
-    use_draft_pass: bool = True
+    use_draft_pass: bool = False  # see docs/engine.md: base alone measured faster to final on 2 cores
     interval_ms: int = 500  # new audio needed before the next pass
     max_buffer_ms: int = 20_000  # hard bound of the rolling buffer
     trim_keep_ms: int = 5_000  # when the bound is near, keep this much unconfirmed audio
     pause_ms: int = 800  # silence after the last final word that closes the window
-    right_context_ms: int = 1000  # a word is only confirmed once the final pass heard this much after it
-    max_window_words: int = 24
+    right_context_ms: int = 500  # a word is only confirmed once the final pass heard this much after it
+    max_window_words: int = 16
+    clause_window_words: int = 6  # a window this long also closes at a clause boundary (, ; :)
     context_words: int = 40
 
 
@@ -123,7 +136,9 @@ class LiveTranscriber:
                 request.audio
             ) * 1000 // SAMPLE_RATE >= (self.buffer.end_ms)
             heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
-            settled = [w for w in words if w.t1_ms <= heard_until - self.settings.right_context_ms]
+            # a word needs audio after it before it can be confirmed, except at the very end
+            margin = 0 if final_pass_ends else self.settings.right_context_ms
+            settled = [w for w in words if w.t1_ms <= heard_until - margin]
             update = self.agreement.insert(settled)
             self._open_words.extend(update.committed)
             self._tentative = (*update.tentative, *words[len(settled) :])
@@ -135,7 +150,7 @@ class LiveTranscriber:
                 events.extend(self._close_window())
                 self.finished = True
                 return events
-            self._keep_buffer_bounded()
+            events.extend(self._keep_buffer_bounded())
         else:
             committed_until = self.agreement.committed_until_ms
             self._tentative = tuple(w for w in words if w.t1_ms > committed_until + 100)
@@ -189,18 +204,19 @@ class LiveTranscriber:
         events: list[CaptionDraft | Window] = []
         while True:
             cut = next(
-                (
-                    i + 1
-                    for i, w in enumerate(self._open_words)
-                    if w.text.rstrip(CLOSING_QUOTES).endswith(SENTENCE_ENDS)
-                ),
-                None,
+                (i + 1 for i, w in enumerate(self._open_words) if self._closes_window(i, w.text)), None
             )
             if cut is None and len(self._open_words) >= self.settings.max_window_words:
                 cut = self.settings.max_window_words
             if cut is None:
                 return events
             events.extend(self._close_window(cut))
+
+    def _closes_window(self, index: int, text: str) -> bool:
+        if ends_sentence(text):
+            return True
+        clause = text.rstrip(CLOSING_QUOTES).endswith(CLAUSE_ENDS)
+        return clause and index + 1 >= self.settings.clause_window_words
 
     def _close_window(self, count: int | None = None) -> list[CaptionDraft | Window]:
         words, self._open_words = self._open_words[:count], self._open_words[len(self._open_words[:count]) :]
@@ -215,10 +231,18 @@ class LiveTranscriber:
             self.buffer.trim_before(min(words[-1].t1_ms, self.buffer.end_ms))
         return [window]
 
-    def _keep_buffer_bounded(self) -> None:
+    def _keep_buffer_bounded(self) -> list[CaptionDraft | Window]:
+        """Near the buffer's bound, confirm the latest reading of all but the newest audio and drop it:
+        latency and memory stay bounded even when passes keep disagreeing, and no word is lost."""
         limit = self.settings.max_buffer_ms - self.settings.trim_keep_ms
-        if self.buffer.end_ms - self.buffer.start_ms > limit:
-            self.buffer.trim_before(max(self.agreement.committed_until_ms, self.buffer.end_ms - limit))
+        if self.buffer.end_ms - self.buffer.start_ms <= limit:
+            return []
+        update = self.agreement.commit_through(self.buffer.end_ms - self.settings.trim_keep_ms)
+        self._open_words.extend(update.committed)
+        self._tentative = update.tentative
+        events = self._close_full_windows()
+        self.buffer.trim_before(max(self.agreement.committed_until_ms, self.buffer.end_ms - limit))
+        return events
 
     def _draft(self) -> list[CaptionDraft | Window]:
         words = [*self._open_words, *self._tentative]

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -53,11 +53,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=run_serve)
 
     send = commands.add_parser(
-        "send", help="publish text (arguments, a file, or stdin) and print drafts and finals"
+        "send", help="publish text (arguments, a file, stdin) or audio (a WAV file, the microphone)"
     )
     add_client_flags(send)
     send.add_argument("text", nargs="*", help="segments to send (default: --file, or lines from stdin)")
-    send.add_argument("--file", type=Path, help="send this file line by line")
+    source = send.add_mutually_exclusive_group()
+    source.add_argument("--file", type=Path, help="send this file line by line")
+    source.add_argument("--audio", type=Path, metavar="WAV", help="send this PCM WAV file as speech")
+    source.add_argument("--mic", action="store_true", help="send speech from the microphone (Ctrl-C stops)")
+    send.add_argument(
+        "--speed", type=float, default=1.0, help="audio pace: 1 real time (default), 4 faster, 0 no pacing"
+    )
+    send.add_argument("--chunk-ms", type=int, default=100, help="audio per frame, in ms (default 100)")
     send.set_defaults(handler=run_send)
 
     demo = commands.add_parser(
@@ -112,6 +119,14 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "--window-words", type=int, default=env_int("WINDOW_WORDS", defaults.max_window_words)
     )
     parser.add_argument("--idle-ms", type=int, default=env_int("IDLE_MS", defaults.idle_ms))
+    parser.add_argument(
+        "--no-asr", dest="asr", action="store_false", help="no speech recognition (text input only)"
+    )
+    parser.add_argument(
+        "--asr-draft-pass",
+        action="store_true",
+        help="alternate a whisper tiny.en draft pass with the base final pass (English audio)",
+    )
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
@@ -136,6 +151,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_frame_bytes=args.max_frame_bytes,
         max_window_words=args.window_words,
         idle_ms=args.idle_ms,
+        asr=args.asr,
+        asr_draft_pass=args.asr_draft_pass,
     )
 
 
@@ -156,9 +173,8 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from clients.python.send import SendOptions, send_segments
+    from clients.python.send import SendOptions, send_audio, send_segments
 
-    segments = list(args.text) or read_lines(args.file)
     options = SendOptions(
         url=args.url,
         stream=args.stream,
@@ -169,12 +185,42 @@ def run_send(args: argparse.Namespace) -> int:
         as_json=args.json,
     )
     result: list[int] = []
+    if args.audio is None and not args.mic:
+        segments = list(args.text) or read_lines(args.file)
 
-    async def go() -> None:
-        result.append(await send_segments(options, segments))
+        async def go() -> None:
+            result.append(await send_segments(options, segments))
+
+    else:
+        try:
+            source = open_audio(args)
+        except (RuntimeError, ValueError) as error:
+            print(f"livecanvas send: {error}", file=sys.stderr)
+            return 2
+        speed = 1.0 if args.mic else args.speed
+
+        async def go() -> None:
+            result.append(await send_audio(options, source(), speed=speed))
 
     run_event_loop(go())
     return result[0] if result else 1
+
+
+def open_audio(args: argparse.Namespace) -> Callable[[], AsyncIterator[tuple[int, bytes]]]:
+    """The chunks to send for ``--audio``/``--mic``; ``ValueError``/``RuntimeError`` for bad input."""
+    from clients.python import audio_source as audio
+
+    if args.text:
+        raise ValueError("give text or --audio/--mic, not both")
+    if not 10 <= args.chunk_ms <= 10_000:
+        raise ValueError(f"--chunk-ms must be 10..10000, got {args.chunk_ms}")
+    if not args.speed >= 0:
+        raise ValueError(f"--speed must be >= 0 (0: as fast as possible), got {args.speed}")
+    if args.mic:
+        audio.require_microphone()
+        return lambda: audio.microphone_chunks(args.chunk_ms)
+    pcm = audio.read_wav_pcm16_16k(args.audio)
+    return lambda: audio.paced_chunks(pcm, chunk_ms=args.chunk_ms, speed=args.speed)
 
 
 def read_lines(path: Path | None) -> list[str]:

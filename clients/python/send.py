@@ -1,16 +1,22 @@
-"""``livecanvas send``: publish segments, print drafts and finals as they arrive, then a summary."""
+"""``livecanvas send``: publish text or audio, print drafts and finals as they arrive, then a summary.
+
+``send_segments`` publishes text; ``send_audio`` publishes PCM16 chunks (from a WAV file or the microphone,
+see ``clients.python.audio_source``) and adds the caption track's word latency to the summary.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 from clients.python.client import CaptionSession, connect
 from stream.errors import ProtocolError
@@ -30,25 +36,47 @@ class SendOptions:
 
 @dataclass
 class Tally:
+    """Counts and latencies per track, from the messages and their arrival times."""
+
     drafts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     finals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    windows: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
     first_draft_ms: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     final_ms: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    # (t1_ms, arrival monotonic_ns) of each window's first draft and of each final, per track
+    first_draft_at: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
+    final_at: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: defaultdict(list))
     errors: int = 0
     _drafted: set[tuple[str, int]] = field(default_factory=set)
 
-    def record(self, message: ServerMessage) -> None:
+    def record(self, message: ServerMessage, at_ns: int | None = None) -> None:
+        at_ns = time.monotonic_ns() if at_ns is None else at_ns
         if isinstance(message, DraftMsg):
             self.drafts[message.track] += 1
+            self.windows[message.track].add(message.window)
             if (message.track, message.window) not in self._drafted:
                 self._drafted.add((message.track, message.window))
                 self.first_draft_ms[message.track].append(message.latency_ms)
+                self.first_draft_at[message.track].append((message.t1_ms, at_ns))
         elif isinstance(message, FinalMsg):
             self.finals[message.track] += 1
+            self.windows[message.track].add(message.window)
             self.final_ms[message.track].append(message.latency_ms)
+            self.final_at[message.track].append((message.t1_ms, at_ns))
             self.errors += message.error is not None
         elif isinstance(message, ErrorMsg):
             self.errors += 1
+
+
+@dataclass(frozen=True, slots=True)
+class AudioClock:
+    """Maps audio time to when it was spoken: ``origin_ns + t_ms / speed`` (for a paced source, speed > 0)."""
+
+    origin_ns: int
+    speed: float
+
+    def spoken_ns(self, t_ms: int) -> int:
+        return self.origin_ns + round(t_ms * 1_000_000 / self.speed)
 
 
 def printable(text: str) -> str:
@@ -56,8 +84,9 @@ def printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else "\u00b7" for ch in text)
 
 
-def describe(message: ServerMessage, started_ns: int) -> str:
-    at = (time.monotonic_ns() - started_ns) // 1_000_000
+def describe(message: ServerMessage, started_ns: int, at_ns: int | None = None) -> str:
+    """One line for ``message``: when it arrived (ms since ``started_ns``), what it is, its latency."""
+    at = ((time.monotonic_ns() if at_ns is None else at_ns) - started_ns) // 1_000_000
     if isinstance(message, DraftMsg):
         head = f"[{at:6d} ms] draft {message.track:>7} #{message.window} r{message.rev}"
         return f"{head} (+{message.latency_ms} ms)  {printable(message.text)}"
@@ -71,21 +100,53 @@ def describe(message: ServerMessage, started_ns: int) -> str:
     return f"[{at:6d} ms] {message.TYPE}"
 
 
-def summary(tally: Tally) -> list[str]:
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """Linear-interpolated percentile (``fraction`` in [0, 1]) of a non-empty sequence."""
+    ordered = sorted(values)
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def summary(tally: Tally, clock: AudioClock | None = None, track: str = "caption") -> list[str]:
     lines = ["", "summary (server-measured latency from window commit):"]
-    for track in sorted(set(tally.finals) | set(tally.drafts)):
-        drafts = tally.first_draft_ms.get(track, [])
-        finals = tally.final_ms.get(track, [])
+    for name in sorted(set(tally.finals) | set(tally.drafts)):
+        drafts = tally.first_draft_ms.get(name, [])
+        finals = tally.final_ms.get(name, [])
         draft_part = f"first draft median {statistics.median(drafts):.0f} ms" if drafts else "no drafts"
         final_part = (
             f"final median {statistics.median(finals):.0f} ms, max {max(finals)} ms"
             if finals
             else "no finals"
         )
-        counts = f"{tally.finals.get(track, 0)} finals, {tally.drafts.get(track, 0)} drafts"
-        lines.append(f"  {track:>7}: {counts}; {draft_part}; {final_part}")
+        counts = (
+            f"{len(tally.windows.get(name, ()))} windows, "
+            f"{tally.finals.get(name, 0)} finals, {tally.drafts.get(name, 0)} drafts"
+        )
+        lines.append(f"  {name:>7}: {counts}; {draft_part}; {final_part}")
+    if clock is not None:
+        lines.extend(word_latency(tally, clock, track))
     if tally.errors:
         lines.append(f"  errors: {tally.errors}")
+    return lines
+
+
+def word_latency(tally: Tally, clock: AudioClock, track: str = "caption") -> list[str]:
+    """Client-side latency of ``track``: arrival minus when the window's last word (``t1_ms``) was spoken."""
+    if not clock.speed or clock.speed == float("inf"):
+        return [f"  {track} word latency: not measured (audio sent as fast as possible)"]
+    pace = "real-time pace" if clock.speed == 1 else f"audio sent at {clock.speed:g}x: only --speed 1 is live"
+    lines = [f"  {track} word latency, arrival - when the window's last word (t1) was spoken, {pace}:"]
+    for label, points in (("final", tally.final_at), ("first draft", tally.first_draft_at)):
+        delays = [(at_ns - clock.spoken_ns(t1_ms)) / 1e6 for t1_ms, at_ns in points.get(track, [])]
+        if delays:
+            lines.append(
+                f"    {label:>11}: median {statistics.median(delays):.0f} ms, "
+                f"p95 {percentile(delays, 0.95):.0f} ms over {len(delays)}"
+            )
+        else:
+            lines.append(f"    {label:>11}: none")
     return lines
 
 
@@ -97,13 +158,14 @@ async def _publish(session: CaptionSession, segments: Sequence[str], interval_s:
     await session.end()
 
 
-async def send_segments(options: SendOptions, segments: Sequence[str], out: TextIO = sys.stdout) -> int:
-    """Publish ``segments`` and print every message until the server's bye; exit code 0 if all went well."""
-    if not segments:
-        print("nothing to send", file=sys.stderr)
-        return 2
-    started = time.monotonic_ns()
-    tally = Tally()
+async def _run(
+    options: SendOptions,
+    publish: Callable[[CaptionSession], Coroutine[Any, Any, None]],
+    tally: Tally,
+    out: TextIO,
+    started_ns: int,
+) -> int:
+    """Connect, run ``publish`` alongside printing every message (into ``tally``) until bye; 0 or 1."""
     try:
         async with connect(
             options.url,
@@ -112,19 +174,105 @@ async def send_segments(options: SendOptions, segments: Sequence[str], out: Text
             token=options.token,
             source_lang=options.source_lang,
         ) as session:
-            publisher = asyncio.create_task(_publish(session, segments, options.interval_s))
-            async for message in session:
-                tally.record(message)
-                if options.as_json:
-                    print(json.dumps(message.to_wire("json")), file=out, flush=True)
-                else:
-                    print(describe(message, started), file=out, flush=True)
-                if isinstance(message, Bye):
-                    break
-            await publisher
-    except (OSError, ProtocolError) as error:
+            publisher = asyncio.create_task(publish(session))
+            try:
+                async for item in session.received():
+                    tally.record(item.message, item.at_ns)
+                    if options.as_json:
+                        print(json.dumps(item.message.to_wire("json")), file=out, flush=True)
+                    else:
+                        print(describe(item.message, started_ns, item.at_ns), file=out, flush=True)
+                    if isinstance(item.message, Bye):
+                        break
+            finally:
+                if not publisher.done():
+                    publisher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await publisher
+    except (OSError, ProtocolError, RuntimeError, ValueError) as error:  # the connection or the source
         print(f"livecanvas send: {error}", file=sys.stderr)
         return 1
+    return 0
+
+
+async def send_segments(options: SendOptions, segments: Sequence[str], out: TextIO = sys.stdout) -> int:
+    """Publish ``segments`` and print every message until the server's bye; exit code 0 if all went well."""
+    if not segments:
+        print("nothing to send", file=sys.stderr)
+        return 2
+    started = time.monotonic_ns()
+    tally = Tally()
+    code = await _run(
+        options, lambda session: _publish(session, segments, options.interval_s), tally, out, started
+    )
+    if code:
+        return code
     if not options.as_json:
         print("\n".join(summary(tally)), file=out)
+    return 0 if tally.errors == 0 else 1
+
+
+async def send_audio(
+    options: SendOptions,
+    source: AsyncIterable[tuple[int, bytes]],
+    out: TextIO = sys.stdout,
+    *,
+    speed: float = 1.0,
+) -> int:
+    """Publish audio from ``source`` (``(audio_end_ms, pcm16le)`` chunks, e.g. ``paced_chunks``), print
+    drafts and finals as they arrive, then a summary with the caption track's word latency.
+
+    ``speed`` is the pace ``source`` keeps (1: real time, 0: as fast as possible); the word latency is
+    measured against the moment each word was spoken, ``origin + t1_ms / speed``, where ``origin`` is when
+    the first chunk was sent less its own duration. Ctrl-C stops the audio and still waits for the finals
+    (a second Ctrl-C gives up). Exit code 0 if all went well, 1 on errors, 130 if interrupted.
+    """
+    started = time.monotonic_ns()
+    tally = Tally()
+    clocks: list[AudioClock] = []
+    stop = asyncio.Event()
+
+    async def publish(session: CaptionSession) -> None:
+        try:
+            async for end_ms, chunk in source:
+                if stop.is_set():
+                    break
+                if not clocks:
+                    origin = time.monotonic_ns() - (round(end_ms * 1_000_000 / speed) if speed else 0)
+                    clocks.append(AudioClock(origin, speed))
+                await session.send_audio(chunk)
+        finally:  # even if the source failed: the server finalises what it heard, then says bye
+            close = getattr(source, "aclose", None)
+            if close is not None:  # stop a microphone now rather than when the generator is collected
+                await close()
+            with contextlib.suppress(Exception):
+                await session.end()
+
+    task = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+
+    def interrupted() -> None:
+        if stop.is_set():
+            print("\nlivecanvas send: interrupted", file=sys.stderr)
+            if task is not None:
+                task.cancel()
+            return
+        stop.set()
+        print(
+            "\nlivecanvas send: stopping; waiting for the last finals (Ctrl-C again to quit)", file=sys.stderr
+        )
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers on this platform
+        loop.add_signal_handler(signal.SIGINT, interrupted)
+    try:
+        code = await _run(options, publish, tally, out, started)
+    except asyncio.CancelledError:
+        return 130
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    if code:
+        return code
+    if not options.as_json:
+        print("\n".join(summary(tally, clocks[0] if clocks else None)), file=out)
     return 0 if tally.errors == 0 else 1

@@ -1,0 +1,137 @@
+"""Live captions from real speech through a real server: WER, drafts before finals, windows finalised
+exactly once, translations of every caption window, and no text from silence."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clients.python.client import connect
+from stream.config import ServerConfig
+from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage
+from stream.server import LivecanvasServer
+from tests.speech import librivox_clips, normalize, read_wav_16k, silence, synthesize, wer
+
+SPEED = 1.0  # real time, as a live caption service is used
+CHUNK_MS = 100
+PIPER_SENTENCES = [
+    "The library opens at nine o'clock every morning.",
+    "Please remember to bring your ticket to the front desk.",
+    "Our next speaker has travelled all the way from Lisbon.",
+]
+
+
+@pytest.fixture
+async def asr_server(livecanvas_cache: Path) -> AsyncIterator[LivecanvasServer]:
+    config = ServerConfig(host="127.0.0.1", port=0, drain_timeout_s=120, asr=True)
+    async with LivecanvasServer(config) as running:
+        yield running
+
+
+async def stream_audio(url: str, stream: str, pcm: bytes) -> tuple[list[ServerMessage], int]:
+    """Publish ``pcm`` at SPEED x real time, then end. Returns every message until bye, and how many
+    had arrived when ``end`` was sent."""
+    messages: list[ServerMessage] = []
+    ended_at: list[int] = []
+    async with connect(url, stream=stream, tracks=("caption", "pt")) as session:
+
+        async def publish() -> None:
+            step = CHUNK_MS * 32  # bytes per chunk at 16 kHz PCM16
+            started = time.monotonic()
+            for index, start in enumerate(range(0, len(pcm), step)):
+                await session.send_audio(pcm[start : start + step])
+                delay = started + (index + 1) * CHUNK_MS / 1000 / SPEED - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            ended_at.append(len(messages))
+            await session.end()
+
+        publisher = asyncio.create_task(publish())
+        async for message in session:
+            messages.append(message)
+        await publisher
+    return messages, ended_at[0]
+
+
+def caption_finals(messages: list[ServerMessage]) -> list[FinalMsg]:
+    return [m for m in messages if isinstance(m, FinalMsg) and m.track == "caption"]
+
+
+def check_windows(messages: list[ServerMessage], ended_at: int) -> None:
+    """Every caption window is finalised once, in order, with its translation. Windows finalised while
+    audio was still arriving were shown as drafts first; the end-of-stream pass may close the last
+    ones at once (a draft then would be stale before it was shown)."""
+    assert isinstance(messages[-1], Bye)
+    assert not [m for m in messages if isinstance(m, ErrorMsg)]
+    finals = caption_finals(messages)
+    assert [f.window for f in finals] == list(range(len(finals)))
+    translated = sorted(m.window for m in messages if isinstance(m, FinalMsg) and m.track == "pt")
+    assert translated == list(range(len(finals)))
+    live_finals = [f for f in finals if messages.index(f) < ended_at]
+    assert live_finals, "no window was finalised while audio was arriving"
+    for final in live_finals:
+        # its opening words were already on screen in an earlier draft (of this or the previous window)
+        position = messages.index(final)
+        opening = normalize(final.text).split()[:3]
+        shown = [
+            normalize(m.text) for m in messages[:position] if isinstance(m, DraftMsg) and m.track == "caption"
+        ]
+        assert any(" ".join(opening) in text for text in shown), f"window {final.window} was never drafted"
+        assert final.t0_ms <= final.t1_ms
+    assert [f.t0_ms for f in finals] == sorted(f.t0_ms for f in finals)
+
+
+async def test_real_speech_is_captioned_accurately_and_translated(
+    asr_server: LivecanvasServer, tmp_path: Path
+) -> None:
+    url = f"ws://127.0.0.1:{asr_server.port}"
+    clips = librivox_clips()
+    gap = silence(1.0)
+    librivox_pcm = b"".join(read_wav_16k(clip.path).tobytes() + gap for clip in clips)
+    piper_pcm = b"".join(
+        read_wav_16k(synthesize(sentence, tmp_path / f"s{i}.wav")).tobytes() + gap
+        for i, sentence in enumerate(PIPER_SENTENCES)
+    )
+    (librivox, librivox_end), (piper, piper_end) = await asyncio.gather(
+        stream_audio(url, "librivox", librivox_pcm), stream_audio(url, "piper", piper_pcm)
+    )
+    check_windows(librivox, librivox_end)
+    check_windows(piper, piper_end)
+    librivox_text = " ".join(f.text for f in caption_finals(librivox))
+    piper_text = " ".join(f.text for f in caption_finals(piper))
+    references = [" ".join(c.text for c in clips), " ".join(PIPER_SENTENCES)]
+    assert wer(references, [librivox_text, piper_text]) < 0.06
+    assert asr_server.asr_worker is not None
+    assert asr_server.asr_worker.stats.rows > 0
+
+
+async def test_silence_produces_no_captions(asr_server: LivecanvasServer) -> None:
+    url = f"ws://127.0.0.1:{asr_server.port}"
+    quiet = silence(4.0) + silence(4.0, noise_dbfs=-60.0)
+    messages, _ = await stream_audio(url, "quiet", quiet)
+    assert isinstance(messages[-1], Bye)
+    texts = [m.text for m in messages if isinstance(m, DraftMsg | FinalMsg) and m.text.strip()]
+    assert texts == []
+    assert asr_server.asr_worker is not None
+    assert asr_server.asr_worker.stats.rows == 0  # silence never reached the recogniser
+
+
+async def test_bad_audio_frames_get_errors_and_nothing_is_lost(asr_server: LivecanvasServer) -> None:
+    url = f"ws://127.0.0.1:{asr_server.port}"
+    clip = librivox_clips()[1]
+    pcm = read_wav_16k(clip.path).tobytes() + silence(1.0)
+    async with connect(url, stream="odd", tracks=("caption",)) as session:
+        await session.websocket.send(b"\x82\xa4type\xa5audio\xa3pcm\xc4\x03abc")  # odd byte count
+        for start in range(0, len(pcm), 3200):
+            await session.send_audio(pcm[start : start + 3200])
+        await session.end()
+        messages = [m async for m in session]
+    errors = [m for m in messages if isinstance(m, ErrorMsg)]
+    assert [e.code for e in errors] == ["bad_field"]
+    assert wer([clip.text], [" ".join(f.text for f in caption_finals(messages))]) < 0.15
+    assert np.all([isinstance(messages[-1], Bye)])
