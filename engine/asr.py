@@ -27,7 +27,9 @@ MAX_AUDIO_S = 30  # one Whisper window
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
 COMPRESSION_RATIO_THRESHOLD = 2.4
-PROMPT_WORDS = 40  # previous words kept as a row's prompt
+FULL_WINDOW_FRAMES = 3000  # 30 s of 10 ms mel frames
+MIN_ENCODER_FRAMES = 500
+PROMPT_TOKENS = 48  # previous-text tokens kept as a row's prompt (a fixed budget, so rows line up)
 # punctuation merged into the neighbouring word when aligning words: faster-whisper's defaults, except
 # that a hyphen stays inside its word ("ill-disposed", not "ill -disposed")
 PREPEND_PUNCTUATION = "\"'“¿([{"
@@ -60,7 +62,14 @@ class Asr(Protocol):
 class FasterWhisperAsr:
     """``Asr`` on CTranslate2 Whisper models: one model per pass name (they may be the same model)."""
 
-    def __init__(self, models: dict[str, Path], *, cpu_threads: int = 0, beam_size: int = 1) -> None:
+    def __init__(
+        self,
+        models: dict[str, Path],
+        *,
+        cpu_threads: int = 0,
+        beam_size: int = 1,
+        audio_context_pad_s: float | None = None,
+    ) -> None:
         from faster_whisper import WhisperModel
 
         loaded: dict[Path, Any] = {}
@@ -72,6 +81,7 @@ class FasterWhisperAsr:
                 )
             self._models[pass_name] = loaded[path]
         self.beam_size = beam_size
+        self.audio_context_pad_s = audio_context_pad_s
         self.calls = 0
         self.rows = 0
 
@@ -83,14 +93,35 @@ class FasterWhisperAsr:
 
     def transcribe(self, requests: Sequence[AsrRequest]) -> list[list[Word]]:
         results: list[list[Word]] = [[] for _ in requests]
-        groups: dict[tuple[str, str | None], list[int]] = defaultdict(list)
+        groups: dict[tuple[str, str | None, int], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
-            groups[(request.pass_name, request.language)].append(index)
-        for (pass_name, language), indexes in groups.items():
+            # CTranslate2 needs the start-of-transcript token at one position in every row of a batch,
+            # so rows are grouped by prompt length too (streams with a full context budget share one)
+            prompt_length = len(self._context_tokens(request))
+            groups[(request.pass_name, request.language, prompt_length)].append(index)
+        for (pass_name, language, _), indexes in groups.items():
             batch = [requests[i] for i in indexes]
             for index, words in zip(indexes, self._transcribe_group(pass_name, language, batch), strict=True):
                 results[index] = words
         return results
+
+    def _encoder_frames(self, needed: int) -> int:
+        """Mel frames given to the encoder: Whisper's full 30 s window, or (``audio_context_pad_s`` set)
+        the audio plus that much padding, which costs the encoder proportionally less."""
+        if self.audio_context_pad_s is None:
+            return FULL_WINDOW_FRAMES
+        padded = needed + int(self.audio_context_pad_s * 100)
+        return min(FULL_WINDOW_FRAMES, max(MIN_ENCODER_FRAMES, padded + padded % 2))
+
+    def _context_tokens(self, request: AsrRequest) -> list[int]:
+        """The request's previous text as prompt tokens, at most ``PROMPT_TOKENS`` (the most recent)."""
+        if not request.prompt.strip():
+            return []
+        tokenizer = self._models[request.pass_name].hf_tokenizer
+        ids: list[int] = tokenizer.encode(
+            " " + " ".join(request.prompt.split()), add_special_tokens=False
+        ).ids
+        return ids[-PROMPT_TOKENS:]
 
     def _transcribe_group(
         self, pass_name: str, language: str | None, batch: list[AsrRequest]
@@ -100,25 +131,16 @@ class FasterWhisperAsr:
 
         model = self._models[pass_name]
         multilingual = bool(model.model.is_multilingual)
-        features = np.stack(
-            [
-                pad_or_trim(model.feature_extractor(r.audio[: MAX_AUDIO_S * SAMPLE_RATE])[..., :-1])
-                for r in batch
-            ]
-        )  # (B, n_mels, 3000)
+        mels = [model.feature_extractor(r.audio[: MAX_AUDIO_S * SAMPLE_RATE])[..., :-1] for r in batch]
+        frames = self._encoder_frames(max(m.shape[-1] for m in mels))
+        features = np.stack([pad_or_trim(m, frames) for m in mels])  # (B, n_mels, frames)
         encoder_output = model.model.encode(get_ctranslate2_storage(features))
         if multilingual and language is None:
             detected = model.model.detect_language(encoder_output)
             language = detected[0][0][0].strip("<|>")
         tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language or "en")
         prompts = [
-            model.get_prompt(
-                tokenizer,
-                previous_tokens=tokenizer.encode(" " + " ".join(r.prompt.split()[-PROMPT_WORDS:]))
-                if r.prompt
-                else [],
-                without_timestamps=False,
-            )
+            model.get_prompt(tokenizer, previous_tokens=self._context_tokens(r), without_timestamps=False)
             for r in batch
         ]
         generated = model.model.generate(

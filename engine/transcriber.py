@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from engine.asr import AsrRequest
 from engine.audio import SAMPLE_RATE, AudioBuffer, SpeechDetector
-from engine.commit import LocalAgreement
+from engine.commit import LocalAgreement, normalise
 from engine.types import Window, Word
 from engine.windows import ABBREVIATIONS
 
@@ -32,6 +32,7 @@ SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？")  # noqa: RUF001
 DRAFT_PASS, FINAL_PASS = "draft", "final"
 CLAUSE_ENDS = (",", ";", ":", "—", "\uff0c", "\u3001", "\uff1b", "\uff1a")
 MAX_FAILURES = 3
+ECHO_MIN_WORDS = 3
 CLOSING_QUOTES = "\"'\u201d\u2019)»"
 
 
@@ -62,7 +63,7 @@ class TranscriberSettings:
     max_buffer_ms: int = 20_000  # hard bound of the rolling buffer
     trim_keep_ms: int = 5_000  # when the bound is near, keep this much unconfirmed audio
     pause_ms: int = 800  # silence after the last final word that closes the window
-    right_context_ms: int = 500  # a word is only confirmed once the final pass heard this much after it
+    right_context_ms: int = 1000  # a word is only confirmed once the final pass heard this much after it
     max_window_words: int = 16
     clause_window_words: int = 6  # a window this long also closes at a clause boundary (, ; :)
     context_words: int = 40
@@ -135,6 +136,7 @@ class LiveTranscriber:
             final_pass_ends = self._ending and request.offset_ms + len(
                 request.audio
             ) * 1000 // SAMPLE_RATE >= (self.buffer.end_ms)
+            words = self._without_echo(words)
             heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
             # a word needs audio after it before it can be confirmed, except at the very end
             margin = 0 if final_pass_ends else self.settings.right_context_ms
@@ -167,7 +169,8 @@ class LiveTranscriber:
         self._failures += 1
         if not (self._ending and self._failures >= MAX_FAILURES):
             return []
-        self._open_words.extend(self.agreement.finish().committed)
+        unsettled = self._tentative[len(self.agreement.tentative) :]
+        self._open_words.extend([*self.agreement.finish().committed, *unsettled])
         events = [*self._close_full_windows(), *self._close_window()]
         self.finished = True
         return events
@@ -177,6 +180,17 @@ class LiveTranscriber:
         return self._in_flight is not None
 
     # -- internals ---------------------------------------------------------------------------------
+    def _without_echo(self, words: list[Word]) -> list[Word]:
+        """Whisper, given recent captions as its prompt, sometimes answers leftover audio (the tail of a
+        word, breath, silence) by repeating that prompt. New words that only repeat recent closed text
+        are such an echo and are dropped."""
+        fresh = [w for w in words if w.t1_ms > self.agreement.committed_until_ms]
+        if len(fresh) < ECHO_MIN_WORDS or self._open_words:
+            return words
+        recent = " ".join(normalise(w) for w in self._context[-self.settings.context_words :])
+        said = " ".join(normalise(w.text) for w in fresh)
+        return words[: len(words) - len(fresh)] if f" {said} " in f" {recent} " else words
+
     def _choose_pass(self) -> str:
         if self._ending or not self.settings.use_draft_pass:
             return FINAL_PASS

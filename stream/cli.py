@@ -123,6 +123,14 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "--no-asr", dest="asr", action="store_false", help="no speech recognition (text input only)"
     )
     parser.add_argument(
+        "--asr-short-context",
+        dest="asr_audio_context_pad_s",
+        action="store_const",
+        const=1.0,
+        default=ServerConfig().asr_audio_context_pad_s,
+        help="encode only the audio + 1 s, not a full 30 s window: ~4.7x faster passes, lower accuracy",
+    )
+    parser.add_argument(
         "--asr-draft-pass",
         action="store_true",
         help="alternate a whisper tiny.en draft pass with the base final pass (English audio)",
@@ -153,6 +161,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         idle_ms=args.idle_ms,
         asr=args.asr,
         asr_draft_pass=args.asr_draft_pass,
+        asr_audio_context_pad_s=args.asr_audio_context_pad_s,
     )
 
 

@@ -37,6 +37,7 @@ class ServerConfig:
     seed: int = 0
     asr: bool = True  # speech recognition for audio input (loads the whisper models)
     asr_threads: int = 0  # CTranslate2 threads per model (0: one per core, at most 4)
+    asr_audio_context_pad_s: float = 0.0  # >0: encode the audio + this padding, not a full 30 s window
     asr_draft_pass: bool = False  # alternate a whisper tiny.en draft pass with the base final pass (English)
     asr_max_batch: int = 8  # recognition requests per round, at most
 

@@ -149,6 +149,12 @@ class LivecanvasServer:
     def stats(self) -> dict[str, int | float]:
         """Engine and server counters, as sent in ``stats`` messages."""
         engine = self.worker.stats
+        asr = self.asr_worker.stats if self.asr_worker is not None else None
+        asr_stats: dict[str, int | float] = (
+            {"asr_rounds": asr.rounds, "asr_rows": asr.rows, "asr_busy_s": round(asr.busy_s, 4)}
+            if asr is not None
+            else {}
+        )
         return {
             "connections": len(self.connections),
             "streams": len(self.hub.streams),
@@ -159,6 +165,7 @@ class LivecanvasServer:
             "engine_canvases_stepped": engine.canvases_stepped,
             "engine_mean_batch": round(engine.mean_batch, 3),
             "engine_max_batch": engine.max_batch_seen,
+            **asr_stats,
         }
 
     def _load_asr(self) -> Asr:
@@ -169,7 +176,8 @@ class LivecanvasServer:
         if self.config.asr_draft_pass:
             models["draft"] = whisper_tiny_en()
         threads = self.config.asr_threads or min(4, os.cpu_count() or 1)
-        return FasterWhisperAsr(models, cpu_threads=threads)
+        pad = self.config.asr_audio_context_pad_s
+        return FasterWhisperAsr(models, cpu_threads=threads, audio_context_pad_s=pad if pad > 0 else None)
 
     def _make_transcriber(self, source_lang: str) -> LiveTranscriber:
         assert self._speech_detector is not None

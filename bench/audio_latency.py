@@ -1,0 +1,485 @@
+"""Audio-path latency: per-word time from being spoken to its first caption draft and to its final, for
+N concurrent real-time audio streams, with WER, the recogniser's real-time factor and peak memory.
+
+**Programme.** Every stream publishes the same audio: the 5 LibriVox clips of Debian's
+``pocketsphinx-testdata`` (``tests.speech.librivox_clips``), each followed by 1 s of silence (so there
+is 1 s between clips, and the last window closes on its pause as it would live), about 30 s in all;
+``--piper`` appends sentences synthesised with Piper the same way. The audio is sent in ``--chunk-ms``
+frames at real-time pace (``clients.python.audio_source.paced_chunks``); streams start up to
+``--stagger`` s apart, as independent speakers would. Only the ``caption`` track is requested unless
+``--translate TRACK`` adds a translation track (the translation model then competes for the CPU).
+
+**Server.** ``python -m stream.cli --log-level warning serve`` on a free loopback port (speech
+recognition is on by default), started afresh for every stream count N and reused for that N's runs.
+
+**Per-word latency.** Words are not timed individually on the wire: a caption ``final`` carries its
+window's span ``t0_ms``..``t1_ms`` in stream audio time, and each draft its own span. Each word's end is
+estimated by spreading the final window's words linearly over that span: word i of k ends at
+``t0 + (t1 - t0) * (i + 1) / k``. Its *spoken* time on the client's monotonic clock is the stream's start
+(when the first chunk was released, minus that chunk's length: ``paced_chunks`` releases a chunk once
+its last sample has been spoken) plus that end. Then
+
+* final latency = arrival of the window's final - spoken time;
+* first-draft latency = arrival of the first caption draft that showed the word - spoken time. A draft
+  shows word i of a final window when its normalised text (``tests.speech.normalize``) contains the
+  normalised prefix of that window up to and including word i (a substring match on whole words). Only
+  drafts that arrived before the final, belong to this window or an earlier one, and whose span reaches
+  into this window (the same window, or ``t1_ms > t0_ms`` of the final) are considered, so a common
+  word of an earlier sentence does not count. A word never drafted counts as drafted at its final;
+  ``words_drafted_at_final`` says how many.
+
+The linear spread is an estimate: a word that really ends earlier than estimated gets a latency that is
+too small (it can even come out slightly negative for drafts), one that ends later one that is too large;
+medians over many words are robust to this, single words are not.
+
+As a cross-check, ``server_window_final_s`` summarises the server's own ``latency_ms`` of the caption
+finals: from each window's *last* word, by a clock the server starts when the first audio frame arrives
+(one chunk after the client's stream start, so it reads about ``--chunk-ms`` lower).
+
+**WER.** Final WER: all caption finals of a stream, concatenated, against the programme's reference
+(``tests.speech.wer``, corpus WER over every stream of every run). Draft WER: for each window the last
+draft shown before its final (the window's final text where the window was never drafted; counted in
+``windows_never_drafted``), concatenated, against the same reference. The last draft of a window may
+also show words that then went into the next window, which counts as insertions: that is what a viewer
+saw.
+
+**Real-time factor.** The server's ``stats`` message (sent to each stream before ``bye``) carries
+``asr_busy_s``, the recogniser's cumulative busy time; a run's RTF is its increase over the run divided
+by (programme length x N). Below 1 the recogniser keeps up. Should a server not report ``asr_busy_s``,
+RTF is estimated as (time from the end of the audio to ``bye``) / (programme length) and the report says
+``rtf_source: "tail"``. ``tail_s`` (end of audio to ``bye``, the longest of the run's streams) is always
+reported.
+
+**Memory.** ``VmHWM`` (peak resident set) of the server process from ``/proc/<pid>/status`` after the
+last run of each N; the server is restarted per N, so each peak is that N's own.
+
+Medians and p95 are over all words of all runs of a stream count. Prints JSON and writes
+``bench/results/audio_latency.json`` and ``audio_latency.png``. Targets: median first draft <= 1.0 s
+and median final <= 3.0 s at 1 stream.
+
+    python bench/audio_latency.py --streams 1 2 4 --runs 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clients.python.audio_source import SAMPLE_RATE, paced_chunks, read_wav_pcm16_16k
+from clients.python.client import connect
+from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # tests/ is not installed: run as `python bench/audio_latency.py`
+    sys.path.insert(0, str(ROOT))
+from tests.speech import librivox_clips, normalize, silence, synthesize, wer  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+CAPTION = "caption"
+GAP_S = 1.0
+DRAFT_TARGET_S = 1.0
+FINAL_TARGET_S = 3.0
+PIPER_SENTENCES = [
+    "The library opens at nine o'clock every morning.",
+    "Please remember to bring your ticket to the front desk.",
+    "Our next speaker has travelled all the way from Lisbon.",
+    "Questions from the audience took most of the evening.",
+]
+
+
+@dataclass(frozen=True)
+class Programme:
+    """What every stream publishes: PCM16LE 16 kHz mono audio and its reference transcript."""
+
+    pcm: bytes
+    reference: str
+    parts: list[str]
+
+    @property
+    def duration_s(self) -> float:
+        return len(self.pcm) / 2 / SAMPLE_RATE
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A caption draft or final as received: its window, text, audio span and arrival (monotonic ns)."""
+
+    window: int
+    text: str
+    t0_ms: int
+    t1_ms: int
+    at_ns: int
+    latency_ms: int  # the server's own figure: from the span's last word (by its clock) to sending
+
+
+@dataclass
+class StreamRecord:
+    """Everything one stream saw, timed on the client's monotonic clock."""
+
+    start_ns: int = 0  # when the stream's first audio sample was spoken
+    end_sent_ns: int = 0
+    bye_ns: int = 0
+    drafts: list[Caption] = field(default_factory=list)
+    finals: list[Caption] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StreamScore:
+    draft_s: list[float]
+    final_s: list[float]
+    words_drafted_at_final: int
+    windows_never_drafted: int
+    final_text: str
+    draft_text: str
+
+
+def build_programme(piper: bool, workdir: Path) -> Programme:
+    gap = silence(GAP_S)
+    pieces: list[bytes] = []
+    texts: list[str] = []
+    parts: list[str] = []
+    for clip in librivox_clips():
+        pieces += [read_wav_pcm16_16k(clip.path), gap]
+        texts.append(clip.text)
+        parts.append(clip.name)
+    if piper:
+        for index, sentence in enumerate(PIPER_SENTENCES):
+            pieces += [read_wav_pcm16_16k(synthesize(sentence, workdir / f"piper-{index}.wav")), gap]
+            texts.append(sentence)
+            parts.append(f"piper-{index}")
+    return Programme(pcm=b"".join(pieces), reference=" ".join(texts), parts=parts)
+
+
+# -- measuring ---------------------------------------------------------------------------------------
+
+
+async def one_stream(
+    url: str, name: str, programme: Programme, chunk_ms: int, offset_s: float, tracks: tuple[str, ...]
+) -> StreamRecord:
+    await asyncio.sleep(offset_s)
+    record = StreamRecord()
+    async with connect(url, stream=name, tracks=tracks) as session:
+
+        async def publish() -> None:
+            first = True
+            async for end_ms, chunk in paced_chunks(programme.pcm, chunk_ms=chunk_ms):
+                if first:
+                    # released once its last sample was spoken: the stream began end_ms earlier
+                    record.start_ns = time.monotonic_ns() - end_ms * 1_000_000
+                    first = False
+                await session.send_audio(chunk)
+            record.end_sent_ns = time.monotonic_ns()
+            await session.end()
+
+        publisher = asyncio.create_task(publish())
+        async for item in session.received():
+            message = item.message
+            if isinstance(message, DraftMsg | FinalMsg) and message.track == CAPTION:
+                caption = Caption(
+                    message.window, message.text, message.t0_ms, message.t1_ms, item.at_ns, message.latency_ms
+                )
+                (record.drafts if isinstance(message, DraftMsg) else record.finals).append(caption)
+                if isinstance(message, FinalMsg) and message.error:
+                    record.errors.append(f"final {message.window}: {message.error}")
+            elif isinstance(message, StatsMsg):
+                record.stats = {k: float(v) for k, v in message.values.items()}
+            elif isinstance(message, ErrorMsg):
+                record.errors.append(f"{message.code}: {message.message}")
+            elif isinstance(message, Bye):
+                record.bye_ns = item.at_ns
+        await publisher
+    return record
+
+
+def padded(text: str) -> str:
+    return f" {normalize(text)} "
+
+
+def score_stream(record: StreamRecord) -> StreamScore:
+    """Per-word latencies (see the module docstring) and the final and draft transcripts of one stream."""
+    draft_s: list[float] = []
+    final_s: list[float] = []
+    at_final = 0
+    never_drafted = 0
+    draft_texts: list[str] = []
+    drafts = sorted(record.drafts, key=lambda d: d.at_ns)
+    normalised = [padded(d.text) for d in drafts]
+    finals = sorted(record.finals, key=lambda f: f.window)
+    for final in finals:
+        words = final.text.split()
+        own = [d for d in drafts if d.window == final.window and d.at_ns <= final.at_ns]
+        if own:
+            draft_texts.append(own[-1].text)
+        else:
+            draft_texts.append(final.text)
+            never_drafted += 1
+        candidates = [
+            (draft, text)
+            for draft, text in zip(drafts, normalised, strict=True)
+            if draft.at_ns <= final.at_ns
+            and draft.window <= final.window
+            and (draft.window == final.window or draft.t1_ms > final.t0_ms)
+        ]
+        for i in range(len(words)):
+            end_ms = final.t0_ms + (final.t1_ms - final.t0_ms) * (i + 1) / len(words)
+            spoken_ns = record.start_ns + end_ms * 1e6
+            prefix = padded(" ".join(words[: i + 1]))
+            shown = next((d.at_ns for d, text in candidates if prefix.strip() == "" or prefix in text), None)
+            if shown is None:
+                shown = final.at_ns
+                at_final += 1
+            draft_s.append((shown - spoken_ns) / 1e9)
+            final_s.append((final.at_ns - spoken_ns) / 1e9)
+    return StreamScore(
+        draft_s=draft_s,
+        final_s=final_s,
+        words_drafted_at_final=at_final,
+        windows_never_drafted=never_drafted,
+        final_text=" ".join(f.text for f in finals),
+        draft_text=" ".join(draft_texts),
+    )
+
+
+async def run_load(
+    url: str,
+    streams: int,
+    run: int,
+    programme: Programme,
+    chunk_ms: int,
+    stagger_s: float,
+    tracks: tuple[str, ...],
+) -> list[StreamRecord]:
+    rng = random.Random(run * 1000 + streams)
+    offsets = [0.0] + [rng.uniform(0, stagger_s) for _ in range(streams - 1)]
+    return list(
+        await asyncio.gather(
+            *(
+                one_stream(url, f"audio-{streams}-{run}-{s}", programme, chunk_ms, offsets[s], tracks)
+                for s in range(streams)
+            )
+        )
+    )
+
+
+# -- the server --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def start_server(port: int) -> subprocess.Popen[bytes]:
+    command = [sys.executable, "-m", "stream.cli", "--log-level", "warning", "serve", "--port", str(port)]
+    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return process
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise SystemExit("server did not start listening in time")
+
+
+def peak_rss_mib(pid: int) -> float | None:
+    """``VmHWM`` of a process in MiB (None where /proc has no such field)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+# -- reporting ---------------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"median": float("nan"), "p95": float("nan")}
+    return {"median": round(statistics.median(values), 3), "p95": round(percentile(values, 0.95), 3)}
+
+
+def measure_run(
+    records: list[StreamRecord], programme: Programme, streams: int, busy_before: float | None
+) -> dict[str, Any]:
+    scores = [score_stream(r) for r in records]
+    server_final_s = [f.latency_ms / 1000 for r in records for f in r.finals]
+    busy = [r.stats["asr_busy_s"] for r in records if "asr_busy_s" in r.stats]
+    busy_after = max(busy) if len(busy) == len(records) else None
+    tail_s = max((r.bye_ns - r.end_sent_ns) / 1e9 for r in records)
+    if busy_after is not None:
+        used = busy_after - (busy_before or 0.0)
+        busy_s: float | None = used
+        rtf = used / (programme.duration_s * streams)
+        source = "asr_busy_s"
+    else:
+        busy_s = None
+        rtf = tail_s / programme.duration_s
+        source = "tail"
+    return {
+        "streams": streams,
+        "words": sum(len(s.final_s) for s in scores),
+        "windows": sum(len(r.finals) for r in records),
+        "drafts": sum(len(r.drafts) for r in records),
+        "words_drafted_at_final": sum(s.words_drafted_at_final for s in scores),
+        "windows_never_drafted": sum(s.windows_never_drafted for s in scores),
+        "first_draft_s": spread([v for s in scores for v in s.draft_s]),
+        "final_s": spread([v for s in scores for v in s.final_s]),
+        "server_window_final_s": spread(server_final_s),
+        "final_wer": round(wer([programme.reference] * len(scores), [s.final_text for s in scores]), 4),
+        "draft_wer": round(wer([programme.reference] * len(scores), [s.draft_text for s in scores]), 4),
+        "asr_busy_s": None if busy_s is None else round(busy_s, 3),
+        "asr_busy_total_s": busy_after,
+        "rtf": round(rtf, 3),
+        "rtf_source": source,
+        "tail_s": round(tail_s, 3),
+        "errors": [e for r in records for e in r.errors],
+        "final_texts": [s.final_text for s in scores],
+        "raw": {
+            "first_draft_s": [round(v, 4) for s in scores for v in s.draft_s],
+            "final_s": [round(v, 4) for s in scores for v in s.final_s],
+            "server_window_final_s": server_final_s,
+            "draft_texts": [s.draft_text for s in scores],
+        },
+    }
+
+
+def summarise(runs: list[dict[str, Any]], programme: Programme, peaks: dict[int, float | None]) -> Any:
+    summary: dict[str, Any] = {}
+    for streams in sorted({r["streams"] for r in runs}):
+        mine = [r for r in runs if r["streams"] == streams]
+        texts = [t for r in mine for t in r["final_texts"]]
+        drafts = [t for r in mine for t in r["raw"]["draft_texts"]]
+        summary[str(streams)] = {
+            "runs": len(mine),
+            "words": sum(r["words"] for r in mine),
+            "windows": sum(r["windows"] for r in mine),
+            "words_drafted_at_final": sum(r["words_drafted_at_final"] for r in mine),
+            "windows_never_drafted": sum(r["windows_never_drafted"] for r in mine),
+            "first_draft_s": spread([v for r in mine for v in r["raw"]["first_draft_s"]]),
+            "final_s": spread([v for r in mine for v in r["raw"]["final_s"]]),
+            "server_window_final_s": spread([v for r in mine for v in r["raw"]["server_window_final_s"]]),
+            "final_wer": round(wer([programme.reference] * len(texts), texts), 4),
+            "draft_wer": round(wer([programme.reference] * len(drafts), drafts), 4),
+            "rtf": round(statistics.median(r["rtf"] for r in mine), 3),
+            "rtf_per_run": [r["rtf"] for r in mine],
+            "rtf_source": mine[0]["rtf_source"],
+            "tail_s": round(statistics.median(r["tail_s"] for r in mine), 3),
+            "peak_rss_mib": peaks.get(streams),
+            "errors": sum(len(r["errors"]) for r in mine),
+        }
+    return summary
+
+
+def plot(summary: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    streams = [int(s) for s in summary]
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for key, label, colour in (("first_draft_s", "first draft", "tab:blue"), ("final_s", "final", "tab:red")):
+        medians = [summary[str(s)][key]["median"] for s in streams]
+        p95s = [summary[str(s)][key]["p95"] for s in streams]
+        axis.plot(streams, medians, marker="o", color=colour, label=f"{label} median")
+        axis.plot(streams, p95s, marker="x", linestyle="--", color=colour, label=f"{label} p95")
+    axis.axhline(DRAFT_TARGET_S, color="tab:blue", linestyle=":", alpha=0.7, label="draft target (median)")
+    axis.axhline(FINAL_TARGET_S, color="tab:red", linestyle=":", alpha=0.7, label="final target (median)")
+    axis.set_xticks(streams)
+    axis.set_ylim(bottom=0)
+    axis.set_xlabel("concurrent real-time audio streams")
+    axis.set_ylabel("per-word latency from spoken (s)")
+    axis.set_title("livecanvas audio path latency")
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--piper", action="store_true", help="add Piper-synthesised sentences")
+    parser.add_argument("--chunk-ms", type=int, default=100, help="audio per frame (default 100)")
+    parser.add_argument("--stagger", type=float, default=1.0, help="streams start up to this many s apart")
+    parser.add_argument("--translate", metavar="TRACK", help="also request this translation track")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+
+    tracks = (CAPTION, args.translate) if args.translate else (CAPTION,)
+    with tempfile.TemporaryDirectory(prefix="audio-latency-") as workdir:
+        programme = build_programme(args.piper, Path(workdir))
+    runs: list[dict[str, Any]] = []
+    peaks: dict[int, float | None] = {}
+    for streams in args.streams:
+        port = free_port()
+        server = start_server(port)
+        busy_before: float | None = 0.0
+        try:
+            for run in range(args.runs):
+                records = asyncio.run(
+                    run_load(
+                        f"ws://127.0.0.1:{port}", streams, run, programme, args.chunk_ms, args.stagger, tracks
+                    )
+                )
+                result = measure_run(records, programme, streams, busy_before)
+                result["run"] = run
+                busy_before = result["asr_busy_total_s"]
+                runs.append(result)
+            peaks[streams] = peak_rss_mib(server.pid)
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    summary = summarise(runs, programme, peaks)
+    report = {
+        "benchmark": "audio_latency",
+        "programme": {"parts": programme.parts, "duration_s": round(programme.duration_s, 2)},
+        "chunk_ms": args.chunk_ms,
+        "stagger_s": args.stagger,
+        "tracks": list(tracks),
+        "cpu_count": os.cpu_count(),
+        "targets_s": {"first_draft_median": DRAFT_TARGET_S, "final_median": FINAL_TARGET_S},
+        "latency_estimate": "word ends spread linearly over each final window's t0_ms..t1_ms",
+        "summary": summary,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "audio_latency.json").write_text(json.dumps({**report, "runs": runs}, indent=2))
+    plot(summary, args.out / "audio_latency.png")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""The sans-I/O live transcriber: pass scheduling, confirmation, windows, silence, bounds, failures.
+
+Audio is real speech (a LibriVox clip) or real silence, so voice activity detection runs for real; the
+recogniser's answers are scripted here so that each rule is driven deliberately.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.asr import AsrRequest
+from engine.audio import SpeechDetector
+from engine.transcriber import CaptionDraft, LiveTranscriber, TranscriberSettings, ends_sentence
+from engine.types import Window, Word
+from tests.speech import librivox_clips, read_wav_16k, silence
+
+CHUNK = 3200  # 100 ms
+
+
+@pytest.fixture(scope="module")
+def detector() -> SpeechDetector:
+    return SpeechDetector()
+
+
+@pytest.fixture(scope="module")
+def speech() -> bytes:
+    return read_wav_16k(librivox_clips()[0].path).tobytes()  # 7.1 s of speech
+
+
+def words(text: str, start_ms: int = 0, step_ms: int = 300) -> list[Word]:
+    return [Word(w, start_ms + i * step_ms, start_ms + i * step_ms + 250) for i, w in enumerate(text.split())]
+
+
+def heard(request: AsrRequest, script: list[Word]) -> list[Word]:
+    """The scripted words the request's audio covers (what an ideal recogniser would return)."""
+    end = request.offset_ms + len(request.audio) // 16
+    return [w for w in script if request.offset_ms <= w.t0_ms and w.t1_ms <= end]
+
+
+def feed(transcriber: LiveTranscriber, pcm: bytes, script: list[Word]) -> list[CaptionDraft | Window]:
+    """Feed audio in 100 ms chunks, answering every request at once from ``script``."""
+    events: list[CaptionDraft | Window] = []
+    for start in range(0, len(pcm), CHUNK):
+        transcriber.insert_audio(pcm[start : start + CHUNK])
+        request, due = transcriber.step()
+        events += due
+        if request is not None:
+            events += transcriber.on_result(request, heard(request, script))
+    return events
+
+
+def finish(transcriber: LiveTranscriber, script: list[Word]) -> list[CaptionDraft | Window]:
+    transcriber.end()
+    events: list[CaptionDraft | Window] = []
+    for _ in range(10):
+        request, due = transcriber.step()
+        events += due
+        if request is not None:
+            events += transcriber.on_result(request, heard(request, script))
+        if transcriber.finished:
+            return events
+    raise AssertionError("the transcriber did not finish")
+
+
+def windows_of(events: list[CaptionDraft | Window]) -> list[str]:
+    return [e.source for e in events if isinstance(e, Window)]
+
+
+SCRIPT = words("Good evening everyone. Welcome to the show, where tonight we talk about heat. Thank you.")
+
+
+def test_words_are_confirmed_into_sentence_windows_with_drafts_first(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    transcriber = LiveTranscriber(detector=detector)
+    events = feed(transcriber, speech, SCRIPT) + finish(transcriber, SCRIPT)
+    assert windows_of(events) == [
+        "Good evening everyone.",
+        "Welcome to the show, where tonight we talk about heat.",
+        "Thank you.",
+    ]
+    first_window = next(i for i, e in enumerate(events) if isinstance(e, Window))
+    assert any(isinstance(e, CaptionDraft) for e in events[:first_window])
+    for window in (e for e in events if isinstance(e, Window)):
+        assert window.t0_ms <= window.t1_ms
+
+
+def test_one_request_in_flight_and_new_audio_needed(detector: SpeechDetector, speech: bytes) -> None:
+    transcriber = LiveTranscriber(detector=detector, settings=TranscriberSettings(interval_ms=500))
+    transcriber.insert_audio(speech[: 10 * CHUNK])  # the clip's speech starts after ~0.5 s
+    request, _ = transcriber.step()
+    assert request is not None
+    assert request.pass_name == "final"
+    transcriber.insert_audio(speech[10 * CHUNK : 20 * CHUNK])
+    assert transcriber.step() == (None, [])  # still waiting for the first answer
+    transcriber.on_result(request, [])
+    second, _ = transcriber.step()
+    assert second is not None
+    assert len(second.audio) >= len(request.audio)  # covers everything that arrived meanwhile
+    transcriber.on_result(second, [])
+    transcriber.insert_audio(speech[20 * CHUNK : 22 * CHUNK])  # 200 ms: not enough for another pass
+    assert transcriber.step()[0] is None
+
+
+def test_draft_pass_alternates_with_final_pass_when_enabled(detector: SpeechDetector, speech: bytes) -> None:
+    transcriber = LiveTranscriber(detector=detector, settings=TranscriberSettings(use_draft_pass=True))
+    passes = []
+    for start in range(0, 40 * CHUNK, CHUNK):
+        transcriber.insert_audio(speech[start : start + CHUNK])
+        request, _ = transcriber.step()
+        if request is not None:
+            passes.append(request.pass_name)
+            transcriber.on_result(request, [])
+    assert passes[:4] == ["final", "draft", "final", "draft"]
+
+
+def test_silence_is_never_sent_to_the_recogniser(detector: SpeechDetector) -> None:
+    transcriber = LiveTranscriber(detector=detector)
+    quiet = silence(3.0) + silence(3.0, noise_dbfs=-60.0)
+    for start in range(0, len(quiet), CHUNK):
+        transcriber.insert_audio(quiet[start : start + CHUNK])
+        request, events = transcriber.step()
+        assert request is None
+        assert events == []
+    assert transcriber.buffer.duration_ms <= transcriber.settings.pause_ms + 100  # silence is not kept
+    assert finish(transcriber, []) == []
+
+
+def test_a_pause_closes_the_open_window(detector: SpeechDetector, speech: bytes) -> None:
+    script = words("and then without any punctuation the speaker simply stops for a while", step_ms=230)
+    transcriber = LiveTranscriber(detector=detector)
+    events = feed(transcriber, speech[: 30 * CHUNK], script) + feed(transcriber, silence(2.0), script)
+    assert windows_of(events) == ["and then without any punctuation the speaker simply stops for a while"]
+
+
+def test_abbreviations_do_not_close_windows() -> None:
+    assert not ends_sentence("Mr.")
+    assert not ends_sentence("U.S.")
+    assert not ends_sentence("J.")
+    assert ends_sentence("them.")
+    assert ends_sentence('"Why?"')
+
+
+def test_the_buffer_stays_bounded_and_nothing_is_lost_when_passes_disagree(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    settings = TranscriberSettings(max_buffer_ms=6_000, trim_keep_ms=2_000)
+    transcriber = LiveTranscriber(detector=detector, settings=settings)
+    flip = [0]
+
+    def unstable(request: AsrRequest) -> list[Word]:
+        # every other pass hears a different last word, so agreement rarely reaches the end
+        flip[0] += 1
+        base = heard(request, long_script)
+        return (
+            [*base[:-1], Word(f"{base[-1].text}~{flip[0]}", base[-1].t0_ms, base[-1].t1_ms)] if base else base
+        )
+
+    long_script = words(" ".join(f"word{i}" for i in range(40)), step_ms=350)
+    audio = speech + speech  # 14 s of speech
+    events: list[CaptionDraft | Window] = []
+    for start in range(0, len(audio), CHUNK):
+        transcriber.insert_audio(audio[start : start + CHUNK])
+        request, due = transcriber.step()
+        events += due
+        if request is not None:
+            events += transcriber.on_result(request, unstable(request))
+        assert transcriber.buffer.duration_ms <= settings.max_buffer_ms
+    assert transcriber.buffer.dropped_ms == 0  # trimmed by confirming, never by overflow
+    confirmed = [w.split("~")[0] for w in " ".join(windows_of(events)).split()]
+    # forced confirmations keep the words in order, none skipped, none repeated
+    assert confirmed == [w.text for w in long_script[: len(confirmed)]]
+    assert len(confirmed) >= 20  # most of the 14 s were confirmed despite the disagreement
+
+
+def test_recogniser_failures_are_retried_and_bounded_at_the_end(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    transcriber = LiveTranscriber(detector=detector)
+    transcriber.insert_audio(speech[: 20 * CHUNK])
+    request, _ = transcriber.step()
+    assert request is not None
+    assert transcriber.on_error(request) == []
+    retry, _ = transcriber.step()
+    assert retry is not None
+    assert retry.offset_ms == request.offset_ms  # the failed audio is covered again
+    transcriber.on_result(retry, heard(retry, SCRIPT))
+    transcriber.end()
+    events: list[CaptionDraft | Window] = []
+    for _ in range(3):
+        failing, _ = transcriber.step()
+        assert failing is not None
+        events += transcriber.on_error(failing)
+    assert transcriber.finished
+    assert windows_of(events) == ["Good evening everyone.", "Welcome to the"]  # heard: closed, not lost
+
+
+def test_results_must_match_the_request_in_flight(detector: SpeechDetector, speech: bytes) -> None:
+    transcriber = LiveTranscriber(detector=detector)
+    transcriber.insert_audio(speech[: 10 * CHUNK])
+    request, _ = transcriber.step()
+    assert request is not None
+    with pytest.raises(ValueError, match="did not issue"):
+        transcriber.on_result(AsrRequest(audio=request.audio, offset_ms=0, pass_name="final"), [])
+    transcriber.end()
+    with pytest.raises(ValueError, match="after the end"):
+        transcriber.insert_audio(b"\x00\x00")
+
+
+def test_an_echo_of_recent_captions_is_not_confirmed_again(detector: SpeechDetector, speech: bytes) -> None:
+    script = words("Good evening everyone. Welcome to the show.")
+    transcriber = LiveTranscriber(detector=detector)
+    events = feed(transcriber, speech[: 40 * CHUNK], script)
+    assert windows_of(events) == ["Good evening everyone.", "Welcome to the show."]
+
+    # the leftover audio after the window is answered with the prompt's last sentence, 1.2 s later
+    # (past the commit policy's own overlap check)
+    echoed = words(
+        "Welcome to the show.", start_ms=transcriber.agreement.committed_until_ms + 1200, step_ms=250
+    )
+
+    def echo(request: AsrRequest) -> list[Word]:
+        return heard(request, echoed)
+
+    for start in range(40 * CHUNK, 60 * CHUNK, CHUNK):
+        transcriber.insert_audio(speech[start : start + CHUNK])
+        request, due = transcriber.step()
+        events += due
+        if request is not None:
+            events += transcriber.on_result(request, echo(request))
+    events += feed(transcriber, silence(1.5), [])
+    assert windows_of(events) == ["Good evening everyone.", "Welcome to the show."]
