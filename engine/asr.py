@@ -68,7 +68,7 @@ class FasterWhisperAsr:
         *,
         cpu_threads: int = 0,
         beam_size: int = 1,
-        audio_context_pad_s: float | None = None,
+        context_pad_s: dict[str, float] | None = None,
     ) -> None:
         from faster_whisper import WhisperModel
 
@@ -81,7 +81,7 @@ class FasterWhisperAsr:
                 )
             self._models[pass_name] = loaded[path]
         self.beam_size = beam_size
-        self.audio_context_pad_s = audio_context_pad_s
+        self.context_pad_s = dict(context_pad_s or {})  # pass name -> padding after the audio, seconds
         self.calls = 0
         self.rows = 0
 
@@ -105,12 +105,13 @@ class FasterWhisperAsr:
                 results[index] = words
         return results
 
-    def _encoder_frames(self, needed: int) -> int:
-        """Mel frames given to the encoder: Whisper's full 30 s window, or (``audio_context_pad_s`` set)
-        the audio plus that much padding, which costs the encoder proportionally less."""
-        if self.audio_context_pad_s is None:
+    def _encoder_frames(self, pass_name: str, needed: int) -> int:
+        """Mel frames given to the encoder: Whisper's full 30 s window, or (a padding set for the pass)
+        the audio plus that padding, which costs the encoder proportionally less."""
+        pad_s = self.context_pad_s.get(pass_name)
+        if pad_s is None:
             return FULL_WINDOW_FRAMES
-        padded = needed + int(self.audio_context_pad_s * 100)
+        padded = needed + int(pad_s * 100)
         return min(FULL_WINDOW_FRAMES, max(MIN_ENCODER_FRAMES, padded + padded % 2))
 
     def _context_tokens(self, request: AsrRequest) -> list[int]:
@@ -132,7 +133,7 @@ class FasterWhisperAsr:
         model = self._models[pass_name]
         multilingual = bool(model.model.is_multilingual)
         mels = [model.feature_extractor(r.audio[: MAX_AUDIO_S * SAMPLE_RATE])[..., :-1] for r in batch]
-        frames = self._encoder_frames(max(m.shape[-1] for m in mels))
+        frames = self._encoder_frames(pass_name, max(m.shape[-1] for m in mels))
         features = np.stack([pad_or_trim(m, frames) for m in mels])  # (B, n_mels, frames)
         encoder_output = model.model.encode(get_ctranslate2_storage(features))
         if multilingual and language is None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from stream.config import ServerConfig, env_int, env_str
+from stream.config import ASR_DRAFT_CHOICES, SHORT_CONTEXT_PAD_S, ServerConfig, env_int, env_str
 
 DEMO_TEXT = (
     "Good evening, and welcome to the live broadcast.",
@@ -126,14 +126,15 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "--asr-short-context",
         dest="asr_audio_context_pad_s",
         action="store_const",
-        const=1.0,
+        const=SHORT_CONTEXT_PAD_S,
         default=ServerConfig().asr_audio_context_pad_s,
-        help="encode only the audio + 1 s, not a full 30 s window: ~4.7x faster passes, lower accuracy",
+        help="final passes encode only the audio + 1 s, not a full 30 s window: faster, less accurate",
     )
     parser.add_argument(
-        "--asr-draft-pass",
-        action="store_true",
-        help="alternate a whisper tiny.en draft pass with the base final pass (English audio)",
+        "--asr-draft",
+        choices=ASR_DRAFT_CHOICES,
+        default=env_str("ASR_DRAFT", ServerConfig().asr_draft),
+        help="extra draft passes between final passes: none (default), base on the audio + 1 s, or tiny.en",
     )
 
 
@@ -160,7 +161,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_window_words=args.window_words,
         idle_ms=args.idle_ms,
         asr=args.asr,
-        asr_draft_pass=args.asr_draft_pass,
+        asr_draft=args.asr_draft,
         asr_audio_context_pad_s=args.asr_audio_context_pad_s,
     )
 

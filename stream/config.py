@@ -21,6 +21,10 @@ def env_int(name: str, default: int) -> int:
         raise SystemExit(f"LIVECANVAS_{name} must be an integer, got {value!r}") from None
 
 
+ASR_DRAFT_CHOICES = ("base-short", "tiny.en", "none")
+SHORT_CONTEXT_PAD_S = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class ServerConfig:
     host: str = "127.0.0.1"
@@ -37,11 +41,16 @@ class ServerConfig:
     seed: int = 0
     asr: bool = True  # speech recognition for audio input (loads the whisper models)
     asr_threads: int = 0  # CTranslate2 threads per model (0: one per core, at most 4)
-    asr_audio_context_pad_s: float = 0.0  # >0: encode the audio + this padding, not a full 30 s window
-    asr_draft_pass: bool = False  # alternate a whisper tiny.en draft pass with the base final pass (English)
+    asr_audio_context_pad_s: float = 0.0  # >0: final passes encode the audio + this padding, not 30 s
+    asr_draft: str = (
+        "none"  # draft passes between final passes: "none", "base-short" (audio + 1 s), "tiny.en"
+    )
+
     asr_max_batch: int = 8  # recognition requests per round, at most
 
     def __post_init__(self) -> None:
+        if self.asr_draft not in ASR_DRAFT_CHOICES:
+            raise ValueError(f"asr_draft must be one of {ASR_DRAFT_CHOICES}, got {self.asr_draft!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         for name in ("max_batch", "max_frame_bytes", "max_window_words", "idle_ms"):

@@ -23,7 +23,7 @@ from engine.runtime import LoadedModel, load_model
 from engine.transcriber import LiveTranscriber, TranscriberSettings
 from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
-from stream.config import ServerConfig
+from stream.config import SHORT_CONTEXT_PAD_S, ServerConfig
 from stream.hub import StreamHub
 from stream.session import Connection
 
@@ -172,20 +172,26 @@ class LivecanvasServer:
         from engine.asr import FasterWhisperAsr
         from engine.asr_models import ensure_whisper_base, whisper_tiny_en
 
-        models = {"final": ensure_whisper_base()}
-        if self.config.asr_draft_pass:
+        base = ensure_whisper_base()
+        models = {"final": base}
+        padding: dict[str, float] = {}
+        if self.config.asr_draft == "base-short":
+            models["draft"] = base  # the same model, shared; drafts encode just the audio + 1 s
+            padding["draft"] = SHORT_CONTEXT_PAD_S
+        elif self.config.asr_draft == "tiny.en":
             models["draft"] = whisper_tiny_en()
+        if self.config.asr_audio_context_pad_s > 0:
+            padding["final"] = self.config.asr_audio_context_pad_s
         threads = self.config.asr_threads or min(4, os.cpu_count() or 1)
-        pad = self.config.asr_audio_context_pad_s
-        return FasterWhisperAsr(models, cpu_threads=threads, audio_context_pad_s=pad if pad > 0 else None)
+        return FasterWhisperAsr(models, cpu_threads=threads, context_pad_s=padding)
 
     def _make_transcriber(self, source_lang: str) -> LiveTranscriber:
         assert self._speech_detector is not None
         language = source_lang.split("-")[0].lower()
-        # the draft model (tiny.en) knows English only; other languages use the final model alone
-        settings = TranscriberSettings(
-            language=language, use_draft_pass=self.config.asr_draft_pass and language == "en"
-        )
+        # tiny.en knows English only; with it, other languages use the final model alone
+        draft = self.config.asr_draft
+        use_draft = draft == "base-short" or (draft == "tiny.en" and language == "en")
+        settings = TranscriberSettings(language=language, use_draft_pass=use_draft)
         return LiveTranscriber(detector=self._speech_detector, settings=settings)
 
     def _submit_asr(self, request: AsrRequest, done: Callable[[list[Word] | Exception], None]) -> None:
