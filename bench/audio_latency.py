@@ -57,7 +57,7 @@ Medians and p95 are over all words of all runs of a stream count. Prints JSON an
 ``bench/results/audio_latency.json`` and ``audio_latency.png``. Targets: median first draft <= 1.0 s
 and median final <= 3.0 s at 1 stream.
 
-    python bench/audio_latency.py --streams 1 2 4 --runs 2
+    python -m bench.audio_latency --streams 1 2 4 --runs 2
 """
 
 from __future__ import annotations
@@ -67,9 +67,7 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -77,12 +75,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.server_process import free_port, percentile, start_server
 from clients.python.audio_source import SAMPLE_RATE, paced_chunks, read_wav_pcm16_16k
 from clients.python.client import connect
 from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tests/ is not installed: run as `python bench/audio_latency.py`
+if str(ROOT) not in sys.path:  # tests/ is not installed: run as `python -m bench.audio_latency`
     sys.path.insert(0, str(ROOT))
 from tests.speech import librivox_clips, normalize, silence, synthesize, wer  # noqa: E402
 
@@ -278,28 +277,6 @@ async def run_load(
 # -- the server --------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def start_server(port: int) -> subprocess.Popen[bytes]:
-    command = [sys.executable, "-m", "stream.cli", "--log-level", "warning", "serve", "--port", str(port)]
-    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("server did not start listening in time")
-
-
 def peak_rss_mib(pid: int) -> float | None:
     """``VmHWM`` of a process in MiB (None where /proc has no such field)."""
     try:
@@ -312,14 +289,6 @@ def peak_rss_mib(pid: int) -> float | None:
 
 
 # -- reporting ---------------------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def spread(values: list[float]) -> dict[str, float]:

@@ -9,7 +9,7 @@ gives the mean number of canvases one forward advanced.
 
 Prints JSON and writes ``bench/results/latency.json`` and ``latency.png``.
 
-    python bench/latency.py --sessions 1 8 --runs 3
+    python -m bench.latency --sessions 1 8 --runs 3
 """
 
 from __future__ import annotations
@@ -19,14 +19,12 @@ import asyncio
 import json
 import os
 import random
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.server_process import free_port, percentile, start_server
 from clients.python.client import connect
 from stream.messages import DraftMsg, FinalMsg, StatsMsg
 
@@ -41,20 +39,6 @@ SENTENCES = [
     "The next public hearing will be announced online.",
 ]
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def one_session(
@@ -118,35 +102,6 @@ async def run_load(
         "engine_stats_at_end": last_stats,
         "raw": {"first_draft_ms": drafts, "final_ms": finals},
     }
-
-
-def start_server(port: int, model: str, threads: int) -> subprocess.Popen[bytes]:
-    command = [
-        sys.executable,
-        "-m",
-        "stream.cli",
-        "--log-level",
-        "warning",
-        "serve",
-        "--port",
-        str(port),
-        "--model",
-        model,
-    ]
-    if threads:
-        command += ["--threads", str(threads)]
-    process = subprocess.Popen(command, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"server exited with {process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return process
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("server did not start listening in time")
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
@@ -223,7 +178,9 @@ def main() -> None:
     args = parser.parse_args()
 
     port = free_port()
-    server = start_server(port, args.model, args.threads)
+    server = start_server(
+        port, ["--model", args.model, *(["--threads", str(args.threads)] if args.threads else [])]
+    )
     results = []
     seen = {"engine_forwards": 0, "engine_canvases_stepped": 0}
     try:

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from engine.asr import Asr, AsrRequest
+from engine.model_thread import ModelThread
 from engine.types import Word
 
 logger = logging.getLogger("livecanvas.asr")
@@ -32,48 +32,22 @@ class AsrStats:
     errors: int = 0
 
 
-class AsrWorker:
+class AsrWorker(ModelThread[Asr]):
     def __init__(self, load: Callable[[], Asr], *, max_batch: int = 8) -> None:
-        self._load = load
+        super().__init__(load, name="livecanvas-asr")
         self._max_batch = max_batch
         self._inbox: queue.SimpleQueue[tuple[AsrRequest, AsrCallback] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="livecanvas-asr", daemon=True)
-        self._ready = threading.Event()
-        self._load_error: BaseException | None = None
-        self.asr: Asr | None = None
         self.stats = AsrStats()
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wait_ready(self, timeout: float | None = None) -> Asr:
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the ASR worker did not load its models in time")
-        if self._load_error is not None:
-            raise self._load_error
-        assert self.asr is not None
-        return self.asr
 
     def submit(self, request: AsrRequest, done: AsrCallback) -> None:
         self._inbox.put((request, done))
 
     def stop(self, timeout: float | None = None) -> None:
-        if self._thread.is_alive():
+        if self.alive:
             self._inbox.put(None)
-            self._thread.join(timeout)
+            self._join(timeout)
 
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def _run(self) -> None:
-        try:
-            self.asr = self._load()
-        except BaseException as error:  # reported to wait_ready()
-            self._load_error = error
-            self._ready.set()
-            return
-        self._ready.set()
+    def _serve(self, model: Asr) -> None:
         while True:
             first = self._inbox.get()
             if first is None:
@@ -89,15 +63,14 @@ class AsrWorker:
                     stopping = True
                     break
                 batch.append(item)
-            self._run_round(batch)
+            self._run_round(model, batch)
             if stopping:
                 return
 
-    def _run_round(self, batch: list[tuple[AsrRequest, AsrCallback]]) -> None:
-        assert self.asr is not None
+    def _run_round(self, model: Asr, batch: list[tuple[AsrRequest, AsrCallback]]) -> None:
         started = time.perf_counter()
         try:
-            results: list[list[Word]] | Exception = self.asr.transcribe([request for request, _ in batch])
+            results: list[list[Word]] | Exception = model.transcribe([request for request, _ in batch])
         except Exception as error:
             logger.exception("speech recognition failed for %d requests", len(batch))
             self.stats.errors += 1

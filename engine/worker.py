@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from engine.model_thread import ModelThread
 from engine.runtime import LoadedModel, WindowJob, warm_up
 from engine.scheduler import Batch, Scheduler
 from engine.types import Draft, Final
@@ -53,7 +53,7 @@ class _Stop:
         self.drain = drain
 
 
-class EngineWorker:
+class EngineWorker(ModelThread[LoadedModel]):
     """See the module docstring."""
 
     def __init__(
@@ -64,58 +64,34 @@ class EngineWorker:
         max_batch: int = 32,
         torch_threads: int | None = None,
     ) -> None:
-        self._load = load
+        def load_and_warm_up() -> LoadedModel:
+            if torch_threads:
+                import torch
+
+                torch.set_num_threads(torch_threads)
+            model = load()
+            warm_up(model)
+            return model
+
+        super().__init__(load_and_warm_up, name="livecanvas-engine")
         self._emit = emit
         self._max_batch = max_batch
-        self._torch_threads = torch_threads
         self._inbox: queue.SimpleQueue[WindowJob | _Stop] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="livecanvas-engine", daemon=True)
-        self._ready = threading.Event()
-        self._load_error: BaseException | None = None
-        self.model: LoadedModel | None = None
         self.stats = WorkerStats()
 
     # -- called from other threads ------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread.start()
-
-    def wait_ready(self, timeout: float | None = None) -> LoadedModel:
-        """Block until the model is loaded; re-raises a load failure."""
-        if not self._ready.wait(timeout):
-            raise TimeoutError("the engine did not load its model in time")
-        if self._load_error is not None:
-            raise self._load_error
-        assert self.model is not None
-        return self.model
-
     def submit(self, job: WindowJob) -> None:
         self._inbox.put(job)
 
     def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
         """Stop the thread; with ``drain`` every queued and live canvas is finished first."""
-        if self._thread.is_alive():
+        if self.alive:
             self._inbox.put(_Stop(drain))
-            self._thread.join(timeout)
-
-    @property
-    def alive(self) -> bool:
-        return self._thread.is_alive()
+            self._join(timeout)
 
     # -- the worker thread --------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            if self._torch_threads:
-                import torch
-
-                torch.set_num_threads(self._torch_threads)
-            self.model = self._load()
-            warm_up(self.model)
-        except BaseException as error:  # reported to wait_ready(), never swallowed
-            self._load_error = error
-            self._ready.set()
-            return
-        self._ready.set()
-        denoiser = self.model.denoiser
+    def _serve(self, model: LoadedModel) -> None:
+        denoiser = model.denoiser
         scheduler = Scheduler(
             canvas_length=denoiser.canvas_length,
             eos_token_ids=denoiser.eos_token_ids,
@@ -129,11 +105,11 @@ class EngineWorker:
                 if isinstance(item, _Stop):
                     stopping = item
                 else:
-                    self._admit(item, scheduler)
+                    self._admit(model, item, scheduler)
                 item = self._poll()
             if stopping is not None and (not stopping.drain or scheduler.idle):
                 return
-            self._run_batch(scheduler.schedule(), scheduler)
+            self._run_batch(model, scheduler.schedule(), scheduler)
 
     def _poll(self) -> WindowJob | _Stop | None:
         try:
@@ -141,11 +117,10 @@ class EngineWorker:
         except queue.Empty:
             return None
 
-    def _admit(self, job: WindowJob, scheduler: Scheduler) -> None:
-        assert self.model is not None
+    def _admit(self, model: LoadedModel, job: WindowJob, scheduler: Scheduler) -> None:
         self.stats.jobs += 1
         try:
-            request = self.model.request_for(job)
+            request = model.request_for(job)
         except Exception as error:
             logger.warning("window %s refused: %s", job.key, error)
             self.stats.errors += 1
@@ -154,9 +129,8 @@ class EngineWorker:
             return
         scheduler.add(request)
 
-    def _run_batch(self, batch: Batch, scheduler: Scheduler) -> None:
-        assert self.model is not None
-        denoiser = self.model.denoiser
+    def _run_batch(self, model: LoadedModel, batch: Batch, scheduler: Scheduler) -> None:
+        denoiser = model.denoiser
         for seq_id in batch.release:
             denoiser.release(seq_id)
         failed: dict[int, str] = {}
