@@ -42,10 +42,7 @@ class ServerConfig:
     asr: bool = True  # speech recognition for audio input (loads the whisper models)
     asr_threads: int = 0  # CTranslate2 threads per model (0: one per core, at most 4)
     asr_audio_context_pad_s: float = 0.0  # >0: final passes encode the audio + this padding, not 30 s
-    asr_draft: str = (
-        "none"  # draft passes between final passes: "none", "base-short" (audio + 1 s), "tiny.en"
-    )
-
+    asr_draft: str = "none"  # extra draft passes: "none", "base-short" (audio + 1 s) or "tiny.en"
     asr_max_batch: int = 8  # recognition requests per round, at most
 
     def __post_init__(self) -> None:
