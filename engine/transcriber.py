@@ -1,10 +1,10 @@
 """Live transcription of one audio stream, sans I/O: audio in, recognition requests out, results in,
 caption drafts and final windows out.
 
-* **Passes.** The recogniser runs over a rolling buffer in two alternating passes. The *draft* pass
-  (a fast model, e.g. whisper tiny.en) shows the newest words early. The *final* pass (a better model
-  with the stream's recent text as context, e.g. whisper base) feeds a LocalAgreement-2 policy: a word
-  is final once two consecutive final passes agree on it.
+* **Passes.** The recogniser runs over a rolling buffer. Every *final* pass (e.g. whisper base, with
+  the stream's recent text as context) feeds a LocalAgreement-2 policy: a word is final once two
+  consecutive final passes agree on it and enough audio follows it. Optionally (``use_draft_pass``)
+  a *draft* pass with a faster model alternates with it, only to show the newest words earlier.
 * **Windows.** Final words gather into the next window, which closes at a sentence end, at the word
   budget, after a pause, or at the end of the stream.
 * **Drafts.** A draft shows the open window: its final words so far, then the newest unconfirmed ones.
@@ -26,24 +26,13 @@ from engine.asr import AsrRequest
 from engine.audio import SAMPLE_RATE, AudioBuffer, SpeechDetector
 from engine.commit import LocalAgreement, normalise
 from engine.types import Window, Word
-from engine.windows import ABBREVIATIONS
+from engine.windows import ends_sentence
 
-SENTENCE_ENDS = (".", "!", "?", "…", "。", "！", "？")  # noqa: RUF001
 DRAFT_PASS, FINAL_PASS = "draft", "final"
 CLAUSE_ENDS = (",", ";", ":", "—", "\uff0c", "\u3001", "\uff1b", "\uff1a")
 MAX_FAILURES = 3
 ECHO_MIN_WORDS = 3
 CLOSING_QUOTES = "\"'\u201d\u2019)»"
-
-
-def ends_sentence(word: str) -> bool:
-    """Whether a recognised word closes a sentence ("Mr.", "e.g." and initials do not)."""
-    bare = word.rstrip(CLOSING_QUOTES)
-    if not bare.endswith(SENTENCE_ENDS):
-        return False
-    stem = bare.rstrip(".").lower()
-    abbreviation = stem in ABBREVIATIONS or (len(stem) == 1 and stem.isalpha()) or "." in stem
-    return not (bare.endswith(".") and abbreviation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +122,9 @@ class LiveTranscriber:
         self._failures = 0
         events: list[CaptionDraft | Window] = []
         if request.pass_name == FINAL_PASS:
-            final_pass_ends = self._ending and request.offset_ms + len(
-                request.audio
-            ) * 1000 // SAMPLE_RATE >= (self.buffer.end_ms)
-            words = self._without_echo(words)
             heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
+            final_pass_ends = self._ending and heard_until >= self.buffer.end_ms
+            words = self._without_echo(words)
             # a word needs audio after it before it can be confirmed, except at the very end
             margin = 0 if final_pass_ends else self.settings.right_context_ms
             settled = [w for w in words if w.t1_ms <= heard_until - margin]
@@ -174,10 +161,6 @@ class LiveTranscriber:
         events = [*self._close_full_windows(), *self._close_window()]
         self.finished = True
         return events
-
-    @property
-    def in_flight(self) -> bool:
-        return self._in_flight is not None
 
     # -- internals ---------------------------------------------------------------------------------
     def _without_echo(self, words: list[Word]) -> list[Word]:
@@ -233,7 +216,8 @@ class LiveTranscriber:
         return clause and index + 1 >= self.settings.clause_window_words
 
     def _close_window(self, count: int | None = None) -> list[CaptionDraft | Window]:
-        words, self._open_words = self._open_words[:count], self._open_words[len(self._open_words[:count]) :]
+        cut = len(self._open_words) if count is None else count
+        words, self._open_words = self._open_words[:cut], self._open_words[cut:]
         if not words:
             return []
         text = " ".join(w.text for w in words)

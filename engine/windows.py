@@ -93,6 +93,13 @@ def _is_sentence_end(text: str, match: re.Match[str]) -> bool:
     return latin != "." or not _is_abbreviation(text, match.start())
 
 
+def ends_sentence(word: str) -> bool:
+    """Whether text ending in ``word`` (e.g. one recognised word) is a complete sentence, by the same
+    rules as text windows: ``Mr.``, ``e.g.`` and initials do not end one; closing quotes may follow."""
+    ends = _sentence_ends(word)
+    return bool(ends) and ends[-1] == len(word)
+
+
 def _sentence_ends(text: str) -> list[int]:
     """Offsets just past each complete sentence's ender (and closing quotes/brackets) in ``text``."""
     return [m.end() for m in _ENDER.finditer(text) if _is_sentence_end(text, m)]

@@ -89,6 +89,10 @@ class StreamState:
         transcribing = self.transcriber is not None and not self.transcriber.finished
         return not self.windows and not transcribing
 
+    def spoken_ns(self, audio_ms: int) -> int:
+        """Wall-clock time at which the stream's audio reached ``audio_ms`` (audio arrives in real time)."""
+        return self.audio_started_ns + audio_ms * 1_000_000
+
     def target_tracks(self) -> set[str]:
         return {t for viewer in self.viewers for t in viewer.tracks} - {CAPTION_TRACK}
 
@@ -235,7 +239,7 @@ class StreamHub:
             if isinstance(event, Window):
                 windows.append(event)
                 continue
-            spoken_ns = stream.audio_started_ns + event.t1_ms * 1_000_000
+            spoken_ns = stream.spoken_ns(event.t1_ms)
             draft = DraftMsg(
                 stream=stream.name, track=CAPTION_TRACK, window=stream.next_window,
                 rev=stream.caption_draft_rev, text=event.text, t0_ms=event.t0_ms, t1_ms=event.t1_ms,
@@ -244,10 +248,8 @@ class StreamHub:
             stream.caption_draft_rev += 1
             self._broadcast(stream, CAPTION_TRACK, draft)
         if windows:
-            # measured from when the window's last word was spoken (the audio arrives in real time)
-            self._commit(
-                stream, windows, spoken_ns=[stream.audio_started_ns + w.t1_ms * 1_000_000 for w in windows]
-            )
+            # measured from when the window's last word was spoken
+            self._commit(stream, windows, spoken_ns=[stream.spoken_ns(w.t1_ms) for w in windows])
 
     # -- internals ---------------------------------------------------------------------------------
     def _now_ms(self, stream: StreamState) -> int:

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from typing import TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
@@ -28,6 +29,7 @@ from stream.hub import StreamHub
 from stream.session import Connection
 
 logger = logging.getLogger("livecanvas.server")
+_T = TypeVar("_T")
 
 TICK_S = 0.1  # how often idle text is checked for windows
 FRAME_SIZE_HEADROOM = 4  # websockets itself refuses frames over this multiple of our own limit
@@ -196,22 +198,19 @@ class LivecanvasServer:
 
     def _submit_asr(self, request: AsrRequest, done: Callable[[list[Word] | Exception], None]) -> None:
         assert self.asr_worker is not None
-        assert self._loop is not None
-        loop = self._loop
-
-        def on_worker_thread(result: list[Word] | Exception) -> None:
-            if not loop.is_closed():
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(done, result)
-
-        self.asr_worker.submit(request, on_worker_thread)
+        self.asr_worker.submit(request, lambda result: self._on_loop(done, result))
 
     def _from_worker(self, events: list[EngineEvent]) -> None:
         """Called on the worker thread: hand the events to the loop's thread."""
+        self._on_loop(self.hub.on_engine_events, events)
+
+    def _on_loop(self, callback: Callable[[_T], None], argument: _T) -> None:
+        """From a worker thread: run ``callback(argument)`` on the event loop's thread (dropped once the
+        loop has closed, at shutdown)."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
-                loop.call_soon_threadsafe(self.hub.on_engine_events, events)
+                loop.call_soon_threadsafe(callback, argument)
 
     async def _tick_loop(self) -> None:
         while True:

@@ -10,8 +10,9 @@ import pytest
 
 from engine.asr import AsrRequest
 from engine.audio import SpeechDetector
-from engine.transcriber import CaptionDraft, LiveTranscriber, TranscriberSettings, ends_sentence
+from engine.transcriber import CaptionDraft, LiveTranscriber, TranscriberSettings
 from engine.types import Window, Word
+from engine.windows import ends_sentence
 from tests.speech import librivox_clips, read_wav_16k, silence
 
 CHUNK = 3200  # 100 ms
