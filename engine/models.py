@@ -2,12 +2,17 @@
 
 Specs:
 
-* ``embedded`` (the default): livecanvas's own checkpoint, created in the local cache if missing;
+* ``embedded`` (the default): livecanvas's own trained translator shipped in the package
+  (``engine/models/``, made by ``livecanvas train``), or the untrained placeholder where none is shipped;
+* ``placeholder``: the untrained placeholder (random weights, byte-level tokenizer), created in the
+  local cache if missing: fast and deterministic, for development and tests of the machinery;
 * a local directory holding a ``save_pretrained`` checkpoint;
 * a Hugging Face id (``google/diffusiongemma-26B-A4B-it``) already in the local Hugging Face cache.
   Nothing is ever downloaded: resolution uses ``local_files_only``, and ``HF_HUB_OFFLINE=1`` is honoured.
 
-Every kind loads through the same ``from_pretrained`` path. A checkpoint may carry ``livecanvas.json``
+Every kind loads through the same ``from_pretrained`` path. A directory with a ``SHA256SUMS`` file (the
+shipped translator has one) is verified against it first and refused if anything differs. A checkpoint
+may carry ``livecanvas.json``
 (prompt kind, early-exit defaults); without it, a tokenizer with a chat template gets the chat prompt
 and any other the tagged one. Diffusion defaults come from the checkpoint's generation config.
 """
@@ -24,6 +29,13 @@ from engine.errors import ModelResolutionError
 from engine.types import DiffusionParams, EarlyExitParams
 
 EMBEDDED_SPEC = "embedded"
+PLACEHOLDER_SPEC = "placeholder"
+PACKAGED_MODEL = "livecanvas-en-ptbr-v1"
+
+
+def packaged_model_dir() -> Path:
+    """Where the trained translator ships inside the package (it may be absent in a source tree)."""
+    return Path(__file__).resolve().parent / "models" / PACKAGED_MODEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,18 +47,35 @@ class ResolvedModel:
 def resolve_model(spec: str | None, *, cache_dir: Path | None = None) -> ResolvedModel:
     """Map a model spec to a checkpoint directory on disk, or raise ``ModelResolutionError``."""
     spec = spec or EMBEDDED_SPEC
-    if spec == EMBEDDED_SPEC:
+    if spec == EMBEDDED_SPEC and (packaged_model_dir() / "config.json").is_file():
+        return ResolvedModel(spec, _verified(packaged_model_dir()))
+    if spec in (EMBEDDED_SPEC, PLACEHOLDER_SPEC):
         return ResolvedModel(spec, ensure_embedded(cache_dir))
     candidate = Path(spec).expanduser()
     if candidate.is_dir():
         if not (candidate / "config.json").is_file():
             raise ModelResolutionError(f"{candidate} is a directory but holds no config.json checkpoint")
-        return ResolvedModel(spec, candidate)
+        return ResolvedModel(spec, _verified(candidate))
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return ResolvedModel(spec, _from_hub_cache(spec))
     raise ModelResolutionError(
         f"model {spec!r} is neither 'embedded', an existing checkpoint directory, nor a Hugging Face id"
     )
+
+
+def _verified(directory: Path) -> Path:
+    """``directory``, after checking it against its ``SHA256SUMS`` where it has one."""
+    from engine.training.export import CHECKSUM_FILE, verify_checksums
+
+    if (directory / CHECKSUM_FILE).is_file():
+        problems = verify_checksums(directory)
+        if problems:
+            raise ModelResolutionError(
+                f"checkpoint {directory} failed its checksum check ({'; '.join(problems)}); "
+                "reinstall livecanvas "
+                "or re-export the model with `livecanvas train`"
+            )
+    return directory
 
 
 def _from_hub_cache(repo_id: str) -> Path:
@@ -72,6 +101,20 @@ class ModelCard:
     trained: bool
     diffusion: DiffusionParams
     early_exit: EarlyExitParams
+    target_languages: tuple[str, ...] = ()  # empty: any language the prompt can name
+
+
+def match_language(requested: str, supported: tuple[str, ...]) -> str | None:
+    """The supported tag that serves ``requested``: the same tag (any case), else the same base language
+    (``pt`` -> ``pt-BR``); ``requested`` itself when ``supported`` is empty (no restriction)."""
+    if not supported:
+        return requested
+    wanted = requested.lower()
+    for tag in supported:
+        if tag.lower() == wanted:
+            return tag
+    base = wanted.split("-")[0]
+    return next((tag for tag in supported if tag.lower().split("-")[0] == base), None)
 
 
 def read_card(path: Path, tokenizer: Any, generation_config: Any) -> ModelCard:
@@ -86,7 +129,14 @@ def read_card(path: Path, tokenizer: Any, generation_config: Any) -> ModelCard:
         trained=bool(card.get("trained", True)),
         diffusion=diffusion_defaults(generation_config),
         early_exit=EarlyExitParams(**card.get("early_exit", {})),
+        target_languages=_tags(card.get("languages", {}).get("target")),
     )
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    return (str(value),) if isinstance(value, str) else tuple(str(v) for v in value)
 
 
 def diffusion_defaults(generation_config: Any) -> DiffusionParams:

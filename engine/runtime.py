@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.diffusion.gemma import DiffusionGemmaDenoiser
-from engine.models import ModelCard, ResolvedModel, eos_ids, read_card, resolve_model
+from engine.models import ModelCard, ResolvedModel, eos_ids, match_language, read_card, resolve_model
 from engine.prompts import ContextEntry, PromptTemplate, make_template
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams, EarlyExitParams
 
@@ -51,7 +51,7 @@ class LoadedModel:
             source=job.source,
             context=job.context,
             source_lang=job.source_lang,
-            target_lang=job.target_lang,
+            target_lang=match_language(job.target_lang, self.card.target_languages) or job.target_lang,
             budget=self.denoiser.max_context_tokens - max_new_tokens,
         )
         return CanvasRequest(

@@ -1,4 +1,5 @@
-"""The ``livecanvas`` command: ``serve``, ``send``, ``demo``, ``models`` and ``version``."""
+"""The ``livecanvas`` command: ``serve``, ``send``, ``demo``, ``models``, ``train``, ``captions`` and
+``version``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from stream.config import ASR_DRAFT_CHOICES, SHORT_CONTEXT_PAD_S, ServerConfig, env_int, env_str
+from clients.broadcast.captions_cli import add_captions_parser
+from stream.config import (
+    ASR_DRAFT_CHOICES,
+    MQTT_PAYLOADS,
+    SHORT_CONTEXT_PAD_S,
+    MqttConfig,
+    ServerConfig,
+    env_int,
+    env_str,
+    parse_host_port,
+)
 
 DEMO_TEXT = (
     "Good evening, and welcome to the live broadcast.",
@@ -80,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     models.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     models.set_defaults(handler=run_models)
 
+    trainer = commands.add_parser(
+        "train", help="train the embedded translator (resumable; see engine/models/)"
+    )
+    trainer.add_argument(
+        "--work-dir", type=Path, default=Path("train-work"), help="stage outputs and checkpoints"
+    )
+    trainer.add_argument(
+        "--out", type=Path, help="export directory (default: the packaged model, or WORK/export)"
+    )
+    trainer.add_argument("--dry-run", action="store_true", help="a tiny model on a few hundred sentences")
+    trainer.add_argument(
+        "--minutes", type=float, help="train this long in this run, then evaluate and export"
+    )
+    trainer.add_argument("--max-steps", type=int, help="optimiser steps for the whole schedule")
+    trainer.add_argument("--threads", type=int, default=2, help="torch threads")
+    trainer.set_defaults(handler=run_train)
+
+    add_captions_parser(commands)
+
     show_version = commands.add_parser("version", help="print versions")
     show_version.set_defaults(handler=run_version)
     return parser
@@ -136,6 +166,61 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         default=env_str("ASR_DRAFT", ServerConfig().asr_draft),
         help="extra draft passes between final passes: none (default), base on the audio + 1 s, or tiny.en",
     )
+    add_mqtt_flags(parser)
+
+
+def add_mqtt_flags(parser: argparse.ArgumentParser) -> None:
+    """The MQTT bridge's flags (docs/broadcast.md); ``--mqtt`` turns it on."""
+    group = parser.add_argument_group("MQTT bridge (docs/broadcast.md)")
+    defaults = MqttConfig(host="-")
+    group.add_argument(
+        "--mqtt",
+        metavar="HOST[:PORT]",
+        default=env_str("MQTT", ""),
+        help="publish to / read from this broker",
+    )
+    group.add_argument("--mqtt-prefix", default=env_str("MQTT_PREFIX", defaults.prefix), help="topic root")
+    group.add_argument(
+        "--mqtt-payload", choices=MQTT_PAYLOADS, default=env_str("MQTT_PAYLOAD", defaults.payload)
+    )
+    group.add_argument(
+        "--mqtt-buffer",
+        type=int,
+        default=env_int("MQTT_BUFFER", defaults.buffer),
+        help="finals kept in memory while the broker is away; more spill to disk",
+    )
+    group.add_argument("--mqtt-spill-dir", default=env_str("MQTT_SPILL_DIR", ""), help="default: a temp dir")
+    group.add_argument("--mqtt-client-id", default=env_str("MQTT_CLIENT_ID", ""))
+    group.add_argument(
+        "--mqtt-tracks",
+        default=env_str("MQTT_TRACKS", ""),
+        help="comma-separated target languages translated for streams fed over MQTT",
+    )
+    group.add_argument("--mqtt-source-lang", default=env_str("MQTT_SOURCE_LANG", defaults.source_lang))
+
+
+def mqtt_config(args: argparse.Namespace) -> MqttConfig | None:
+    if not args.mqtt:
+        return None
+    from stream.mqtt_codec import check_settings
+
+    try:
+        host, port = parse_host_port(args.mqtt, 1883)
+        config = MqttConfig(
+            host=host,
+            port=port,
+            prefix=args.mqtt_prefix,
+            payload=args.mqtt_payload,
+            buffer=args.mqtt_buffer,
+            spill_dir=args.mqtt_spill_dir,
+            client_id=args.mqtt_client_id,
+            tracks=tuple(t for t in args.mqtt_tracks.split(",") if t),
+            source_lang=args.mqtt_source_lang,
+        )
+        check_settings(config.prefix, config.tracks, config.source_lang)
+    except ValueError as error:
+        raise SystemExit(f"livecanvas: MQTT settings: {error}") from None
+    return config
 
 
 def add_client_flags(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +248,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         asr=args.asr,
         asr_draft=args.asr_draft,
         asr_audio_context_pad_s=args.asr_audio_context_pad_s,
+        mqtt=mqtt_config(args),
     )
 
 
@@ -183,6 +269,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
+    from clients.python.audio_source import wav_duration_ms
     from clients.python.send import SendOptions, send_audio, send_segments
 
     options = SendOptions(
@@ -208,9 +295,10 @@ def run_send(args: argparse.Namespace) -> int:
             print(f"livecanvas send: {error}", file=sys.stderr)
             return 2
         speed = 1.0 if args.mic else args.speed
+        total_ms = None if args.mic else wav_duration_ms(args.audio)  # for the progress bar
 
         async def go() -> None:
-            result.append(await send_audio(options, source(), speed=speed))
+            result.append(await send_audio(options, source(), speed=speed, total_ms=total_ms))
 
     run_event_loop(go())
     return result[0] if result else 1
@@ -282,6 +370,27 @@ def run_models(args: argparse.Namespace) -> int:
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4])
     return 1 if any(m.required and not m.verified for m in entries) else 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from engine.models import packaged_model_dir
+    from engine.training.pipeline import Recipe, run
+
+    default_out = args.work_dir / "export" if args.dry_run else packaged_model_dir()
+    recipe = Recipe(
+        work_dir=args.work_dir,
+        export_dir=args.out or default_out,
+        dry_run=args.dry_run,
+        minutes=args.minutes,
+        max_steps=args.max_steps,
+        threads=args.threads,
+    )
+    summary = run(recipe)
+    print(
+        f"exported {summary['name']} to {recipe.export_dir}; "
+        f"evaluation in {args.work_dir / 'evaluation.json'}"
+    )
+    return 0
 
 
 def run_version(args: argparse.Namespace) -> int:

@@ -23,6 +23,45 @@ def env_int(name: str, default: int) -> int:
 
 ASR_DRAFT_CHOICES = ("base-short", "tiny.en", "none")
 SHORT_CONTEXT_PAD_S = 1.0
+MQTT_PAYLOADS = ("json", "msgpack")
+
+
+def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
+    """``HOST``, ``HOST:PORT`` or ``[IPV6]:PORT``; ``ValueError`` if the port is not a number."""
+    host, port = value, str(default_port)
+    if value.startswith("["):
+        host, _, rest = value[1:].partition("]")
+        port = rest.removeprefix(":") or port
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"expected HOST or HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    """The MQTT bridge (stream/mqtt.py, docs/broadcast.md); the server runs one when configured."""
+
+    host: str
+    port: int = 1883
+    prefix: str = "livecanvas"  # topic tree root: <prefix>/<stream>/<track>/final ...
+    payload: str = "json"  # "json" or "msgpack"
+    buffer: int = 1000  # finals kept in memory while the broker is away; more spill to disk
+    spill_dir: str = ""  # where they spill ("": a private temporary directory)
+    client_id: str = ""  # "": livecanvas-<random>
+    tracks: tuple[str, ...] = ()  # target languages translated for streams fed over MQTT
+    source_lang: str = "en"  # language of text fed over MQTT
+    flush_timeout_s: float = 10.0  # graceful shutdown: how long pending finals may take to go out
+    reconnect_max_s: float = 5.0  # reconnect backoff doubles from 0.1 s up to this
+
+    def __post_init__(self) -> None:
+        if self.payload not in MQTT_PAYLOADS:
+            raise ValueError(f"MQTT payload must be one of {MQTT_PAYLOADS}, got {self.payload!r}")
+        if not 0 < self.port <= 65535:
+            raise ValueError(f"MQTT port must be 1..65535, got {self.port}")
+        if self.buffer < 1:
+            raise ValueError(f"MQTT buffer must be at least 1, got {self.buffer}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +83,7 @@ class ServerConfig:
     asr_audio_context_pad_s: float = 0.0  # >0: final passes encode the audio + this padding, not 30 s
     asr_draft: str = "none"  # extra draft passes: "none", "base-short" (audio + 1 s) or "tiny.en"
     asr_max_batch: int = 8  # recognition requests per round, at most
+    mqtt: MqttConfig | None = None  # publish to / read from an MQTT broker
 
     def __post_init__(self) -> None:
         if self.asr_draft not in ASR_DRAFT_CHOICES:

@@ -39,6 +39,7 @@ from stream.messages import DraftMsg, FinalMsg
 CONTEXT_WINDOWS = 3
 
 AsrSubmit = Callable[[AsrRequest, Callable[[list[Word] | Exception], None]], None]
+Observer = Callable[[DraftMsg | FinalMsg], None]
 
 
 class Viewer(Protocol):
@@ -116,7 +117,17 @@ class StreamHub:
         self._max_window_words = max_window_words
         self._idle_ms = idle_ms
         self._clock_ns = clock_ns
+        self._observers: list[Observer] = []
         self.streams: dict[str, StreamState] = {}
+
+    def add_observer(self, observer: Observer) -> None:
+        """Also hand ``observer`` every draft and final sent on any stream and track (whether or not a
+        viewer subscribes to it), in send order, on the hub's thread. The MQTT bridge uses this; it must
+        not raise."""
+        self._observers.append(observer)
+
+    def remove_observer(self, observer: Observer) -> None:
+        self._observers.remove(observer)
 
     # -- membership --------------------------------------------------------------------------------
     def join(self, name: str, viewer: Viewer, *, publisher: bool, source_lang: str) -> StreamState:
@@ -329,6 +340,8 @@ class StreamHub:
         )  # fmt: skip
 
     def _broadcast(self, stream: StreamState, track: str, message: DraftMsg | FinalMsg) -> None:
+        for observer in self._observers:
+            observer(message)
         for viewer in list(stream.viewers):
             if track in viewer.tracks:
                 viewer.deliver(message)

@@ -3,7 +3,12 @@ engine worker thread that owns the model.
 
 Start-up loads the model on the worker thread (the loop stays free) and only then listens. Shutdown
 stops listening, closes every publisher's open text into windows, waits up to ``drain_timeout_s`` for
-their finals, says ``bye`` to every connection and stops the worker.
+their finals, says ``bye`` to every connection, gives the MQTT bridge (when configured, stream/mqtt.py)
+up to its flush timeout to deliver pending finals, and stops the worker.
+
+Plain HTTP GETs on the same port (the overlay and viewer pages, the stream list, caption downloads)
+are answered in the handshake's ``process_request`` hook by ``stream.web.HttpSite``, from the finals
+a ``stream.transcripts.TranscriptStore`` keeps.
 """
 
 from __future__ import annotations
@@ -20,13 +25,17 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from engine.asr import Asr, AsrRequest
 from engine.asr_worker import AsrWorker
 from engine.audio import SpeechDetector
+from engine.models import match_language
 from engine.runtime import LoadedModel, load_model
 from engine.transcriber import LiveTranscriber, TranscriberSettings
 from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
 from stream.config import SHORT_CONTEXT_PAD_S, ServerConfig
 from stream.hub import StreamHub
+from stream.mqtt import MqttBridge
 from stream.session import Connection
+from stream.transcripts import TranscriptStore
+from stream.web import HttpSite
 
 logger = logging.getLogger("livecanvas.server")
 _T = TypeVar("_T")
@@ -58,6 +67,9 @@ class LivecanvasServer:
             submit_asr=self._submit_asr if config.asr else None,
             make_transcriber=self._make_transcriber if config.asr else None,
         )
+        self.mqtt = MqttBridge(self.hub, config.mqtt) if config.mqtt is not None else None
+        self.transcripts = TranscriptStore(self.hub)
+        self.http = HttpSite(self.transcripts)
         self.connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
@@ -85,6 +97,19 @@ class LivecanvasServer:
             self._speech_detector = SpeechDetector()
         self.model = await asyncio.to_thread(self.worker.wait_ready)
         card = self.model.card
+        unsupported = [
+            t
+            for t in (self.config.mqtt.tracks if self.config.mqtt else ())
+            if not match_language(t, card.target_languages)
+        ]
+        if unsupported:
+            await asyncio.to_thread(self.worker.stop, drain=False)
+            if self.asr_worker is not None:
+                await asyncio.to_thread(self.asr_worker.stop, 30)
+            raise ValueError(
+                f"model {card.name} translates into {', '.join(card.target_languages)} only; "
+                f"MQTT tracks {', '.join(unsupported)} cannot be served"
+            )
         logger.info(
             "model %s (%s prompt, trained=%s) from %s",
             card.name,
@@ -96,9 +121,12 @@ class LivecanvasServer:
             self._handle,
             self.config.host,
             self.config.port,
+            process_request=self.http.process_request,
             max_size=self.config.max_frame_bytes * FRAME_SIZE_HEADROOM,
             max_queue=64,
         )
+        if self.mqtt is not None:
+            await self.mqtt.start()  # hooks into the hub before any connection is handled
         self._ticker = asyncio.create_task(self._tick_loop(), name="window-ticker")
         logger.info("listening on ws://%s:%d", self.config.host, self.port)
 
@@ -131,6 +159,8 @@ class LivecanvasServer:
         for connection in list(self.connections):
             connection.say_goodbye("server shutting down")
         await self._server.wait_closed()
+        if self.mqtt is not None:
+            await self.mqtt.close()  # pending finals get up to mqtt.flush_timeout_s to reach the broker
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -168,6 +198,7 @@ class LivecanvasServer:
             "engine_mean_batch": round(engine.mean_batch, 3),
             "engine_max_batch": engine.max_batch_seen,
             **asr_stats,
+            **(self.mqtt.stats() if self.mqtt is not None else {}),
         }
 
     def _load_asr(self) -> Asr:

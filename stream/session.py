@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, assert_never
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from engine.models import match_language
 from engine.types import CAPTION_TRACK
 from stream.errors import ErrorCode, ProtocolError
 from stream.fanout import Outbox
@@ -130,6 +131,17 @@ class Connection:
 
     def _hello(self, hello: Hello) -> None:
         tracks = frozenset(hello.tracks) or frozenset({CAPTION_TRACK})
+        model = self.server.model
+        supported = model.card.target_languages if model is not None else ()
+        missing = sorted(t for t in tracks - {CAPTION_TRACK} if match_language(t, supported) is None)
+        if missing:
+            self.protocol.reject(
+                ErrorCode.UNSUPPORTED,
+                f"this server's model translates into {', '.join(supported)} only; "
+                f"no track {', '.join(missing)}",
+                ref="hello",
+            )
+            return
         try:
             self.server.hub.join(
                 hello.stream, self, publisher=hello.role is Role.PUBLISH, source_lang=hello.source_lang

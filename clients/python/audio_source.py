@@ -174,6 +174,12 @@ def read_wav_pcm16_16k(path: Path | str) -> bytes:
     return read_wav_16k(path).astype("<i2").tobytes()
 
 
+def wav_duration_ms(path: Path | str) -> int:
+    """How long a WAV file plays, in ms, from its header alone."""
+    with wave.open(str(path), "rb") as wav:
+        return wav.getnframes() * 1000 // max(1, wav.getframerate())
+
+
 # -- pacing ------------------------------------------------------------------------------------------
 
 

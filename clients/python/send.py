@@ -1,14 +1,18 @@
-"""``livecanvas send``: publish text or audio, print drafts and finals as they arrive, then a summary.
+"""``livecanvas send``: publish text or audio, show drafts and finals as they arrive, then a summary.
 
 ``send_segments`` publishes text; ``send_audio`` publishes PCM16 chunks (from a WAV file or the microphone,
-see ``clients.python.audio_source``) and adds the caption track's word latency to the summary.
+see ``clients.python.audio_source``) and adds the caption track's word latency to the summary. On a
+terminal, drafts are overwritten in place by their finals above a progress bar (``render.LiveView``);
+piped, every message is one line (``render.LogView``), or one JSON object with ``--json``. The summary
+gives, per track, the counts of windows, drafts and finals and the median and p95 latencies.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import os
+import shutil
 import signal
 import statistics
 import sys
@@ -19,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from clients.python.client import CaptionSession, connect
+from clients.python.render import JsonView, LiveView, LogView, View
 from stream.errors import ProtocolError
 from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage
 
@@ -32,6 +37,7 @@ class SendOptions:
     token: str = ""
     interval_s: float = 0.0
     as_json: bool = False
+    live: bool | None = None  # drafts overwritten in place; None: when the output is a terminal
 
 
 @dataclass
@@ -79,27 +85,6 @@ class AudioClock:
         return self.origin_ns + round(t_ms * 1_000_000 / self.speed)
 
 
-def printable(text: str) -> str:
-    """Text safe for one terminal line: control characters shown as a middle dot."""
-    return "".join(ch if ch.isprintable() else "\u00b7" for ch in text)
-
-
-def describe(message: ServerMessage, started_ns: int, at_ns: int | None = None) -> str:
-    """One line for ``message``: when it arrived (ms since ``started_ns``), what it is, its latency."""
-    at = ((time.monotonic_ns() if at_ns is None else at_ns) - started_ns) // 1_000_000
-    if isinstance(message, DraftMsg):
-        head = f"[{at:6d} ms] draft {message.track:>7} #{message.window} r{message.rev}"
-        return f"{head} (+{message.latency_ms} ms)  {printable(message.text)}"
-    if isinstance(message, FinalMsg):
-        text = printable(message.text) if message.error is None else f"<error: {message.error}>"
-        return (
-            f"[{at:6d} ms] FINAL {message.track:>7} #{message.window}    (+{message.latency_ms} ms)  {text}"
-        )
-    if isinstance(message, ErrorMsg):
-        return f"[{at:6d} ms] error {message.code}: {message.message}"
-    return f"[{at:6d} ms] {message.TYPE}"
-
-
 def percentile(values: Sequence[float], fraction: float) -> float:
     """Linear-interpolated percentile (``fraction`` in [0, 1]) of a non-empty sequence."""
     ordered = sorted(values)
@@ -109,17 +94,18 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def spread(values: Sequence[float]) -> str:
+    """``median 120 ms, p95 310 ms`` of a non-empty sequence."""
+    return f"median {statistics.median(values):.0f} ms, p95 {percentile(values, 0.95):.0f} ms"
+
+
 def summary(tally: Tally, clock: AudioClock | None = None, track: str = "caption") -> list[str]:
     lines = ["", "summary (server-measured latency from window commit):"]
     for name in sorted(set(tally.finals) | set(tally.drafts)):
         drafts = tally.first_draft_ms.get(name, [])
         finals = tally.final_ms.get(name, [])
-        draft_part = f"first draft median {statistics.median(drafts):.0f} ms" if drafts else "no drafts"
-        final_part = (
-            f"final median {statistics.median(finals):.0f} ms, max {max(finals)} ms"
-            if finals
-            else "no finals"
-        )
+        draft_part = f"first draft {spread(drafts)}" if drafts else "no drafts"
+        final_part = f"final {spread(finals)}, max {max(finals)} ms" if finals else "no finals"
         counts = (
             f"{len(tally.windows.get(name, ()))} windows, "
             f"{tally.finals.get(name, 0)} finals, {tally.drafts.get(name, 0)} drafts"
@@ -150,22 +136,50 @@ def word_latency(tally: Tally, clock: AudioClock, track: str = "caption") -> lis
     return lines
 
 
-async def _publish(session: CaptionSession, segments: Sequence[str], interval_s: float) -> None:
+Progress = Callable[[float, float, str], None]
+"""``progress(done, total, unit)``: how far the input has been sent."""
+
+
+async def _publish(
+    session: CaptionSession, segments: Sequence[str], interval_s: float, progress: Progress
+) -> None:
     for index, segment in enumerate(segments):
         if index and interval_s:
             await asyncio.sleep(interval_s)
         await session.send_text(segment)
+        progress(index + 1, len(segments), "lines")
     await session.end()
+
+
+def make_view(options: SendOptions, out: TextIO, started_ns: int) -> View:
+    if options.as_json:
+        return JsonView()
+    live = options.live
+    if live is None:
+        live = out.isatty() and os.environ.get("TERM") != "dumb"
+    if live:
+        return LiveView(width=shutil.get_terminal_size().columns, color="NO_COLOR" not in os.environ)
+    return LogView(started_ns)
 
 
 async def _run(
     options: SendOptions,
-    publish: Callable[[CaptionSession], Coroutine[Any, Any, None]],
+    publish: Callable[[CaptionSession, Progress], Coroutine[Any, Any, None]],
     tally: Tally,
     out: TextIO,
     started_ns: int,
 ) -> int:
-    """Connect, run ``publish`` alongside printing every message (into ``tally``) until bye; 0 or 1."""
+    """Connect, run ``publish`` alongside showing every message (into ``tally``) until bye; 0 or 1."""
+    view = make_view(options, out, started_ns)
+
+    def write(text: str) -> None:
+        if text:
+            out.write(text)
+            out.flush()
+
+    def progress(done: float, total: float, unit: str) -> None:
+        write(view.progress(done, total, unit))
+
     try:
         async with connect(
             options.url,
@@ -174,17 +188,15 @@ async def _run(
             token=options.token,
             source_lang=options.source_lang,
         ) as session:
-            publisher = asyncio.create_task(publish(session))
+            publisher = asyncio.create_task(publish(session, progress))
             try:
                 async for item in session.received():
                     tally.record(item.message, item.at_ns)
-                    if options.as_json:
-                        print(json.dumps(item.message.to_wire("json")), file=out, flush=True)
-                    else:
-                        print(describe(item.message, started_ns, item.at_ns), file=out, flush=True)
+                    write(view.message(item.message, item.at_ns))
                     if isinstance(item.message, Bye):
                         break
             finally:
+                write(view.close())
                 if not publisher.done():
                     publisher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -203,7 +215,11 @@ async def send_segments(options: SendOptions, segments: Sequence[str], out: Text
     started = time.monotonic_ns()
     tally = Tally()
     code = await _run(
-        options, lambda session: _publish(session, segments, options.interval_s), tally, out, started
+        options,
+        lambda session, progress: _publish(session, segments, options.interval_s, progress),
+        tally,
+        out,
+        started,
     )
     if code:
         return code
@@ -218,21 +234,23 @@ async def send_audio(
     out: TextIO = sys.stdout,
     *,
     speed: float = 1.0,
+    total_ms: int | None = None,
 ) -> int:
     """Publish audio from ``source`` (``(audio_end_ms, pcm16le)`` chunks, e.g. ``paced_chunks``), print
     drafts and finals as they arrive, then a summary with the caption track's word latency.
 
     ``speed`` is the pace ``source`` keeps (1: real time, 0: as fast as possible); the word latency is
     measured against the moment each word was spoken, ``origin + t1_ms / speed``, where ``origin`` is when
-    the first chunk was sent less its own duration. Ctrl-C stops the audio and still waits for the finals
-    (a second Ctrl-C gives up). Exit code 0 if all went well, 1 on errors, 130 if interrupted.
+    the first chunk was sent less its own duration. With ``total_ms`` (the length of a file) a terminal
+    shows a progress bar. Ctrl-C stops the audio and still waits for the finals (a second Ctrl-C gives
+    up). Exit code 0 if all went well, 1 on errors, 130 if interrupted.
     """
     started = time.monotonic_ns()
     tally = Tally()
     clocks: list[AudioClock] = []
     stop = asyncio.Event()
 
-    async def publish(session: CaptionSession) -> None:
+    async def publish(session: CaptionSession, progress: Progress) -> None:
         try:
             async for end_ms, chunk in source:
                 if stop.is_set():
@@ -241,6 +259,8 @@ async def send_audio(
                     origin = time.monotonic_ns() - (round(end_ms * 1_000_000 / speed) if speed else 0)
                     clocks.append(AudioClock(origin, speed))
                 await session.send_audio(chunk)
+                if total_ms:
+                    progress(end_ms / 1000, total_ms / 1000, "s")
         finally:  # even if the source failed: the server finalises what it heard, then says bye
             close = getattr(source, "aclose", None)
             if close is not None:  # stop a microphone now rather than when the generator is collected

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from stream.config import ServerConfig
 from stream.server import LivecanvasServer
+from tests.integration.mosquitto import Mosquitto
 
 
 @pytest.fixture
@@ -22,3 +23,14 @@ async def server(livecanvas_cache: Path) -> AsyncIterator[LivecanvasServer]:
 
 def url_of(server: LivecanvasServer) -> str:
     return f"ws://127.0.0.1:{server.port}"
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real Mosquitto broker on a free loopback port (persistence off), stopped after the test."""
+    broker = Mosquitto(tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -161,7 +161,7 @@ async def test_second_publisher_on_a_stream_is_refused(server: LivecanvasServer)
 async def test_server_answers_new_clients_while_the_model_works(server: LivecanvasServer) -> None:
     url = url_of(server)
     long_text = [f"Sentence number {n} of a long stretch of speech." for n in range(12)]
-    async with connect(url, stream="busy", tracks=("caption", "pt", "es")) as publisher:
+    async with connect(url, stream="busy", tracks=("caption", "pt", "pt-BR")) as publisher:
         for sentence in long_text:
             await publisher.send_text(sentence)
         async with connect(url, stream="newcomer", role=Role.SUBSCRIBE, tracks=("caption",)) as late:

@@ -22,6 +22,7 @@ from engine.asr_models import (
 )
 from engine.embedded import EMBEDDED_NAME
 from engine.errors import ModelResolutionError
+from engine.models import PACKAGED_MODEL, packaged_model_dir
 from stream.cli import main as cli_main
 from tests.speech import librivox_clips, wer
 
@@ -162,8 +163,10 @@ def test_whisper_tiny_en_is_a_complete_model_directory() -> None:
 
 def test_list_models_provisions_and_reports_every_model(cache: Path) -> None:
     models = {m.name: m for m in list_models(verify=False)}
-    assert list(models) == ["whisper-base", "whisper-tiny.en", EMBEDDED_NAME]
-    base, tiny, embedded = models.values()
+    assert list(models) == ["whisper-base", "whisper-tiny.en", PACKAGED_MODEL, EMBEDDED_NAME]
+    base, tiny, translator, embedded = models.values()
+    assert translator.path == packaged_model_dir()
+    assert translator.verified == (packaged_model_dir() / "SHA256SUMS").is_file()
     assert base.verified
     assert base.required
     assert base.path == cache / "models" / "whisper-base"
@@ -201,7 +204,7 @@ def test_livecanvas_models_json_and_table(cache: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     entries = json.loads(result.stdout)
-    assert [e["name"] for e in entries] == ["whisper-base", "whisper-tiny.en", EMBEDDED_NAME]
+    assert [e["name"] for e in entries] == ["whisper-base", "whisper-tiny.en", PACKAGED_MODEL, EMBEDDED_NAME]
     assert entries[0]["verified"] is True
     assert entries[0]["path"] == str(cache / "models" / "whisper-base")
     assert set(entries[0]) == {"name", "path", "size_bytes", "verified", "detail", "required"}
@@ -212,7 +215,8 @@ def test_livecanvas_models_json_and_table(cache: Path) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split()[:4] == ["name", "verified", "size", "path"]
     assert lines[1].split()[:3] == ["whisper-base", "yes", "147.9"]
-    assert "not created yet" in lines[3]
+    assert lines[3].split()[:2] == [PACKAGED_MODEL, "yes"]  # the shipped translator, checksums verified
+    assert "not created yet" in lines[4]
 
 
 def test_the_built_model_transcribes_real_speech(cache: Path) -> None:

@@ -18,9 +18,10 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
 
 from engine.embedded import BOS_ID, EMBEDDED_NAME, ensure_embedded
 from engine.errors import EngineError, ModelResolutionError
-from engine.models import diffusion_defaults, read_card, resolve_model
+from engine.models import diffusion_defaults, packaged_model_dir, read_card, resolve_model
 from engine.prompts import ChatTemplate, ContextEntry, TaggedTemplate
 from engine.runtime import LoadedModel, WindowJob, load_model
+from engine.training.export import verify_checksums
 from engine.types import CanvasKey, DiffusionParams, EarlyExitParams
 
 CHAT_TEMPLATE = (
@@ -58,25 +59,27 @@ def loaded(livecanvas_cache: Path) -> LoadedModel:
 # -- resolve_model ---------------------------------------------------------------------------------
 
 
-def test_embedded_is_created_in_the_cache_dir_and_reused(tmp_path: Path) -> None:
-    first = resolve_model("embedded", cache_dir=tmp_path)
-    assert first.spec == "embedded"
+def test_the_placeholder_is_created_in_the_cache_dir_and_reused(tmp_path: Path) -> None:
+    first = resolve_model("placeholder", cache_dir=tmp_path)
+    assert first.spec == "placeholder"
     assert first.path == tmp_path / "models" / EMBEDDED_NAME
     assert (first.path / "config.json").is_file()
     assert (first.path / "livecanvas.json").is_file()
     assert json.loads((first.path / "livecanvas.json").read_text())["name"] == EMBEDDED_NAME
     written = snapshot(first.path)
     assert "model.safetensors" in written or any(name.endswith(".safetensors") for name in written)
-    second = resolve_model("embedded", cache_dir=tmp_path)
+    second = resolve_model("placeholder", cache_dir=tmp_path)
     assert second.path == first.path
     assert snapshot(second.path) == written  # not written again
     assert [p.name for p in (tmp_path / "models").iterdir()] == [EMBEDDED_NAME]  # no staging left over
 
 
-def test_no_spec_means_embedded_in_the_configured_cache(livecanvas_cache: Path) -> None:
+def test_no_spec_means_the_shipped_translator_verified_by_its_checksums(livecanvas_cache: Path) -> None:
     resolved = resolve_model(None)
     assert resolved.spec == "embedded"
-    assert resolved.path == livecanvas_cache / "models" / EMBEDDED_NAME
+    assert resolved.path == packaged_model_dir()
+    assert verify_checksums(resolved.path) == []
+    assert not (livecanvas_cache / "models" / EMBEDDED_NAME).exists()  # no placeholder made
 
 
 def test_a_local_checkpoint_directory_resolves(tiny_checkpoint: Path) -> None:
@@ -365,3 +368,20 @@ def test_job_overrides_take_precedence_over_the_card(loaded: LoadedModel) -> Non
     )
     request = loaded.request_for(overridden)
     assert (request.diffusion, request.early_exit) == (params, early)
+
+
+def test_language_tracks_match_exactly_or_by_base_language() -> None:
+    from engine.models import match_language
+
+    assert match_language("pt-BR", ("pt-BR",)) == "pt-BR"
+    assert match_language("pt-br", ("pt-BR",)) == "pt-BR"
+    assert match_language("pt", ("pt-BR",)) == "pt-BR"
+    assert match_language("es", ("pt-BR",)) is None
+    assert match_language("es", ()) == "es"  # no restriction: any language the prompt can name
+
+
+def test_the_card_names_its_target_languages(tmp_path: Path, embedded_tokenizer: Any) -> None:
+    (tmp_path / "livecanvas.json").write_text(json.dumps({"languages": {"source": "en", "target": "pt-BR"}}))
+    assert read_card(tmp_path, embedded_tokenizer, GenerationConfig()).target_languages == ("pt-BR",)
+    (tmp_path / "livecanvas.json").write_text(json.dumps({"languages": {"target": ["pt-BR", "es"]}}))
+    assert read_card(tmp_path, embedded_tokenizer, GenerationConfig()).target_languages == ("pt-BR", "es")

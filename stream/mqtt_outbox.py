@@ -1,0 +1,252 @@
+"""What the MQTT bridge still has to publish, and the rules that keep finals exactly once, in order.
+
+Sans-I/O (no sockets, no event loop; the spill file is its only I/O): the bridge's publish loop asks
+``next_final()`` / ``take_drafts()`` / ``current()`` / ``take_errors()`` what to send and reports back
+with ``acked()`` / ``current_published()``, ``connected()`` and ``disconnected()``.
+
+Finals
+    A FIFO of pending finals, numbered ``seq`` 1, 2, ... as they are put. The oldest
+    ``memory_bound`` are kept in memory; while that many wait, newer ones are appended to a spill file
+    (JSON lines) and read back in order as the head drains, so memory stays bounded however long the
+    broker is away. One final is in flight at a time: ``next_final()`` hands out the head, and only
+    ``acked(seq)`` (the broker's PUBACK) removes it. After ``disconnected()`` the same head is handed
+    out again, flagged ``redelivered`` (the broker may or may not have had it); a final that was
+    acknowledged is never handed out again. The spill file only bounds memory: it is not a journal,
+    and finals still pending when the process dies are lost.
+Drafts
+    Only while connected: the newest draft per (stream, track, window), dropped when that window's
+    final is put, at most ``max_drafts`` (the oldest go first). Drafts of an outage are dropped.
+Current
+    Per (stream, track), the latest acknowledged final without an error, until it has been published
+    (retained) to the track's ``current`` topic.
+Errors
+    Answers to bad input, best effort like drafts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from stream.errors import LivecanvasStreamError
+from stream.messages import DraftMsg, FinalMsg
+
+_TrackKey = tuple[str, str]
+_WindowKey = tuple[str, str, int]
+
+
+class OutboxStateError(LivecanvasStreamError):
+    """The bridge called the outbox out of turn (a bug in the caller, never a network condition)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PendingFinal:
+    """A final to publish now: its bridge ``seq`` and whether an earlier attempt went unacknowledged."""
+
+    seq: int
+    final: FinalMsg
+    redelivered: bool
+
+
+@dataclass(slots=True)
+class _Entry:
+    seq: int
+    final: FinalMsg
+    attempts: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending_finals: int
+    spilled_now: int  # finals waiting in the spill file right now
+    spilled_total: int  # finals ever written to the spill file
+    acked_total: int
+    redelivered_total: int
+    drafts_dropped: int
+
+
+class SpillFile:
+    """An append-only file of JSON lines, read back front to back; emptied when everything is read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._writer: IO[str] | None = None
+        self._reader: IO[str] | None = None
+        self.count = 0  # records written and not yet read
+
+    def append(self, record: dict[str, object]) -> None:
+        if self._writer is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = self.path.open("w", encoding="utf-8", newline="\n")
+            self._reader = self.path.open("r", encoding="utf-8", newline="\n")
+        self._writer.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._writer.flush()
+        self.count += 1
+
+    def read(self) -> dict[str, object]:
+        if self._reader is None or self.count == 0:
+            raise OutboxStateError("the spill file has nothing left to read")
+        line = self._reader.readline()
+        if not line.endswith("\n"):
+            raise OutboxStateError(f"spill file {self.path} is truncated")
+        record: dict[str, object] = json.loads(line)
+        self.count -= 1
+        if self.count == 0:
+            self.close()  # everything read: start the next outage on an empty file
+        return record
+
+    def close(self) -> None:
+        for handle in (self._writer, self._reader):
+            if handle is not None:
+                handle.close()
+        self._writer = self._reader = None
+        self.path.unlink(missing_ok=True)
+        self.count = 0
+
+
+class MqttOutbox:
+    """See the module docstring."""
+
+    def __init__(
+        self, spill_path: Path, *, memory_bound: int = 1000, max_drafts: int = 256, max_errors: int = 64
+    ) -> None:
+        if memory_bound < 1:
+            raise ValueError(f"memory_bound must be at least 1, got {memory_bound}")
+        self._memory: deque[_Entry] = deque()
+        self._memory_bound = memory_bound
+        self._spill = SpillFile(spill_path)
+        self._next_seq = 1
+        self._in_flight = False
+        self._connected = False
+        self._drafts: OrderedDict[_WindowKey, DraftMsg] = OrderedDict()
+        self._max_drafts = max_drafts
+        self._current: OrderedDict[_TrackKey, FinalMsg] = OrderedDict()
+        self._errors: deque[tuple[str, dict[str, object]]] = deque(maxlen=max_errors)
+        self._spilled_total = 0
+        self._acked_total = 0
+        self._redelivered_total = 0
+        self._drafts_dropped = 0
+
+    # -- input -------------------------------------------------------------------------------------
+    def put(self, message: DraftMsg | FinalMsg) -> None:
+        key = (message.stream, message.track, message.window)
+        if isinstance(message, FinalMsg):
+            self._drafts.pop(key, None)
+            self._put_final(message)
+            return
+        if not self._connected:
+            self._drafts_dropped += 1
+            return
+        self._drafts[key] = message
+        self._drafts.move_to_end(key)
+        while len(self._drafts) > self._max_drafts:
+            self._drafts.popitem(last=False)
+            self._drafts_dropped += 1
+
+    def put_error(self, topic: str, fields: dict[str, object]) -> None:
+        if self._connected:
+            self._errors.append((topic, fields))
+
+    def _put_final(self, final: FinalMsg) -> None:
+        seq, self._next_seq = self._next_seq, self._next_seq + 1
+        if self._spill.count == 0 and len(self._memory) < self._memory_bound:
+            self._memory.append(_Entry(seq, final))
+        else:
+            self._spill.append({"seq": seq, "final": final.to_wire("json")})
+            self._spilled_total += 1
+
+    # -- connection --------------------------------------------------------------------------------
+    @property
+    def is_connected(self) -> bool:
+        return self._connected
+
+    def connected(self) -> None:
+        self._connected = True
+
+    def disconnected(self) -> None:
+        """The connection is gone: the final in flight (if any) goes out again, flagged; drafts and error
+        answers still waiting are dropped."""
+        self._connected = False
+        self._in_flight = False
+        self._drafts_dropped += len(self._drafts)
+        self._drafts.clear()
+        self._errors.clear()
+
+    # -- output ------------------------------------------------------------------------------------
+    def next_final(self) -> PendingFinal | None:
+        """The oldest pending final, now in flight until ``acked`` or ``disconnected``; ``None`` if none."""
+        if self._in_flight:
+            raise OutboxStateError("a final is already in flight: wait for its ack or the disconnect")
+        if not self._memory:
+            return None
+        head = self._memory[0]
+        redelivered = head.attempts > 0
+        self._redelivered_total += redelivered
+        head.attempts += 1
+        self._in_flight = True
+        return PendingFinal(head.seq, head.final, redelivered)
+
+    def acked(self, seq: int) -> None:
+        """The broker acknowledged final ``seq`` (the one in flight): it is never published again."""
+        if not self._in_flight or not self._memory or self._memory[0].seq != seq:
+            raise OutboxStateError(f"final {seq} is not the one in flight")
+        head = self._memory.popleft()
+        self._in_flight = False
+        self._acked_total += 1
+        if head.final.error is None:
+            key = (head.final.stream, head.final.track)
+            self._current[key] = head.final
+            self._current.move_to_end(key)
+        while self._spill.count and len(self._memory) < self._memory_bound:
+            record = self._spill.read()
+            seq_read, wire = record["seq"], record["final"]
+            assert isinstance(seq_read, int)
+            assert isinstance(wire, dict)
+            self._memory.append(_Entry(seq_read, FinalMsg.from_wire(wire, "json")))
+
+    def take_drafts(self) -> list[DraftMsg]:
+        drafts = list(self._drafts.values())
+        self._drafts.clear()
+        return drafts
+
+    def take_errors(self) -> list[tuple[str, dict[str, object]]]:
+        errors = list(self._errors)
+        self._errors.clear()
+        return errors
+
+    def current(self) -> list[FinalMsg]:
+        """Latest acknowledged finals whose ``current`` topic is not up to date yet."""
+        return list(self._current.values())
+
+    def current_published(self, final: FinalMsg) -> None:
+        key = (final.stream, final.track)
+        if self._current.get(key) == final:  # a newer one may have arrived meanwhile
+            del self._current[key]
+
+    # -- state -------------------------------------------------------------------------------------
+    @property
+    def pending_finals(self) -> int:
+        return len(self._memory) + self._spill.count
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to publish (finals, current captions, drafts, error answers)."""
+        return not (self.pending_finals or self._current or self._drafts or self._errors)
+
+    @property
+    def stats(self) -> OutboxStats:
+        return OutboxStats(
+            pending_finals=self.pending_finals,
+            spilled_now=self._spill.count,
+            spilled_total=self._spilled_total,
+            acked_total=self._acked_total,
+            redelivered_total=self._redelivered_total,
+            drafts_dropped=self._drafts_dropped,
+        )
+
+    def close(self) -> None:
+        """Drop the spill file (whatever it still holds is lost; the caller logs how much)."""
+        self._spill.close()

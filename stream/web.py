@@ -1,0 +1,203 @@
+"""Plain HTTP on the WebSocket port: the overlay and viewer pages, their assets, the stream list and
+caption downloads.
+
+The websockets server hands every opening request to ``HttpSite.process_request`` (its
+``process_request`` hook). A request that asks for a WebSocket upgrade goes on to the handshake
+whatever its path; any other GET is answered here:
+
+=============================================  ================================================
+``/``                                          the viewer page (clients/overlay/viewer.html)
+``/overlay``                                   the OBS overlay (clients/overlay/overlay.html)
+``/static/<name>``                             the pages' scripts, styles and icon
+``/streams``                                   JSON: live and remembered streams and their tracks
+``/captions/<stream>/<track>.vtt|.srt|.json``  a track's finals as WebVTT, SRT or JSON
+=============================================  ================================================
+
+Routing is sans-I/O: ``HttpSite.route(path, headers)`` returns an ``HttpReply`` (or ``None`` for an
+upgrade) and ``to_response`` turns it into a websockets ``Response``. The assets are read once, at
+start-up, from the ``clients`` package data, so a path never reaches the file system. Pages get a
+Content-Security-Policy that allows only this origin's scripts, styles and WebSocket; assets are
+revalidated (``ETag``), data is never cached. docs/overlay.md describes the pages.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from importlib import resources
+from typing import Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from stream.transcripts import FORMATS, TranscriptStore
+
+ASSET_PACKAGE: Final = "clients"
+ASSET_DIR: Final = "overlay"
+CONTENT_TYPES: Final[Mapping[str, str]] = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+CAPTION_TYPES: Final[Mapping[str, str]] = {
+    "vtt": "text/vtt; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "json": "application/json",
+}
+PAGES: Final[Mapping[str, str]] = {
+    "/": "viewer.html",
+    "/overlay": "overlay.html",
+    "/overlay/": "overlay.html",
+}
+_ASSET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]*\.(?:js|css|svg)")
+_CAPTIONS_PATH: Final = re.compile(
+    r"/captions/(?P<stream>[A-Za-z0-9_.:-]{1,128})/(?P<track>[A-Za-z0-9_-]{1,32})\.(?P<fmt>\w+)"
+)
+
+_PAGE_CSP: Final = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'"
+)
+VIEWER_CSP: Final = f"{_PAGE_CSP}; frame-ancestors 'self'"
+OVERLAY_CSP: Final = _PAGE_CSP  # the overlay may be framed: OBS docks and stream tools embed it
+DATA_CSP: Final = "default-src 'none'; frame-ancestors 'none'; sandbox"
+NO_STORE: Final = "no-store"
+REVALIDATE: Final = "no-cache"  # cache, but ask (If-None-Match) every time: a new version shows at once
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    status: int
+    body: bytes
+    content_type: str
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def header(self, name: str) -> str | None:
+        wanted = name.lower()
+        return next((value for key, value in self.headers if key.lower() == wanted), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Asset:
+    body: bytes
+    content_type: str
+    etag: str
+
+
+def load_assets() -> dict[str, Asset]:
+    """Every file of ``clients/overlay`` by name, with its content type and a strong ETag."""
+    assets: dict[str, Asset] = {}
+    folder = resources.files(ASSET_PACKAGE).joinpath(ASSET_DIR)
+    for entry in folder.iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if entry.is_file() and suffix in CONTENT_TYPES:
+            body = entry.read_bytes()
+            digest = hashlib.sha256(body).hexdigest()[:20]
+            assets[entry.name] = Asset(body, CONTENT_TYPES[suffix], f'"{digest}"')
+    if not {"viewer.html", "overlay.html"} <= set(assets):
+        raise FileNotFoundError(f"the overlay pages are missing from the {ASSET_PACKAGE} package data")
+    return assets
+
+
+def _text(status: HTTPStatus, text: str) -> HttpReply:
+    return HttpReply(
+        status,
+        f"{text}\n".encode(),
+        "text/plain; charset=utf-8",
+        (("Cache-Control", NO_STORE), ("Content-Security-Policy", DATA_CSP)),
+    )
+
+
+def is_upgrade(headers: Mapping[str, str]) -> bool:
+    return "websocket" in headers.get("upgrade", "").lower()
+
+
+class HttpSite:
+    """See the module docstring."""
+
+    def __init__(self, transcripts: TranscriptStore, assets: Mapping[str, Asset] | None = None) -> None:
+        self.transcripts = transcripts
+        self.assets = dict(assets) if assets is not None else load_assets()
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        """The websockets ``process_request`` hook."""
+        headers = {key.lower(): value for key, value in request.headers.raw_items()}
+        reply = self.route(request.path, headers)
+        return None if reply is None else to_response(reply)
+
+    def route(self, target: str, headers: Mapping[str, str]) -> HttpReply | None:
+        """Answer a GET of ``target`` (path and query); ``headers`` with lower-case names. ``None``: a
+        WebSocket upgrade, for the handshake to carry on."""
+        if is_upgrade(headers):
+            return None
+        parts = urlsplit(target)
+        path = parts.path
+        if path in PAGES:
+            csp = OVERLAY_CSP if PAGES[path] == "overlay.html" else VIEWER_CSP
+            return self._asset(PAGES[path], headers, csp)
+        if path.startswith("/static/"):
+            name = path.removeprefix("/static/")
+            if _ASSET_NAME.fullmatch(name) and name in self.assets:
+                return self._asset(name, headers, DATA_CSP)
+            return _text(HTTPStatus.NOT_FOUND, "no such file")
+        if path == "/streams":
+            rows = [row.to_json() for row in self.transcripts.streams()]
+            return self._json({"streams": rows})
+        match = _CAPTIONS_PATH.fullmatch(unquote(path))
+        if match is not None:
+            return self._captions(match["stream"], match["track"], match["fmt"], parse_qs(parts.query))
+        return _text(HTTPStatus.NOT_FOUND, "not found: try / (viewer), /overlay, /streams")
+
+    def _asset(self, name: str, headers: Mapping[str, str], csp: str) -> HttpReply:
+        asset = self.assets[name]
+        extra = (
+            ("Cache-Control", REVALIDATE),
+            ("ETag", asset.etag),
+            ("Content-Security-Policy", csp),
+            ("Referrer-Policy", "no-referrer"),
+        )
+        if asset.etag in (tag.strip() for tag in headers.get("if-none-match", "").split(",")):
+            return HttpReply(HTTPStatus.NOT_MODIFIED, b"", asset.content_type, extra)
+        return HttpReply(HTTPStatus.OK, asset.body, asset.content_type, extra)
+
+    def _json(self, document: object) -> HttpReply:
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+        return HttpReply(
+            HTTPStatus.OK,
+            body,
+            "application/json",
+            (("Cache-Control", NO_STORE), ("Content-Security-Policy", DATA_CSP)),
+        )
+
+    def _captions(self, stream: str, track: str, fmt: str, query: Mapping[str, list[str]]) -> HttpReply:
+        if fmt not in FORMATS:
+            return _text(HTTPStatus.NOT_FOUND, f"captions come as {', '.join(FORMATS)}")
+        text = self.transcripts.render(stream, track, next(f for f in FORMATS if f == fmt))
+        if text is None:
+            return _text(HTTPStatus.NOT_FOUND, f"no stream {stream!r} on this server")
+        extra = [("Cache-Control", NO_STORE), ("Content-Security-Policy", DATA_CSP)]
+        if fmt != "json":
+            disposition = "attachment" if query.get("download") else "inline"
+            extra.append(("Content-Disposition", f'{disposition}; filename="{stream}-{track}.{fmt}"'))
+        return HttpReply(HTTPStatus.OK, text.encode(), CAPTION_TYPES[fmt], tuple(extra))
+
+
+def to_response(reply: HttpReply) -> Response:
+    """The websockets ``Response`` for ``reply``: the connection closes after it (HTTP/1.1 ``close``)."""
+    status = HTTPStatus(reply.status)
+    headers = Headers([("Date", email.utils.formatdate(usegmt=True)), ("Connection", "close")])
+    if status is not HTTPStatus.NOT_MODIFIED:  # a 304 has no body, and no length of its own
+        headers["Content-Type"] = reply.content_type
+        headers["Content-Length"] = str(len(reply.body))
+    headers["X-Content-Type-Options"] = "nosniff"
+    for name, value in reply.headers:
+        headers[name] = value
+    return Response(status.value, status.phrase, headers, reply.body)
