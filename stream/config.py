@@ -71,7 +71,7 @@ class ServerConfig:
     model: str = "embedded"
     device: str = "cpu"
     dtype: str = "auto"
-    torch_threads: int = 0  # 0: torch's default (one per core)
+    torch_threads: int = 0  # 0: one per core; half the cores when speech recognition is on
     max_batch: int = 32  # canvases advanced by one forward at most
     max_frame_bytes: int = 1 << 20
     max_window_words: int = 32

@@ -44,6 +44,12 @@ TICK_S = 0.1  # how often idle text is checked for windows
 FRAME_SIZE_HEADROOM = 4  # websockets itself refuses frames over this multiple of our own limit
 
 
+def _default_engine_threads(config: ServerConfig) -> int | None:
+    """With speech recognition on, the translator gets half the cores and whisper the rest: two thread
+    pools that each want every core starve the recogniser, and captions then lose their live drafts."""
+    return max(1, (os.cpu_count() or 2) // 2) if config.asr else None
+
+
 class LivecanvasServer:
     """See the module docstring. ``async with LivecanvasServer(config) as server`` runs it."""
 
@@ -56,7 +62,7 @@ class LivecanvasServer:
             self._load,
             self._from_worker,
             max_batch=config.max_batch,
-            torch_threads=config.torch_threads or None,
+            torch_threads=config.torch_threads or _default_engine_threads(config),
         )
         self.asr_worker = AsrWorker(self._load_asr, max_batch=config.asr_max_batch) if config.asr else None
         self._speech_detector: SpeechDetector | None = None

@@ -68,6 +68,9 @@ def export_checkpoint(
         for name, text in (extra_files or {}).items():
             (staging / name).write_text(text)
         write_checksums(staging)
+        staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint is meant to be shared
+        for path in staging.iterdir():
+            path.chmod(0o644)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

