@@ -23,23 +23,17 @@ from typing import Any
 
 import torch
 
+from bench.latency import SENTENCES as LATENCY_SENTENCES
 from engine.runtime import LoadedModel, WindowJob, load_model
-from engine.scheduler import Scheduler
+from engine.scheduler import Scheduler, advance
 from engine.types import CanvasKey, Final
 
 SENTENCES = [
     "Good evening, and welcome to the live broadcast.",
     "Tonight we look at how cities prepare for extreme heat.",
-    "The council meets again on Monday to discuss the new budget.",
-    "Residents asked for more shade at bus stops across the city.",
-    "Several cooling centres will stay open all night this summer.",
-    "The mayor thanked the volunteers who organised the meeting.",
-    "A final vote on the proposal is expected next week.",
-    "Questions from the audience took most of the evening.",
-    "Local businesses said they support the plan.",
+    *LATENCY_SENTENCES,
     "Thank you for joining us.",
     "Our first guest has worked on this problem for ten years.",
-    "The next public hearing will be announced online.",
     "Please keep your questions short so everyone gets a turn.",
     "We will be right back after a short break.",
     "The weather service expects the heat to last until Friday.",
@@ -63,18 +57,11 @@ def run_engine(model: LoadedModel, sentences: list[str]) -> dict[str, float]:
     start = time.perf_counter()
     with torch.inference_mode():
         while not scheduler.idle:
-            batch = scheduler.schedule()
-            for seq_id in batch.release:
-                denoiser.release(seq_id)
-            for seq_id, request in batch.start:
-                denoiser.start(seq_id, request)
-            for seq_id, block in batch.extend:
-                denoiser.next_block(seq_id, block)
-            results = denoiser.step(batch.step, batch.steps_remaining)
+            batch, _, events = advance(scheduler, denoiser)
             if batch.step:
                 forwards += 1
                 canvas_steps += len(batch.step)
-            for event in scheduler.update(batch, results):
+            for event in events:
                 if isinstance(event, Final):
                     tokens += event.tokens
     elapsed = time.perf_counter() - start

@@ -31,6 +31,13 @@ class WindowJob:
     early_exit: EarlyExitParams | None = None
 
 
+def output_budget(source_tokens: int, canvas_length: int, max_context_tokens: int) -> int:
+    """Tokens allowed for a translation: about twice the source, in whole canvas blocks, at least one,
+    and at most half the model's context."""
+    wanted = max(canvas_length, math.ceil((2 * source_tokens + 8) / canvas_length) * canvas_length)
+    return min(wanted, (max_context_tokens // 2) // canvas_length * canvas_length or canvas_length)
+
+
 @dataclass
 class LoadedModel:
     resolved: ResolvedModel
@@ -43,10 +50,9 @@ class LoadedModel:
     def request_for(self, job: WindowJob) -> CanvasRequest:
         """The canvas request for a window: budgeted prompt, output budget in whole blocks, stable seed."""
         source_tokens = len(self.tokenizer.encode(job.source, add_special_tokens=False))
-        block = self.denoiser.canvas_length
-        # Translations run up to about twice the source length; whole blocks, at least one.
-        wanted = max(block, math.ceil((2 * source_tokens + 8) / block) * block)
-        max_new_tokens = min(wanted, (self.denoiser.max_context_tokens // 2) // block * block or block)
+        max_new_tokens = output_budget(
+            source_tokens, self.denoiser.canvas_length, self.denoiser.max_context_tokens
+        )
         prompt = self.template.render(
             source=job.source,
             context=job.context,

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from engine.diffusion.denoiser import StepResult
+from engine.diffusion.denoiser import Denoiser, StepResult
 from engine.diffusion.early_exit import draft_due
 from engine.diffusion.rules import truncate_at_eos
 from engine.types import CanvasRequest, Draft, Final
@@ -228,3 +228,18 @@ class Scheduler:
     def _window_tokens(self, canvas: _Canvas, argmax: tuple[int, ...]) -> tuple[int, ...]:
         tokens, _ = truncate_at_eos([*canvas.tokens, *argmax], self.eos_token_ids)
         return tuple(tokens[: canvas.request.max_new_tokens])
+
+
+def advance(scheduler: Scheduler, denoiser: Denoiser) -> tuple[Batch, list[StepResult], list[Draft | Final]]:
+    """One scheduling round on ``denoiser`` with no failure handling: release, start, extend, step,
+    update. For offline runs (evaluation, benchmarks, tests); the engine worker has its own round,
+    which turns a canvas's failure into that canvas's error final."""
+    batch = scheduler.schedule()
+    for seq_id in batch.release:
+        denoiser.release(seq_id)
+    for seq_id, request in batch.start:
+        denoiser.start(seq_id, request)
+    for seq_id, block in batch.extend:
+        denoiser.next_block(seq_id, block)
+    results = denoiser.step(batch.step, batch.steps_remaining)
+    return batch, results, scheduler.update(batch, results)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.diffusion.denoiser import Denoiser
-from engine.scheduler import Scheduler
+from engine.scheduler import Scheduler, advance
 from engine.types import CanvasKey, CanvasRequest, Draft, Final
 
 
@@ -37,19 +37,12 @@ def drive(
     while tick <= max(joins, default=0) or not scheduler.idle:
         for request in joins.get(tick, ()):
             keys[scheduler.add(request)] = request.key
-        batch = scheduler.schedule()
-        for seq_id in batch.release:
-            denoiser.release(seq_id)
-        for seq_id, request in batch.start:
-            denoiser.start(seq_id, request)
-        for seq_id, block in batch.extend:
-            denoiser.next_block(seq_id, block)
-        results = denoiser.step(batch.step, batch.steps_remaining)
+        batch, results, events = advance(scheduler, denoiser)
         if batch.step:
             run.batch_sizes.append(len(batch.step))
         for seq_id, result in zip(batch.step, results, strict=True):
             run.argmax_per_step.setdefault(keys[seq_id], []).append(result.argmax)
-        for event in scheduler.update(batch, results):
+        for event in events:
             if isinstance(event, Final):
                 assert event.key not in run.finals, "a final was emitted twice"
                 run.finals[event.key] = event

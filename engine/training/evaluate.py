@@ -9,7 +9,6 @@ outputs and against human references.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -18,7 +17,8 @@ from typing import Any
 from engine.diffusion.gemma import DiffusionGemmaDenoiser
 from engine.models import diffusion_defaults, eos_ids
 from engine.prompts import ContextEntry, TaggedTemplate
-from engine.scheduler import Scheduler
+from engine.runtime import output_budget
+from engine.scheduler import Scheduler, advance
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams, Draft, EarlyExitParams, Final
 
 FIXED_STEPS = (1, 2, 4, 8, 16)
@@ -31,12 +31,6 @@ class Translation:
     final: str
     steps: int
     draft_steps: int
-
-
-def output_budget(source_tokens: int, canvas_length: int, max_context_tokens: int) -> int:
-    """Tokens allowed for a translation: about twice the source, in whole canvas blocks, at least one."""
-    wanted = max(canvas_length, math.ceil((2 * source_tokens + 8) / canvas_length) * canvas_length)
-    return min(wanted, (max_context_tokens // 2) // canvas_length * canvas_length or canvas_length)
 
 
 def translate(
@@ -92,15 +86,7 @@ def translate(
     finals: dict[int, Final] = {}
     with torch.inference_mode():
         while not scheduler.idle:
-            batch = scheduler.schedule()
-            for seq_id in batch.release:
-                denoiser.release(seq_id)
-            for seq_id, request in batch.start:
-                denoiser.start(seq_id, request)
-            for seq_id, block in batch.extend:
-                denoiser.next_block(seq_id, block)
-            results = denoiser.step(batch.step, batch.steps_remaining)
-            for event in scheduler.update(batch, results):
+            for event in advance(scheduler, denoiser)[2]:
                 if isinstance(event, Final):
                     finals[event.key.window] = event
                 else:

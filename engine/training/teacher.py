@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,8 +87,3 @@ def teacher_speed(texts: Sequence[str]) -> dict[str, float]:
         "seconds_per_sentence": elapsed / max(1, len(texts)),
         "words_per_second": words / elapsed,
     }
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
