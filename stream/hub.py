@@ -245,10 +245,11 @@ class StreamHub:
         self._submit_asr(request, done)
 
     def _on_caption_events(self, stream: StreamState, events: list[CaptionDraft | Window]) -> None:
-        windows: list[Window] = []
+        """In order: a draft that follows a closed window belongs to the window after it."""
         for event in events:
             if isinstance(event, Window):
-                windows.append(event)
+                # measured from when the window's last word was spoken
+                self._commit(stream, [event], spoken_ns=[stream.spoken_ns(event.t1_ms)])
                 continue
             spoken_ns = stream.spoken_ns(event.t1_ms)
             draft = DraftMsg(
@@ -258,9 +259,6 @@ class StreamHub:
             )  # fmt: skip
             stream.caption_draft_rev += 1
             self._broadcast(stream, CAPTION_TRACK, draft)
-        if windows:
-            # measured from when the window's last word was spoken
-            self._commit(stream, windows, spoken_ns=[stream.spoken_ns(w.t1_ms) for w in windows])
 
     # -- internals ---------------------------------------------------------------------------------
     def _now_ms(self, stream: StreamState) -> int:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from engine.asr import AsrRequest
+from engine.audio import SpeechDetector
 from engine.prompts import ContextEntry
 from engine.runtime import WindowJob
-from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final
+from engine.transcriber import LiveTranscriber
+from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Word
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import CONTEXT_WINDOWS, StreamHub
 from stream.messages import DraftMsg, FinalMsg
+from tests.speech import librivox_clips, read_wav_16k
 
 MS = 1_000_000  # nanoseconds per millisecond
 START_NS = 5_000 * MS  # the fake clock does not start at zero: stream times are relative to join
@@ -368,3 +374,38 @@ def test_a_new_stream_of_the_same_name_starts_from_window_zero(h: Harness) -> No
     again = h.join(CAPTION_TRACK, publisher=True)
     h.hub.publish_text("s", "Three.", None)
     assert [(m.window, m.text) for m in again.finals()] == [(0, "Three.")]
+
+
+def test_audio_drafts_carry_the_window_they_show_even_after_a_window_closes() -> None:
+    """A recognition result can close a window and show the next one's first words at once: that draft
+    belongs to the next window. (Numbered with the closed window, a viewer's outbox would drop it as
+    stale when that window's final followed, so the next window would never be drafted.)"""
+    said = ["Good", "evening", "everyone.", "Welcome", "to", "the", "show"]
+    script = [Word(w, i * 300, i * 300 + 250) for i, w in enumerate(said)]
+    pending: list[tuple[AsrRequest, Callable[[list[Word] | Exception], None]]] = []
+    detector = SpeechDetector()
+    hub = StreamHub(
+        lambda job: None,
+        submit_asr=lambda request, done: pending.append((request, done)),
+        make_transcriber=lambda lang: LiveTranscriber(detector=detector),
+    )
+    viewer = RecordingViewer(CAPTION_TRACK)
+    hub.join("s", viewer, publisher=True, source_lang="en")
+    speech = read_wav_16k(librivox_clips()[0].path).tobytes()
+    for start in range(0, len(speech), 3200):
+        hub.publish_audio("s", speech[start : start + 3200])
+        while pending:  # an ideal recogniser: the scripted words the request's audio covers
+            request, done = pending.pop()
+            end = request.offset_ms + len(request.audio) // 16
+            done([w for w in script if request.offset_ms <= w.t0_ms and w.t1_ms <= end])
+    finals_so_far = 0
+    drafted_windows: set[int] = set()
+    for message in viewer.messages:
+        if isinstance(message, FinalMsg):
+            finals_so_far += 1
+        else:
+            assert message.window == finals_so_far, message  # a draft shows the open window
+            drafted_windows.add(message.window)
+    assert finals_so_far >= 1
+    assert viewer.finals()[0].text == "Good evening everyone."
+    assert drafted_windows >= {0, 1}
