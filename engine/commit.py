@@ -97,9 +97,11 @@ class LocalAgreement:
         """The latest hypothesis' words after the committed ones."""
         return tuple(self._history[-1]) if self._history else ()
 
-    def insert(self, hypothesis: Sequence[Word]) -> CommitUpdate:
+    def insert(self, hypothesis: Sequence[Word], *, settled_until_ms: int | None = None) -> CommitUpdate:
         """Take the recogniser's words for the current audio buffer (absolute times); commit what the
-        last ``agreement`` hypotheses agree on."""
+        last ``agreement`` hypotheses agree on. With ``settled_until_ms``, only agreed words that end
+        by then *in this hypothesis* are committed (the caller's margin before the buffer's end, where
+        a word may be cut); earlier hypotheses only have to agree, wherever their words ended."""
         self._history.append(self._strip_committed(hypothesis))
         committed: list[Word] = []
         if len(self._history) == self.agreement:
@@ -108,6 +110,10 @@ class LocalAgreement:
             agreed = 0
             while agreed < min(map(len, keys)) and all(key[agreed] == keys[-1][agreed] for key in keys):
                 agreed += 1
+            if settled_until_ms is not None:
+                agreed = next(
+                    (i for i, w in enumerate(latest[:agreed]) if w.t1_ms > settled_until_ms), agreed
+                )
             committed = self._commit(latest[:agreed])
             for hyp in self._history:
                 del hyp[:agreed]

@@ -3,8 +3,9 @@ caption drafts and final windows out.
 
 * **Passes.** The recogniser runs over a rolling buffer. Every *final* pass (e.g. whisper base, with
   the stream's recent text as context) feeds a LocalAgreement-2 policy: a word is final once two
-  consecutive final passes agree on it and enough audio follows it. Optionally (``use_draft_pass``)
-  a *draft* pass with a faster model alternates with it, only to show the newest words earlier.
+  consecutive final passes agree on it and the later one heard enough audio after it. Optionally
+  (``use_draft_pass``) a *draft* pass with a faster model alternates with it, only to show the newest
+  words earlier.
 * **Windows.** Final words gather into the next window, which closes at a sentence end, at the word
   budget, after a pause, or at the end of the stream.
 * **Drafts.** A draft shows the open window: its final words so far, then the newest unconfirmed ones.
@@ -52,7 +53,7 @@ class TranscriberSettings:
     max_buffer_ms: int = 20_000  # hard bound of the rolling buffer
     trim_keep_ms: int = 5_000  # when the bound is near, keep this much unconfirmed audio
     pause_ms: int = 800  # silence after the last final word that closes the window
-    right_context_ms: int = 1000  # a word is only confirmed once the final pass heard this much after it
+    right_context_ms: int = 800  # a word is only confirmed by a final pass that heard this much after it
     max_window_words: int = 16
     clause_window_words: int = 6  # a window this long also closes at a clause boundary (, ; :)
     context_words: int = 40
@@ -127,10 +128,9 @@ class LiveTranscriber:
             words = self._without_echo(words)
             # a word needs audio after it before it can be confirmed, except at the very end
             margin = 0 if final_pass_ends else self.settings.right_context_ms
-            settled = [w for w in words if w.t1_ms <= heard_until - margin]
-            update = self.agreement.insert(settled)
+            update = self.agreement.insert(words, settled_until_ms=heard_until - margin)
             self._open_words.extend(update.committed)
-            self._tentative = (*update.tentative, *words[len(settled) :])
+            self._tentative = update.tentative
             if final_pass_ends:
                 self._open_words.extend(self.agreement.finish().committed)
                 self._tentative = ()

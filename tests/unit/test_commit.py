@@ -279,3 +279,19 @@ def test_commits_are_a_prefix_of_the_spoken_words_and_never_repeat(
     assert len({w.text for w in committed}) == len(committed)  # nothing committed twice
     if not any(w.text.startswith("x") for w in committed):
         assert texts(committed) == VOCAB[:heard]  # nothing lost either
+
+
+def test_the_settled_limit_applies_to_the_latest_hypothesis_only() -> None:
+    """A word the previous hypothesis held near its buffer's end (unsettled there) is committed as soon
+    as the latest hypothesis agrees and holds it with enough audio after it; words past the latest
+    hypothesis' settled limit wait, however many hypotheses agree on them."""
+    policy = LocalAgreement(agreement=2)
+    first = words("the quick brown fox")  # "fox" ends at 1150 ms, at this buffer's very end
+    assert policy.insert(first, settled_until_ms=400).committed == ()
+    latest = words("the quick brown fox jumps over")
+    update = policy.insert(latest, settled_until_ms=latest[3].t1_ms)
+    assert [w.text for w in update.committed] == ["the", "quick", "brown", "fox"]
+    assert [w.text for w in update.tentative] == ["jumps", "over"]
+    held = policy.insert(words("the quick brown fox jumps over"), settled_until_ms=latest[4].t1_ms - 1)
+    assert held.committed == ()  # "jumps" is agreed but ends after the limit
+    assert [w.text for w in policy.insert(latest, settled_until_ms=10_000).committed] == ["jumps", "over"]

@@ -231,3 +231,26 @@ def test_an_echo_of_recent_captions_is_not_confirmed_again(detector: SpeechDetec
             events += transcriber.on_result(request, echo(request))
     events += feed(transcriber, silence(1.5), [])
     assert windows_of(events) == ["Good evening everyone.", "Welcome to the show."]
+
+
+def test_a_word_is_confirmed_by_the_first_pass_that_hears_enough_after_it(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    """Two passes must agree on a word, but only the later one needs ``right_context_ms`` of audio
+    after it: a word heard at the very end of one pass is final after the next pass that confirms it."""
+    settings = TranscriberSettings(right_context_ms=600, interval_ms=500)
+    transcriber = LiveTranscriber(detector=detector, settings=settings)
+    script = words("so here we are at last", start_ms=600, step_ms=300)  # "here" ends at 1150 ms
+    transcriber.insert_audio(speech[: 12 * CHUNK])  # 1.2 s: "here" ends 50 ms before this pass's end
+    first, _ = transcriber.step()
+    assert first is not None
+    transcriber.on_result(first, heard(first, script))
+    assert transcriber.agreement.committed_count == 0  # one pass is not an agreement
+    transcriber.insert_audio(speech[12 * CHUNK : 18 * CHUNK])  # 1.8 s: 650 ms after "here"
+    second, _ = transcriber.step()
+    assert second is not None
+    events = transcriber.on_result(second, heard(second, script))
+    assert [w.text for w in transcriber.agreement.committed_tail] == ["so", "here"]
+    draft = events[-1]
+    assert isinstance(draft, CaptionDraft)
+    assert draft.text == "so here we are"  # confirmed words, then the newest pass's unconfirmed tail
