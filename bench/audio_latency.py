@@ -407,6 +407,7 @@ def main() -> None:
     parser.add_argument("--translate", metavar="TRACK", help="also request this translation track")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    load_before = [round(x, 2) for x in os.getloadavg()]
 
     tracks = (CAPTION, args.translate) if args.translate else (CAPTION,)
     with tempfile.TemporaryDirectory(prefix="audio-latency-") as workdir:
@@ -440,6 +441,8 @@ def main() -> None:
         "stagger_s": args.stagger,
         "tracks": list(tracks),
         "cpu_count": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "targets_s": {"first_draft_median": DRAFT_TARGET_S, "final_median": FINAL_TARGET_S},
         "latency_estimate": "word ends spread linearly over each final window's t0_ms..t1_ms",
         "summary": summary,

@@ -9,7 +9,7 @@ gives the mean number of canvases one forward advanced.
 
 Prints JSON and writes ``bench/results/latency.json`` and ``latency.png``.
 
-    python -m bench.latency --sessions 1 8 --runs 3
+    python -m bench.latency --sessions 1 2 4 8 16 32 --runs 3
 """
 
 from __future__ import annotations
@@ -167,19 +167,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--sentences", type=int, default=6, help="sentences per session per run")
     parser.add_argument("--interval", type=float, default=1.5, help="seconds between a session's sentences")
     parser.add_argument("--track", default="pt")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--sampler", choices=("exact", "fast"), default="exact")
+    parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default="latency", help="output file stem")
     args = parser.parse_args()
 
+    load_before = [round(x, 2) for x in os.getloadavg()]
     port = free_port()
     server = start_server(
-        port, ["--model", args.model, *(["--threads", str(args.threads)] if args.threads else [])]
+        port,
+        [
+            *("--model", args.model, "--sampler", args.sampler, "--no-asr"),
+            *(["--threads", str(args.threads)] if args.threads else []),
+            *(["--int8"] if args.int8 else []),
+        ],
     )
     results = []
     seen = {"engine_forwards": 0, "engine_canvases_stepped": 0}
@@ -205,12 +214,16 @@ def main() -> None:
         "model": args.model,
         "sentences_per_session": args.sentences,
         "interval_s": args.interval,
+        "sampler": args.sampler,
+        "int8": args.int8,
         "cpu_count": os.cpu_count(),
+        "loadavg_before": load_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "summary": summary,
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latency.json").write_text(json.dumps({**report, "runs": results}, indent=2))
-    plot(summary, args.out / "latency.png")
+    (args.out / f"{args.name}.json").write_text(json.dumps({**report, "runs": results}, indent=2))
+    plot(summary, args.out / f"{args.name}.png")
     print(json.dumps(report, indent=2))
 
 

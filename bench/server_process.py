@@ -22,6 +22,7 @@ def start_server(
 ) -> subprocess.Popen[bytes]:
     """``livecanvas serve`` on ``port`` (offline), returned once it accepts connections."""
     command = [sys.executable, "-m", "stream.cli", "--log-level", "warning", "serve", "--port", str(port)]
+    command.append("--insecure-dev")  # loopback only; benchmarks measure the engine, not authentication
     process = subprocess.Popen([*command, *extra_args], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

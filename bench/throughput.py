@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -95,9 +96,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", default=None, help="model spec (default: the embedded translator)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--sampler", choices=("exact", "fast"), default="exact")
+    parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--name", default="throughput", help="output file stem")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    model = load_model(args.model, device=args.device, sampler=args.sampler, int8=args.int8)
     run_engine(model, SENTENCES[:2])  # warm-up
     rows: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
@@ -114,14 +120,18 @@ def main() -> None:
     summary = {
         "model": model.card.name,
         "threads": args.threads,
+        "sampler": args.sampler,
+        "int8": args.int8,
+        "loadavg_before": load_before,
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "engine": rows,
         "speedup_vs_one_canvas": {str(r["concurrency"]): round(r["tokens_per_s"] / base, 2) for r in rows},
         "teacher": teacher,
     }
     print(json.dumps(summary, indent=2))
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(summary, RESULTS / "throughput.png")
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(summary, RESULTS / f"{args.name}.png")
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
@@ -143,7 +153,8 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     right.set(
         xscale="log", xlabel="concurrent canvases", ylabel="tokens settled per forward", title="Parallelism"
     )
-    figure.suptitle(f"{summary['model']}, {summary['threads']} threads")
+    int8 = ", int8" if summary["int8"] else ""
+    figure.suptitle(f"{summary['model']}, {summary['threads']} threads, {summary['sampler']} sampler{int8}")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

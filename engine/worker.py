@@ -63,7 +63,11 @@ class EngineWorker(ModelThread[LoadedModel]):
         *,
         max_batch: int = 32,
         torch_threads: int | None = None,
+        on_step: Callable[[int, float], None] | None = None,
     ) -> None:
+        """``on_step(canvases, seconds)`` is called on the worker thread after every denoising forward
+        (the server's metrics); it must be quick and must not raise."""
+
         def load_and_warm_up() -> LoadedModel:
             if torch_threads:
                 import torch
@@ -76,6 +80,7 @@ class EngineWorker(ModelThread[LoadedModel]):
         super().__init__(load_and_warm_up, name="livecanvas-engine")
         self._emit = emit
         self._max_batch = max_batch
+        self._on_step = on_step
         self._inbox: queue.SimpleQueue[WindowJob | _Stop] = queue.SimpleQueue()
         self.stats = WorkerStats()
 
@@ -162,6 +167,8 @@ class EngineWorker(ModelThread[LoadedModel]):
                 self.stats.forwards += 1
                 self.stats.canvases_stepped += len(batch.step)
                 self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(batch.step))
+                if self._on_step is not None:
+                    self._on_step(len(batch.step), time.perf_counter() - started)
                 logger.debug(
                     "step of %d canvases in %.1f ms", len(batch.step), 1e3 * (time.perf_counter() - started)
                 )

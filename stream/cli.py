@@ -8,10 +8,13 @@ import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from clients.broadcast.captions_cli import add_captions_parser
+from stream.auth import Permission, TokenTable
+from stream.cli_security import add_security_flags, auth_config, limits_config
 from stream.config import (
     ASR_DRAFT_CHOICES,
     MQTT_PAYLOADS,
@@ -22,6 +25,7 @@ from stream.config import (
     env_str,
     parse_host_port,
 )
+from stream.engine_serve import add_engine_serve_parser
 
 DEMO_TEXT = (
     "Good evening, and welcome to the live broadcast.",
@@ -109,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.set_defaults(handler=run_train)
 
     add_captions_parser(commands)
+    add_engine_serve_parser(commands)
 
     show_version = commands.add_parser("version", help="print versions")
     show_version.set_defaults(handler=run_version)
@@ -124,7 +129,20 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
     parser.add_argument(
         "--model",
         default=env_str("MODEL", defaults.model),
-        help="'embedded', a checkpoint directory, or a Hugging Face id already in the local cache",
+        help="'embedded', a checkpoint directory, a Hugging Face id already in the local cache, "
+        "or remote:ws://host:port (a `livecanvas engine-serve`)",
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=("exact", "fast"),
+        default=env_str("SAMPLER", defaults.sampler),
+        help="exact: generate()'s sampling (default); fast: inverse-CDF at accepted positions only",
+    )
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        default=env_str("INT8", "") not in ("", "0"),
+        help="quantise the translator's linear layers to int8 (CPU; faster, not bit-exact)",
     )
     parser.add_argument("--device", default=env_str("DEVICE", defaults.device), help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -166,6 +184,7 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         default=env_str("ASR_DRAFT", ServerConfig().asr_draft),
         help="extra draft passes between final passes: none (default), base on the audio + 1 s, or tiny.en",
     )
+    add_security_flags(parser)
     add_mqtt_flags(parser)
 
 
@@ -241,6 +260,8 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         device=args.device,
         dtype=args.dtype,
         torch_threads=args.threads,
+        sampler=args.sampler,
+        int8=args.int8,
         max_batch=args.max_batch,
         max_frame_bytes=args.max_frame_bytes,
         max_window_words=args.window_words,
@@ -249,6 +270,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         asr_draft=args.asr_draft,
         asr_audio_context_pad_s=args.asr_audio_context_pad_s,
         mqtt=mqtt_config(args),
+        limits=limits_config(args),
     )
 
 
@@ -264,7 +286,12 @@ def run_event_loop(coroutine: object) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from stream.serve import serve_forever
 
-    run_event_loop(serve_forever(server_config(args)))
+    auth = auth_config(args)
+    if auth is None:
+        logging.getLogger("livecanvas.server").warning(
+            "--insecure-dev: authentication is off; never expose this server to a network you do not trust"
+        )
+    run_event_loop(serve_forever(replace(server_config(args), auth=auth)))
     return 0
 
 
@@ -330,7 +357,13 @@ def run_demo(args: argparse.Namespace) -> int:
     from clients.python.send import SendOptions, send_segments
     from stream.server import LivecanvasServer
 
-    config = server_config(args)
+    # a server that lives as long as this command: fresh random tokens, unless some were given
+    auth = auth_config(args, command="demo") if args.tokens is not None or args.insecure_dev else None
+    token = ""
+    if auth is None and not args.insecure_dev:
+        auth, issued = TokenTable.ephemeral()
+        token = issued[Permission.ADMIN]
+    config = replace(server_config(args), auth=auth)
     result: list[int] = []
 
     async def go() -> None:
@@ -345,6 +378,7 @@ def run_demo(args: argparse.Namespace) -> int:
                 stream="demo",
                 tracks=tuple(t for t in args.tracks.split(",") if t),
                 interval_s=args.interval,
+                token=token or env_str("TOKEN", ""),
             )
             result.append(await send_segments(options, list(DEMO_TEXT)))
 

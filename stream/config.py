@@ -4,7 +4,10 @@ environment variables)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from stream.auth import TokenTable
+from stream.limits import Limits
 
 
 def env_str(name: str, default: str) -> str:
@@ -72,6 +75,8 @@ class ServerConfig:
     device: str = "cpu"
     dtype: str = "auto"
     torch_threads: int = 0  # 0: one per core; half the cores when speech recognition is on
+    sampler: str = "exact"  # "fast": sample accepted positions only (see docs/engine.md)
+    int8: bool = False  # dynamic int8 quantisation of the translator's linear layers (CPU)
     max_batch: int = 32  # canvases advanced by one forward at most
     max_frame_bytes: int = 1 << 20
     max_window_words: int = 32
@@ -84,6 +89,10 @@ class ServerConfig:
     asr_draft: str = "none"  # extra draft passes: "none", "base-short" (audio + 1 s) or "tiny.en"
     asr_max_batch: int = 8  # recognition requests per round, at most
     mqtt: MqttConfig | None = None  # publish to / read from an MQTT broker
+    # who may publish / subscribe (stream/auth.py). None: anyone may do anything, which only suits
+    # development; `livecanvas serve` refuses to start that way without --insecure-dev.
+    auth: TokenTable | None = None
+    limits: Limits = field(default_factory=Limits)  # stream/limits.py, docs/operations.md
 
     def __post_init__(self) -> None:
         if self.asr_draft not in ASR_DRAFT_CHOICES:

@@ -5,6 +5,11 @@ backlog of stale ones, and must never miss a final. So a queued draft is replace
 draft of the same (stream, track, window), and dropped once that window's final is queued. Finals and
 every other message keep their order and are never dropped. Sans I/O: the connection's writer task
 calls ``take()`` after ``ready`` reports something pending.
+
+The outbox is bounded without ever dropping a final: while more than ``limit`` messages are pending
+(drafts are coalesced, so that means finals and errors piling up) ``overflowed`` is true, and its owner
+must then disconnect the viewer (stream/session.py does, with a reason). A slow viewer
+therefore costs at most ``limit`` messages of memory and never slows the publisher or other viewers.
 """
 
 from __future__ import annotations
@@ -21,10 +26,11 @@ _DraftKey = tuple[str, str, int]
 class Outbox:
     """See the module docstring. ``on_ready`` is called whenever something becomes pending."""
 
-    def __init__(self, on_ready: Callable[[], None] = lambda: None) -> None:
+    def __init__(self, on_ready: Callable[[], None] = lambda: None, *, limit: int | None = None) -> None:
         self._pending: OrderedDict[object, ServerMessage] = OrderedDict()
         self._unique = count()
         self._on_ready = on_ready
+        self.limit = limit
         self.drafts_coalesced = 0
 
     def __len__(self) -> int:
@@ -45,6 +51,10 @@ class Outbox:
                     self.drafts_coalesced += 1
             self._pending[next(self._unique)] = message
         self._on_ready()
+
+    @property
+    def overflowed(self) -> bool:
+        return self.limit is not None and len(self._pending) > self.limit
 
     def take(self) -> list[ServerMessage]:
         """Everything pending, in order; the outbox is empty afterwards."""

@@ -202,6 +202,24 @@ class StreamHub:
         else:
             stream.drain_waiters.append(callback)
 
+    def abandon(self, reason: str) -> int:
+        """Give every window still waiting for a translation an error final now (``reason``), in window
+        order, so that every viewer still gets exactly one final per window (graceful shutdown past
+        its deadline); engine results that come later are ignored. The number of finals sent."""
+        sent = 0
+        for stream in list(self.streams.values()):
+            for name, track in sorted(stream.tracks.items()):
+                for index in list(track.order):
+                    window = stream.windows.get(index)
+                    if window is None or name not in window.open_tracks or index in track.held:
+                        continue
+                    key = CanvasKey(stream.name, name, index)
+                    self._on_final(
+                        stream, window, Final(key=key, rev=0, text="", steps=0, tokens=0, error=reason)
+                    )
+                    sent += 1
+        return sent
+
     # -- engine output -----------------------------------------------------------------------------
     def on_engine_events(self, events: Iterable[Draft | Final]) -> None:
         for event in events:

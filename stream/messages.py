@@ -292,12 +292,21 @@ class End(_Message):
 
 @dataclass(frozen=True, slots=True)
 class Resume(_Message):
+    """After a reconnect: the last ``seq`` seen on the old connection, and that connection's
+    ``session`` (from its ``ready``), which the server needs to replay what was missed."""
+
     TYPE: ClassVar[str] = "resume"
+    _OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"session"})
     last_seq: int
+    session: str | None = None
 
     @classmethod
     def from_wire(cls, m: Mapping[str, object], wire: Wire) -> Self:
-        return cls(last_seq=_uint(m, "last_seq"))
+        session = m.get("session")
+        return cls(
+            last_seq=_uint(m, "last_seq"),
+            session=None if session is None else _as_str("session", session, max_len=MAX_NAME_CHARS),
+        )
 
 
 # ---- server -> client (keyword-only; ``seq`` is filled in by the protocol object)

@@ -6,9 +6,16 @@ stops listening, closes every publisher's open text into windows, waits up to ``
 their finals, says ``bye`` to every connection, gives the MQTT bridge (when configured, stream/mqtt.py)
 up to its flush timeout to deliver pending finals, and stops the worker.
 
-Plain HTTP GETs on the same port (the overlay and viewer pages, the stream list, caption downloads)
-are answered in the handshake's ``process_request`` hook by ``stream.web.HttpSite``, from the finals
-a ``stream.transcripts.TranscriptStore`` keeps.
+Plain HTTP GETs on the same port (the overlay and viewer pages, the stream list, caption downloads,
+``/healthz`` and ``/metrics``) are answered in the handshake's ``process_request`` hook by
+``stream.web.HttpSite``, from the finals a ``stream.transcripts.TranscriptStore`` keeps.
+
+The server also owns what its connections share: the token table (``config.auth``; ``None`` means no
+authentication), the per-token session counter, the resume history of every stream's finals
+(``stream.history``) and the Prometheus metrics (``stream.metrics``). WebSocket upgrades beyond
+``limits.max_sessions`` open connections are answered with HTTP 503. A shutdown that outlasts its
+deadline gives the windows still open an error final, so no viewer misses one; every connection then
+gets ``bye`` and a going-away close (1001).
 """
 
 from __future__ import annotations
@@ -17,25 +24,34 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import Callable
+from http import HTTPStatus
 from typing import TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
 
 from engine.asr import Asr, AsrRequest
 from engine.asr_worker import AsrWorker
 from engine.audio import SpeechDetector
 from engine.models import match_language
+from engine.remote import RemoteEngineWorker, RemoteModel, remote_url
 from engine.runtime import LoadedModel, load_model
 from engine.transcriber import LiveTranscriber, TranscriberSettings
 from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
 from stream.config import SHORT_CONTEXT_PAD_S, ServerConfig
+from stream.errors import ErrorCode
+from stream.history import FinalHistory
 from stream.hub import StreamHub
+from stream.limits import SessionCounter
+from stream.messages import DraftMsg, FinalMsg
+from stream.metrics import ServerMetrics, Snapshot
 from stream.mqtt import MqttBridge
 from stream.session import Connection
 from stream.transcripts import TranscriptStore
-from stream.web import HttpSite
+from stream.web import HttpSite, is_upgrade, text_reply, to_response
 
 logger = logging.getLogger("livecanvas.server")
 _T = TypeVar("_T")
@@ -56,13 +72,26 @@ class LivecanvasServer:
     def __init__(self, config: ServerConfig, *, load: Callable[[], LoadedModel] | None = None) -> None:
         self.config = config
         self._load = load or (
-            lambda: load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
+            lambda: load_model(
+                config.model,
+                device=config.device,
+                dtype=config.dtype,
+                seed=config.seed,
+                sampler="fast" if config.sampler == "fast" else "exact",
+                int8=config.int8,
+            )
         )
-        self.worker = EngineWorker(
-            self._load,
-            self._from_worker,
-            max_batch=config.max_batch,
-            torch_threads=config.torch_threads or _default_engine_threads(config),
+        url = remote_url(config.model) if load is None else None
+        self.worker: EngineWorker | RemoteEngineWorker = (
+            RemoteEngineWorker(url, self._from_worker)
+            if url is not None
+            else EngineWorker(
+                self._load,
+                self._from_worker,
+                max_batch=config.max_batch,
+                torch_threads=config.torch_threads or _default_engine_threads(config),
+                on_step=self._on_step,
+            )
         )
         self.asr_worker = AsrWorker(self._load_asr, max_batch=config.asr_max_batch) if config.asr else None
         self._speech_detector: SpeechDetector | None = None
@@ -73,14 +102,25 @@ class LivecanvasServer:
             submit_asr=self._submit_asr if config.asr else None,
             make_transcriber=self._make_transcriber if config.asr else None,
         )
+        limits = config.limits
+        self.auth = config.auth
+        self.sessions = SessionCounter(limits.max_sessions_per_token)
+        self.history = FinalHistory(
+            max_finals=limits.history_finals,
+            max_age_s=limits.history_s,
+            max_trails=limits.max_detached_sessions,
+        )
+        self.metrics = ServerMetrics(self._snapshot)
+        self.hub.add_observer(self._observe)
+        self.draining = False
         self.mqtt = MqttBridge(self.hub, config.mqtt) if config.mqtt is not None else None
         self.transcripts = TranscriptStore(self.hub)
-        self.http = HttpSite(self.transcripts)
+        self.http = HttpSite(self.transcripts, auth=config.auth, metrics=self.metrics, health=self._health)
         self.connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.model: LoadedModel | None = None
+        self.model: LoadedModel | RemoteModel | None = None
 
     @property
     def port(self) -> int:
@@ -101,8 +141,9 @@ class LivecanvasServer:
             self.asr_worker.start()
             await asyncio.to_thread(self.asr_worker.wait_ready)
             self._speech_detector = SpeechDetector()
-        self.model = await asyncio.to_thread(self.worker.wait_ready)
-        card = self.model.card
+        model: LoadedModel | RemoteModel = await asyncio.to_thread(self.worker.wait_ready)
+        self.model = model
+        card = model.card
         unsupported = [
             t
             for t in (self.config.mqtt.tracks if self.config.mqtt else ())
@@ -121,13 +162,15 @@ class LivecanvasServer:
             card.name,
             card.prompt_kind,
             card.trained,
-            self.model.resolved.path,
+            model.resolved.path,
         )
+        if self.auth is None:
+            logger.warning("authentication is OFF: anyone who reaches this port may publish and read")
         self._server = await serve(
             self._handle,
             self.config.host,
             self.config.port,
-            process_request=self.http.process_request,
+            process_request=self._process_request,
             max_size=self.config.max_frame_bytes * FRAME_SIZE_HEADROOM,
             max_queue=64,
         )
@@ -139,6 +182,7 @@ class LivecanvasServer:
     async def shutdown(self) -> None:
         if self._server is None:
             return
+        self.draining = True
         self._server.close(close_connections=False)
         for name in list(self.hub.streams):
             self.hub.flush(name)
@@ -159,11 +203,14 @@ class LivecanvasServer:
         try:
             await asyncio.wait_for(drained.wait(), timeout=self.config.drain_timeout_s)
         except TimeoutError:
+            abandoned = self.hub.abandon("the server shut down before this window was finished")
             logger.warning(
-                "shutdown: windows still open after %.0f s; closing anyway", self.config.drain_timeout_s
+                "shutdown: %d windows still open after %.0f s got an error final",
+                abandoned,
+                self.config.drain_timeout_s,
             )
         for connection in list(self.connections):
-            connection.say_goodbye("server shutting down")
+            connection.say_goodbye("server shutting down", going_away=True)
         await self._server.wait_closed()
         if self.mqtt is not None:
             await self.mqtt.close()  # pending finals get up to mqtt.flush_timeout_s to reach the broker
@@ -183,6 +230,54 @@ class LivecanvasServer:
             await connection.run()
         finally:
             self.connections.discard(connection)
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        headers = {key.lower(): value for key, value in request.headers.raw_items()}
+        if is_upgrade(headers) and len(self.connections) >= self.config.limits.max_sessions:
+            self.metrics.limit_hits.labels("sessions").inc()
+            return to_response(
+                text_reply(
+                    HTTPStatus.SERVICE_UNAVAILABLE,
+                    f"{ErrorCode.TOO_MANY_SESSIONS}: this server has {len(self.connections)} sessions open",
+                )
+            )
+        return self.http.process_request(connection, request)
+
+    def _observe(self, message: DraftMsg | FinalMsg) -> None:
+        """Every draft and final the hub sends: kept for resume (finals) and measured."""
+        if isinstance(message, FinalMsg):
+            self.history.record(message, time.monotonic())
+        self.metrics.observe(message)
+
+    def _on_step(self, canvases: int, seconds: float) -> None:
+        self.metrics.on_step(canvases, seconds)
+
+    def _health(self) -> tuple[bool, dict[str, object]]:
+        """``/healthz``: ready while listening and not draining."""
+        ready = self._server is not None and not self.draining and self.worker.alive
+        return ready, {"status": "ok" if ready else ("draining" if self.draining else "starting")}
+
+    def _snapshot(self) -> Snapshot:
+        roles = {"publish": 0, "subscribe": 0, "pending": 0}
+        for connection in list(self.connections):
+            roles[connection.role.value if connection.role is not None else "pending"] += 1
+        engine = self.worker.stats
+        return Snapshot(
+            sessions=roles,
+            streams=len(self.hub.streams),
+            canvases_in_flight=sum(
+                len(w.open_tracks) for s in list(self.hub.streams.values()) for w in list(s.windows.values())
+            ),
+            history_finals=len(self.history),
+            resumable_sessions=self.history.trails,
+            draining=self.draining,
+            counters={
+                "engine_forwards": engine.forwards,
+                "engine_canvases_stepped": engine.canvases_stepped,
+                "engine_jobs": engine.jobs,
+                "engine_errors": engine.errors,
+            },
+        )
 
     def stats(self) -> dict[str, int | float]:
         """Engine and server counters, as sent in ``stats`` messages."""
@@ -253,3 +348,4 @@ class LivecanvasServer:
         while True:
             await asyncio.sleep(TICK_S)
             self.hub.tick()
+            self.history.expire(time.monotonic())

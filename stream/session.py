@@ -1,14 +1,27 @@
-"""One WebSocket connection: the thin asyncio adapter around ``ServerProtocol`` and the hub.
+"""One WebSocket connection: the thin asyncio adapter around ``ServerProtocol``, the hub, and the
+server's auth, limits and resume history.
 
 The reader task feeds frames to the protocol and dispatches the decoded messages; a writer task drains
 the connection's ``Outbox`` into the protocol. Every frame goes out through ``_flush``, under one lock,
 so frames reach the socket in ``seq`` order whichever task queued them.
+
+Rules enforced here (settings in ``stream.limits.Limits``, docs/operations.md):
+
+* a ``hello`` must be accepted within ``hello_timeout_s``; its token (or the ``Authorization: Bearer``
+  header of the upgrade request) must grant the role on the stream. A refused or missing hello gets an
+  ``error`` and the socket is closed with 1008;
+* sessions per token, target tracks per stream, the text rate (refused with ``rate_limited``) and
+  the audio rate (throttled: the reader waits, so TCP pushes back on the publisher);
+* a viewer whose outbox overflows is cut off with 1008 (``slow_consumer``), never slowing others;
+* ``resume``: for ``RESUME_GRACE_S`` after ``ready`` live drafts and finals are held back, so that
+  the finals a resume replays come first and in order.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import TYPE_CHECKING, assert_never
 
@@ -17,8 +30,11 @@ from websockets.exceptions import ConnectionClosed
 
 from engine.models import match_language
 from engine.types import CAPTION_TRACK
-from stream.errors import ErrorCode, ProtocolError
+from stream.auth import ANONYMOUS, Permission, token_from_headers
+from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.fanout import Outbox
+from stream.history import SentLog, Trail
+from stream.limits import MIN_TEXT_COST, TokenBucket
 from stream.messages import (
     Audio,
     ClientMessage,
@@ -40,6 +56,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("livecanvas.session")
 
+RESUME_GRACE_S = 0.25  # how long after ready live messages wait for a pipelined resume
+
 
 class Connection:
     """A connected client; as a hub ``Viewer`` it receives the drafts and finals of its tracks."""
@@ -47,15 +65,35 @@ class Connection:
     def __init__(self, server: LivecanvasServer, websocket: ServerConnection) -> None:
         self.server = server
         self.websocket = websocket
+        self.limits = server.config.limits
         self.protocol = ServerProtocol(max_frame_bytes=server.config.max_frame_bytes)
         self._wake = asyncio.Event()
-        self.outbox = Outbox(on_ready=self._wake.set)
+        self.outbox = Outbox(on_ready=self._wake.set, limit=self.limits.max_viewer_backlog)
         self._send_lock = asyncio.Lock()
         self.session_id = uuid.uuid4().hex[:12]
         self.stream: str | None = None
         self.role: Role | None = None
         self._tracks: frozenset[str] = frozenset()
         self._bye_reason: str | None = None
+        self._going_away = False
+        self._close: tuple[CloseCode, str] | None = None  # close with this once the reader stops
+        self._rule: str | None = None  # the token rule this session counts against
+        self._holding = False
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._sent: SentLog | None = None
+        self._ordinals: dict[tuple[str, int], int] = {}
+        self._skip_upto = 0  # finals up to this ordinal were seen on a resumed session
+        self._slow = False
+        self._parked = False
+        self._coalesced = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        now = time.monotonic()
+        self._audio = TokenBucket(self.limits.audio_bytes_per_s, self.limits.audio_burst_bytes, now)
+        self._text = TokenBucket(self.limits.max_text_chars_per_s, self.limits.text_burst_chars, now)
+        request = websocket.request
+        headers = {k.lower(): v for k, v in request.headers.raw_items()} if request is not None else {}
+        self._header_token = token_from_headers(headers)
 
     # -- Viewer ------------------------------------------------------------------------------------
     @property
@@ -63,45 +101,160 @@ class Connection:
         return self._tracks
 
     def deliver(self, message: DraftMsg | FinalMsg) -> None:
+        if self._slow:
+            return
+        if isinstance(message, FinalMsg) and self._sent is not None:
+            latest = self.server.history.latest(message.stream)
+            if latest is not None and latest[1] is message:
+                self._ordinals[(message.track, message.window)] = latest[0]
         self.outbox.put(message)
+        if self.outbox.overflowed and not self._holding:  # a hold is short: it may take a burst
+            self._too_slow()
+
+    @property
+    def authenticated(self) -> bool:
+        return self.stream is not None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def run(self) -> None:
-        writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.session_id}")
+        self._writer = writer = asyncio.create_task(self._write_loop(), name=f"writer-{self.session_id}")
+        deadline = asyncio.get_running_loop().time() + self.limits.hello_timeout_s
         try:
-            async for frame in self.websocket:
-                self.protocol.receive_frame(frame)
-                for message in self.protocol.events_received():
-                    self._dispatch(message)
-                await self._flush()
-                if writer.done():
-                    break
+            while self._close is None and not self._slow and not writer.done():
+                if self.protocol.state is State.AWAITING_HELLO:
+                    try:
+                        async with asyncio.timeout_at(deadline):
+                            frame = await self.websocket.recv()
+                    except TimeoutError:
+                        self.server.metrics.auth_failures.labels(ErrorCode.HELLO_TIMEOUT).inc()
+                        self._refuse(
+                            ErrorCode.HELLO_TIMEOUT,
+                            f"no hello accepted within {self.limits.hello_timeout_s:g} s",
+                            CloseCode.POLICY,
+                        )
+                        await self._flush()
+                        break
+                else:
+                    frame = await self.websocket.recv()
+                await self._receive(frame)
+            if self._close is not None:
+                await self.websocket.close(*self._close)
         except ConnectionClosed:
             pass
         finally:
-            if self.stream is not None:
-                self.server.hub.leave(self.stream, self)
+            self._leave()
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
             if not writer.done():
                 # a clean end waits for the bye to go out; a vanished client does not
                 if self._bye_reason is not None and self.websocket.state.name == "OPEN":
                     await asyncio.wait({writer}, timeout=self.server.config.drain_timeout_s)
                 writer.cancel()
 
-    def say_goodbye(self, reason: str) -> None:
-        """Send ``bye`` once everything queued before it has gone out, then close."""
+    async def _receive(self, frame: str | bytes) -> None:
+        self.protocol.receive_frame(frame)
+        for message in self.protocol.events_received():
+            if isinstance(message, Audio) and self.server.hub.accepts_audio:
+                await self._throttle_audio(len(message.pcm))
+            if self._slow:
+                break  # cut off: what it still sends is not taken
+            self._dispatch(message)
+            if self._close is not None:
+                break
+        if self._close is None and len(self.protocol.errors) >= self.limits.max_errors:
+            self.server.metrics.limit_hits.labels("errors").inc()
+            self._refuse(
+                ErrorCode.TOO_MANY_ERRORS, f"{len(self.protocol.errors)} bad messages", CloseCode.POLICY
+            )
+        await self._flush()
+        if len(self.outbox):
+            await asyncio.sleep(0)  # let the writer drain what this frame produced before the next one
+
+    async def _throttle_audio(self, size: int) -> None:
+        """Audio faster than ``max_audio_speed`` x real time waits here; TCP then slows the sender."""
+        delay = self._audio.take(size, time.monotonic())
+        if delay > 0:
+            self.server.metrics.audio_throttled.inc(delay)
+            await asyncio.sleep(delay)
+
+    def say_goodbye(self, reason: str, *, going_away: bool = False) -> None:
+        """Send ``bye`` once everything queued before it has gone out, then close (1001 if
+        ``going_away``: the server is shutting down, else 1000)."""
         if self._bye_reason is None:
             self._bye_reason = reason
+            self._going_away = going_away
+            self._release_hold()
             self._wake.set()
+
+    def take_over(self) -> Trail | None:
+        """Another connection resumes this session: stop delivering, park nothing, close (1001)."""
+        if self.stream is None or self._sent is None:
+            return None
+        trail = Trail(self.stream, self._tracks, self._sent, time.monotonic())
+        self._parked = True  # the trail goes to the new connection, not to the history
+        self._slow = True  # no more deliveries
+        self._leave()
+        self._close_soon(CloseCode.GOING_AWAY, "session resumed on another connection")
+        return trail
+
+    def _leave(self) -> None:
+        if self.stream is not None:
+            self.server.hub.leave(self.stream, self)
+            if self._sent is not None and not self._parked:
+                self._parked = True
+                self.server.history.park(
+                    self.session_id, Trail(self.stream, self._tracks, self._sent, time.monotonic())
+                )
+        if self._rule is not None:
+            self.server.sessions.close(self._rule)
+            self._rule = None
+
+    def _refuse(self, code: ErrorCode, message: str, close: CloseCode) -> None:
+        """Answer with an ``error`` and close the connection after it."""
+        if self.protocol.state is not State.CLOSED:
+            self.protocol.reject(code, message)
+        self._close = (close, f"{code}: {message}"[:120])
+        logger.info("session %s refused: %s: %s", self.session_id, code, message)
+
+    def _close_soon(self, code: CloseCode, reason: str) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closer = asyncio.get_running_loop().create_task(self.websocket.close(code, reason[:120]))
+
+    def _too_slow(self) -> None:
+        self._slow = True
+        self.server.metrics.limit_hits.labels("viewer_backlog").inc()
+        logger.warning(
+            "session %s: more than %d messages waiting; disconnecting a viewer that cannot keep up",
+            self.session_id,
+            self.limits.max_viewer_backlog,
+        )
+        self.outbox.take()
+        asyncio.get_running_loop().call_soon(self._leave)  # not while the hub is broadcasting
+        self._close_soon(
+            CloseCode.POLICY, f"{ErrorCode.SLOW_CONSUMER}: more than {self.limits.max_viewer_backlog} waiting"
+        )
 
     # -- incoming ----------------------------------------------------------------------------------
     def _dispatch(self, message: ClientMessage) -> None:
         hub = self.server.hub
+        if not isinstance(message, Hello | Resume):
+            self._release_hold()
         match message:
             case Hello():
                 self._hello(message)
             case Text():
                 assert self.stream is not None
-                hub.publish_text(self.stream, message.segment, message.t_ms)
+                if self._text.try_take(max(len(message.segment), MIN_TEXT_COST), time.monotonic()):
+                    hub.publish_text(self.stream, message.segment, message.t_ms)
+                else:
+                    self.server.metrics.limit_hits.labels("text_rate").inc()
+                    self.protocol.reject(
+                        ErrorCode.RATE_LIMITED,
+                        f"text faster than {self.limits.max_text_chars_per_s:g} characters/s; "
+                        "this segment was not taken, send it again later",
+                        ref="text",
+                    )
             case Flush():
                 assert self.stream is not None
                 hub.flush(self.stream)
@@ -123,15 +276,25 @@ class Connection:
                         ref="audio",
                     )
             case Resume():
-                self.protocol.reject(
-                    ErrorCode.UNSUPPORTED, "this server does not keep history for resume yet", ref="resume"
-                )
+                self._resume(message)
             case _:
                 assert_never(message)
 
     def _hello(self, hello: Hello) -> None:
+        server = self.server
+        rule_name, cap = ANONYMOUS, None
+        if server.auth is not None:
+            try:
+                rule = server.auth.authorize(
+                    hello.token or self._header_token, Permission(hello.role.value), hello.stream
+                )
+            except ProtocolError as error:
+                server.metrics.auth_failures.labels(error.code).inc()
+                self._refuse(ErrorCode(error.code), error.message, CloseCode.POLICY)
+                return
+            rule_name, cap = rule.name, rule.max_sessions
         tracks = frozenset(hello.tracks) or frozenset({CAPTION_TRACK})
-        model = self.server.model
+        model = server.model
         supported = model.card.target_languages if model is not None else ()
         missing = sorted(t for t in tracks - {CAPTION_TRACK} if match_language(t, supported) is None)
         if missing:
@@ -142,28 +305,106 @@ class Connection:
                 ref="hello",
             )
             return
+        state = server.hub.streams.get(hello.stream)
+        targets = (state.target_tracks() if state is not None else set()) | (tracks - {CAPTION_TRACK})
+        if len(targets) > self.limits.max_tracks_per_stream:
+            server.metrics.limit_hits.labels("tracks").inc()
+            self.protocol.reject(
+                ErrorCode.TOO_MANY_TRACKS,
+                f"stream {hello.stream!r} would be translated into {len(targets)} languages; "
+                f"at most {self.limits.max_tracks_per_stream}",
+                ref="hello",
+            )
+            return
+        if not server.sessions.open(rule_name, cap):
+            server.metrics.limit_hits.labels("sessions_per_token").inc()
+            self._refuse(
+                ErrorCode.TOO_MANY_SESSIONS,
+                f"token {rule_name or '(none)'!r} has {server.sessions.count(rule_name)} sessions open",
+                CloseCode.TRY_AGAIN_LATER,
+            )
+            return
         try:
-            self.server.hub.join(
+            server.hub.join(
                 hello.stream, self, publisher=hello.role is Role.PUBLISH, source_lang=hello.source_lang
             )
         except ProtocolError as error:
+            server.sessions.close(rule_name)
             self.protocol.reject(error.code, error.message)
             return
+        self._rule = rule_name
         self.stream, self.role, self._tracks = hello.stream, hello.role, tracks
+        self._sent = SentLog(server.history.next_ordinal(hello.stream), self.limits.history_finals)
+        self._holding = True
+        self._hold_timer = asyncio.get_running_loop().call_later(RESUME_GRACE_S, self._release_hold)
         self.protocol.accept(
             Ready(session=self.session_id, stream=hello.stream, role=hello.role, tracks=tuple(sorted(tracks)))
         )
         logger.info(
-            "session %s: %s on %r, tracks %s", self.session_id, hello.role, hello.stream, sorted(tracks)
+            "session %s: %s on %r, tracks %s, token %r",
+            self.session_id,
+            hello.role,
+            hello.stream,
+            sorted(tracks),
+            rule_name,
         )
+
+    def _resume(self, message: Resume) -> None:
+        assert self.stream is not None
+        assert self._sent is not None
+        server = self.server
+        trail = None
+        if message.session is not None and message.session != self.session_id:
+            live = next((c for c in server.connections if c.session_id == message.session), None)
+            if live is not None and live.stream == self.stream:
+                trail = live.take_over()
+            else:
+                trail = server.history.claim(message.session, self.stream, time.monotonic())
+        if trail is None:
+            server.metrics.resumes.labels("unknown").inc()
+            self.protocol.reject(
+                ErrorCode.RESUME_UNKNOWN,
+                "no session to resume (give the session of the old ready; it may have expired): "
+                "live updates follow",
+                ref="resume",
+            )
+            self._release_hold()
+            return
+        after, exact = trail.sent.last_seen(message.last_seq)
+        replay = server.history.replay(
+            self.stream, after, self._tracks, self._sent.first_ordinal, exact=exact
+        )
+        if not replay.complete:
+            self.protocol.reject(
+                ErrorCode.RESUME_GAP,
+                "some finals missed since the last seq are no longer kept; the kept ones follow",
+                ref="resume",
+            )
+        for ordinal, final in replay.finals:
+            self.protocol.send(final)
+            self._sent.add(self.protocol.last_seq, ordinal)
+        server.metrics.resumes.labels("complete" if replay.complete else "gap").inc()
+        server.metrics.replayed_finals.inc(len(replay.finals))
+        self._skip_upto = max(self._skip_upto, after)
+        self._sent.first_ordinal = min(self._sent.first_ordinal, after + 1)
+        self._release_hold()
+
+    def _release_hold(self) -> None:
+        if self._holding:
+            self._holding = False
+            if self._hold_timer is not None:
+                self._hold_timer.cancel()
+            if self.protocol.state is not State.CLOSED:
+                self._send_pending()  # what the hold gathered is on its way: it does not count as backlog
+            self._wake.set()
 
     # -- outgoing ----------------------------------------------------------------------------------
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            for message in self.outbox.take():
-                self.protocol.send(message)
+            if not self._holding:
+                self._send_pending()
             if (
                 self._bye_reason is not None
                 and not len(self.outbox)
@@ -174,8 +415,24 @@ class Connection:
                 self.protocol.finish(self._bye_reason)
             await self._flush()
             if self.protocol.state is State.CLOSED:
-                await self.websocket.close(1000, self._bye_reason or "bye")
+                code = CloseCode.GOING_AWAY if self._going_away else CloseCode.NORMAL
+                await self.websocket.close(code, self._bye_reason or "bye")
                 return
+
+    def _send_pending(self) -> None:
+        for message in self.outbox.take():
+            ordinal = None
+            if isinstance(message, FinalMsg):
+                ordinal = self._ordinals.pop((message.track, message.window), None)
+                if ordinal is not None and ordinal <= self._skip_upto:
+                    continue  # seen on the session this one resumed
+            self.protocol.send(message)
+            if ordinal is not None and self._sent is not None:
+                self._sent.add(self.protocol.last_seq, ordinal)
+        coalesced = self.outbox.drafts_coalesced - self._coalesced
+        if coalesced:
+            self._coalesced = self.outbox.drafts_coalesced
+            self.server.metrics.drafts_coalesced.inc(coalesced)
 
     async def _flush(self) -> None:
         async with self._send_lock:

@@ -11,7 +11,15 @@ whatever its path; any other GET is answered here:
 ``/static/<name>``                             the pages' scripts, styles and icon
 ``/streams``                                   JSON: live and remembered streams and their tracks
 ``/captions/<stream>/<track>.vtt|.srt|.json``  a track's finals as WebVTT, SRT or JSON
+``/healthz``                                   JSON ``{"status": ...}``: 200 when serving, 503 otherwise
+``/metrics``                                   Prometheus text exposition (stream/metrics.py)
 =============================================  ================================================
+
+With a token table (``auth``), the data endpoints need a token given as ``Authorization: Bearer`` or
+``?token=``: ``/streams`` a subscribe token (it lists only the streams that token may read),
+``/captions/...`` a subscribe token for that stream, ``/metrics`` an admin token. A missing or unknown
+token gets 401, a token without the right gets 403. The pages, their assets and ``/healthz`` are
+public: they carry no captions (the pages read the token from their own URL).
 
 Routing is sans-I/O: ``HttpSite.route(path, headers)`` returns an ``HttpReply`` (or ``None`` for an
 upgrade) and ``to_response`` turns it into a websockets ``Response``. The assets are read once, at
@@ -26,7 +34,7 @@ import email.utils
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from importlib import resources
@@ -37,6 +45,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
+from stream.auth import Permission, TokenRule, TokenTable, token_from_headers
+from stream.errors import ErrorCode, ProtocolError
+from stream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from stream.metrics import ServerMetrics
 from stream.transcripts import FORMATS, TranscriptStore
 
 ASSET_PACKAGE: Final = "clients"
@@ -107,7 +119,7 @@ def load_assets() -> dict[str, Asset]:
     return assets
 
 
-def _text(status: HTTPStatus, text: str) -> HttpReply:
+def text_reply(status: HTTPStatus, text: str) -> HttpReply:
     return HttpReply(
         status,
         f"{text}\n".encode(),
@@ -123,9 +135,20 @@ def is_upgrade(headers: Mapping[str, str]) -> bool:
 class HttpSite:
     """See the module docstring."""
 
-    def __init__(self, transcripts: TranscriptStore, assets: Mapping[str, Asset] | None = None) -> None:
+    def __init__(
+        self,
+        transcripts: TranscriptStore,
+        assets: Mapping[str, Asset] | None = None,
+        *,
+        auth: TokenTable | None = None,
+        metrics: ServerMetrics | None = None,
+        health: Callable[[], tuple[bool, dict[str, object]]] | None = None,
+    ) -> None:
         self.transcripts = transcripts
         self.assets = dict(assets) if assets is not None else load_assets()
+        self.auth = auth
+        self.metrics = metrics
+        self.health = health
 
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         """The websockets ``process_request`` hook."""
@@ -147,14 +170,37 @@ class HttpSite:
             name = path.removeprefix("/static/")
             if _ASSET_NAME.fullmatch(name) and name in self.assets:
                 return self._asset(name, headers, DATA_CSP)
-            return _text(HTTPStatus.NOT_FOUND, "no such file")
+            return text_reply(HTTPStatus.NOT_FOUND, "no such file")
+        query = parse_qs(parts.query)
+        if path == "/healthz":
+            ready, document = self.health() if self.health is not None else (True, {"status": "ok"})
+            return self._json(document, HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE)
+        if path == "/metrics":
+            if self.metrics is None:
+                return text_reply(HTTPStatus.NOT_FOUND, "no metrics on this server")
+            refused, _ = self._authorize(headers, query, Permission.ADMIN, None)
+            if refused is not None:
+                return refused
+            return HttpReply(
+                HTTPStatus.OK, self.metrics.render(), METRICS_CONTENT_TYPE, (("Cache-Control", NO_STORE),)
+            )
         if path == "/streams":
-            rows = [row.to_json() for row in self.transcripts.streams()]
+            refused, rule = self._authorize(headers, query, Permission.SUBSCRIBE, None)
+            if refused is not None:
+                return refused
+            rows = [
+                row.to_json()
+                for row in self.transcripts.streams()
+                if rule is None or rule.allows(Permission.SUBSCRIBE, row.stream)
+            ]
             return self._json({"streams": rows})
         match = _CAPTIONS_PATH.fullmatch(unquote(path))
         if match is not None:
-            return self._captions(match["stream"], match["track"], match["fmt"], parse_qs(parts.query))
-        return _text(HTTPStatus.NOT_FOUND, "not found: try / (viewer), /overlay, /streams")
+            refused, _ = self._authorize(headers, query, Permission.SUBSCRIBE, match["stream"])
+            if refused is not None:
+                return refused
+            return self._captions(match["stream"], match["track"], match["fmt"], query)
+        return text_reply(HTTPStatus.NOT_FOUND, "not found: try / (viewer), /overlay, /streams")
 
     def _asset(self, name: str, headers: Mapping[str, str], csp: str) -> HttpReply:
         asset = self.assets[name]
@@ -168,10 +214,33 @@ class HttpSite:
             return HttpReply(HTTPStatus.NOT_MODIFIED, b"", asset.content_type, extra)
         return HttpReply(HTTPStatus.OK, asset.body, asset.content_type, extra)
 
-    def _json(self, document: object) -> HttpReply:
+    def _authorize(
+        self,
+        headers: Mapping[str, str],
+        query: Mapping[str, list[str]],
+        permission: Permission,
+        stream: str | None,
+    ) -> tuple[HttpReply | None, TokenRule | None]:
+        """``(None, rule)`` when the request's token grants ``permission`` (``rule`` is ``None`` when
+        authentication is off), else ``(401/403 reply, None)``."""
+        if self.auth is None:
+            return None, None
+        token = token_from_headers(headers) or next(iter(query.get("token", [])), "")
+        try:
+            return None, self.auth.authorize(token, permission, stream)
+        except ProtocolError as error:
+            if self.metrics is not None:
+                self.metrics.auth_failures.labels(error.code).inc()
+            if error.code == ErrorCode.UNAUTHORIZED:
+                reply = text_reply(HTTPStatus.UNAUTHORIZED, f"{error.code}: {error.message}")
+                headers_out = (*reply.headers, ("WWW-Authenticate", 'Bearer realm="livecanvas"'))
+                return HttpReply(reply.status, reply.body, reply.content_type, headers_out), None
+            return text_reply(HTTPStatus.FORBIDDEN, f"{error.code}: {error.message}"), None
+
+    def _json(self, document: object, status: HTTPStatus = HTTPStatus.OK) -> HttpReply:
         body = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
         return HttpReply(
-            HTTPStatus.OK,
+            status,
             body,
             "application/json",
             (("Cache-Control", NO_STORE), ("Content-Security-Policy", DATA_CSP)),
@@ -179,10 +248,10 @@ class HttpSite:
 
     def _captions(self, stream: str, track: str, fmt: str, query: Mapping[str, list[str]]) -> HttpReply:
         if fmt not in FORMATS:
-            return _text(HTTPStatus.NOT_FOUND, f"captions come as {', '.join(FORMATS)}")
+            return text_reply(HTTPStatus.NOT_FOUND, f"captions come as {', '.join(FORMATS)}")
         text = self.transcripts.render(stream, track, next(f for f in FORMATS if f == fmt))
         if text is None:
-            return _text(HTTPStatus.NOT_FOUND, f"no stream {stream!r} on this server")
+            return text_reply(HTTPStatus.NOT_FOUND, f"no stream {stream!r} on this server")
         extra = [("Cache-Control", NO_STORE), ("Content-Security-Policy", DATA_CSP)]
         if fmt != "json":
             disposition = "attachment" if query.get("download") else "inline"

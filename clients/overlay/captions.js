@@ -100,6 +100,16 @@ export function captionsUrl(stream, track, format) {
   return `/captions/${encodeURIComponent(stream)}/${encodeURIComponent(track)}.${format}`;
 }
 
+// A subscribe token for the server's data endpoints: as a header for fetch(), in the query for links.
+export function authHeaders(token) {
+  return token ? { Authorization: `Bearer ${token}` } : {};
+}
+
+export function withToken(url, token) {
+  if (!token) return url;
+  return `${url}${url.includes("?") ? "&" : "?"}token=${encodeURIComponent(token)}`;
+}
+
 // One subscriber connection that keeps itself open. Callbacks:
 //   onMessage(message)                 every server message, in order, once the backlog is in
 //   onBacklog(track, epoch, finals, first)   kept finals, on every ready (first: the first ready)
@@ -185,7 +195,10 @@ export class CaptionClient {
     await Promise.all(
       tracks.map(async (track) => {
         try {
-          const response = await fetch(captionsUrl(this.stream, track, "json"), { cache: "no-store" });
+          const response = await fetch(captionsUrl(this.stream, track, "json"), {
+            cache: "no-store",
+            headers: authHeaders(this.token),
+          });
           if (!response.ok) return;
           const data = await response.json();
           this.onBacklog?.(track, data.epoch ?? null, data.finals ?? [], first);

@@ -1,11 +1,13 @@
 // The viewer page: live streams and their tracks, a live transcript, latency, caption downloads.
-// /?stream=talk&tracks=caption,pt opens a stream directly (docs/overlay.md).
-import { CaptionBoard, CaptionClient, captionsUrl, queryOptions } from "./captions.js";
+// /?stream=talk&tracks=caption,pt opens a stream directly (docs/overlay.md); &token=... is the
+// subscribe token of a server that needs one (it is kept in every link this page makes).
+import { CaptionBoard, CaptionClient, authHeaders, captionsUrl, queryOptions, withToken } from "./captions.js";
 
 const TRACK_RE = /^[A-Za-z0-9_-]{1,32}$/;
 const KEEP = 200; // latency samples per track and kind
 const $ = (id) => document.getElementById(id);
 const statusEl = $("status");
+const TOKEN = queryOptions().text("token", "");
 
 let streams = [];
 let current = null; // { stream, tracks, client, board, stats }
@@ -29,7 +31,7 @@ function setStatus(state, detail = "") {
 // -- stream list ---------------------------------------------------------------------------------
 async function refreshStreams() {
   try {
-    const response = await fetch("/streams", { cache: "no-store" });
+    const response = await fetch("/streams", { cache: "no-store", headers: authHeaders(TOKEN) });
     if (!response.ok) return;
     streams = (await response.json()).streams;
   } catch {
@@ -40,7 +42,7 @@ async function refreshStreams() {
     ...streams.map((s) => {
       const link = element(
         "a",
-        { href: `/?stream=${encodeURIComponent(s.stream)}&tracks=${s.tracks.join(",")}`, dataset: { stream: s.stream } },
+        { href: withToken(`/?stream=${encodeURIComponent(s.stream)}&tracks=${s.tracks.join(",")}`, TOKEN), dataset: { stream: s.stream } },
         s.stream,
         element("span", { className: s.publishing ? "badge" : "badge ended" }, s.publishing ? "live" : s.live ? "idle" : "ended"),
         element("span", { className: "meta" }, `${s.tracks.join(", ")} · ${s.viewers} viewer${s.viewers === 1 ? "" : "s"}`),
@@ -66,14 +68,14 @@ function open(stream, tracks) {
   current?.client.stop();
   tracks = [...new Set(tracks.filter((t) => TRACK_RE.test(t)))].slice(0, 16);
   if (!tracks.length) tracks = ["caption"];
-  const url = `/?stream=${encodeURIComponent(stream)}&tracks=${tracks.join(",")}`;
+  const url = withToken(`/?stream=${encodeURIComponent(stream)}&tracks=${tracks.join(",")}`, TOKEN);
   history.replaceState(null, "", url);
   const board = new CaptionBoard({ tracks, rows: 5000, drafts: true, expireMs: 0, draftExpireMs: 0 });
   const stats = new Map(tracks.map((t) => [t, emptyStats()]));
   current = { stream, tracks, board, stats, client: null };
   $("session").hidden = false;
   $("stream-title").textContent = stream;
-  const overlay = `${location.origin}/overlay?stream=${encodeURIComponent(stream)}&tracks=${tracks.join(",")}`;
+  const overlay = withToken(`${location.origin}/overlay?stream=${encodeURIComponent(stream)}&tracks=${tracks.join(",")}`, TOKEN);
   $("overlay-link").replaceChildren("OBS browser source: ", element("a", { href: overlay, target: "_blank" }, overlay));
   const head = $("transcript").tHead.rows[0];
   head.replaceChildren(element("th", {}, "#"), ...tracks.map((t) => element("th", { scope: "col" }, t)));
@@ -84,6 +86,7 @@ function open(stream, tracks) {
   session.client = new CaptionClient({
     stream,
     tracks,
+    token: TOKEN,
     onStatus: (state, detail) => setStatus(state, detail),
     onBacklog(track, epoch, finals) {
       if (board.epoch !== null && epoch !== null && epoch !== board.epoch) {
@@ -172,9 +175,9 @@ function renderLatency() {
       const downloads = element(
         "td",
         {},
-        element("a", { href: `${captionsUrl(current.stream, track, "vtt")}?download=1`, download: `${current.stream}-${track}.vtt` }, "WebVTT"),
+        element("a", { href: withToken(`${captionsUrl(current.stream, track, "vtt")}?download=1`, TOKEN), download: `${current.stream}-${track}.vtt` }, "WebVTT"),
         " · ",
-        element("a", { href: `${captionsUrl(current.stream, track, "srt")}?download=1`, download: `${current.stream}-${track}.srt` }, "SRT"),
+        element("a", { href: withToken(`${captionsUrl(current.stream, track, "srt")}?download=1`, TOKEN), download: `${current.stream}-${track}.srt` }, "SRT"),
       );
       return element(
         "tr",

@@ -8,6 +8,10 @@
 
 Wraps the sans-I/O ``ClientProtocol`` over a real WebSocket; the protocol checks that ``seq`` is
 gapless and raises ``ProtocolError("seq_gap")`` if a message went missing.
+
+After a dropped connection, reconnect with ``connect(..., resume=old_session.resume_point)``: the
+server then sends every final missed in between, in order and once, before live updates
+(docs/protocol.md section 5).
 """
 
 from __future__ import annotations
@@ -22,7 +26,20 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from stream.errors import ProtocolError
-from stream.messages import Audio, Bye, End, ErrorMsg, Flush, Hello, Ready, Role, ServerMessage, Text, Wire
+from stream.messages import (
+    Audio,
+    Bye,
+    End,
+    ErrorMsg,
+    Flush,
+    Hello,
+    Ready,
+    Resume,
+    Role,
+    ServerMessage,
+    Text,
+    Wire,
+)
 from stream.protocol import ClientProtocol
 
 
@@ -34,6 +51,14 @@ class Received:
     at_ns: int
 
 
+@dataclass(frozen=True, slots=True)
+class ResumePoint:
+    """Where a connection left off: its session id and the last ``seq`` it received."""
+
+    session: str
+    last_seq: int
+
+
 class CaptionSession:
     """One open, accepted connection; iterate it for server messages (with arrival times via ``received``)."""
 
@@ -42,6 +67,11 @@ class CaptionSession:
         self.protocol = protocol
         self.ready = ready
         self._backlog: list[Received] = []
+
+    @property
+    def resume_point(self) -> ResumePoint:
+        """What to pass as ``connect(..., resume=...)`` to pick up after this connection drops."""
+        return ResumePoint(self.ready.session, self.protocol.last_seq)
 
     async def send_text(self, segment: str, t_ms: int | None = None) -> None:
         await self._send(Text(segment=segment, t_ms=t_ms))
@@ -98,13 +128,21 @@ async def connect(
     source_lang: str = "en",
     wire: Wire = "msgpack",
     open_timeout: float = 30.0,
+    resume: ResumePoint | None = None,
 ) -> AsyncIterator[CaptionSession]:
-    """Connect, say hello and wait for ``ready``; raises ``ProtocolError`` if the server refuses."""
-    async with ws_connect(url, open_timeout=open_timeout, max_size=None) as websocket:
+    """Connect, say hello (and ``resume``, pipelined, when given) and wait for ``ready``; raises
+    ``ProtocolError`` if the server refuses. The token goes in the hello and, where the transport
+    allows, as an ``Authorization: Bearer`` header too."""
+    headers = {"Authorization": f"Bearer {token}"} if token else None
+    async with ws_connect(
+        url, open_timeout=open_timeout, max_size=None, additional_headers=headers
+    ) as websocket:
         protocol = ClientProtocol(wire=wire)
         protocol.send(
             Hello(stream=stream, role=Role(role), tracks=tuple(tracks), token=token, source_lang=source_lang)
         )
+        if resume is not None:
+            protocol.send(Resume(last_seq=resume.last_seq, session=resume.session))
         for frame in protocol.data_to_send():
             await websocket.send(frame)
         ready: Ready | None = None

@@ -14,15 +14,19 @@ independent canvases at once:
   from its own ``torch.Generator`` in the same order as ``generate()`` draws from the global one.
 
 So a sequence stepped here with seed ``s`` yields the same canvases as ``torch.manual_seed(s)`` followed
-by ``model.generate(...)`` with the same schedule (tested).
+by ``model.generate(...)`` with the same schedule (tested). That holds for the default ``exact``
+sampler; the opt-in ``fast`` sampler draws only the accepted positions (same distributions, another
+random stream, still independent of the batch). A step reads its results back to the host once per
+quantity for the whole batch.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
@@ -30,10 +34,11 @@ from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
 from engine.diffusion.denoiser import StepResult
 from engine.diffusion.rules import (
     accept_by_entropy_bound,
+    acceptance_mask,
+    entropy_and_probs,
     renoise,
     stable_and_confident,
     step_temperature,
-    token_entropy,
 )
 from engine.errors import EngineError
 from engine.types import CanvasRequest
@@ -65,12 +70,39 @@ class _BatchCache:
     confidence_threshold: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,)
 
 
+Sampler = Literal["exact", "fast"]
+SAMPLERS: tuple[Sampler, ...] = ("exact", "fast")
+
+
 class DiffusionGemmaDenoiser:
-    """Batched step-level decoding on a ``DiffusionGemmaForBlockDiffusion`` model (any checkpoint)."""
+    """Batched step-level decoding on a ``DiffusionGemmaForBlockDiffusion`` model (any checkpoint).
+
+    ``sampler``: ``exact`` (default) draws a token at every canvas position from the canvas's generator
+    exactly as ``generate()`` does, so results equal ``generate()``'s; ``fast`` samples only the
+    positions the entropy bound accepts (the others are renoised anyway): the same distributions and
+    still one generator per canvas, but another random stream, and several times cheaper per canvas.
+    ``sampling_threads`` > 1 draws the exact sampler's rows in parallel.
+    """
 
     def __init__(
-        self, model: DiffusionGemmaForBlockDiffusion, tokenizer: Any, *, eos_token_ids: Sequence[int]
+        self,
+        model: DiffusionGemmaForBlockDiffusion,
+        tokenizer: Any,
+        *,
+        eos_token_ids: Sequence[int],
+        sampler: Sampler = "exact",
+        sampling_threads: int = 1,
     ) -> None:
+        if sampler not in SAMPLERS:
+            raise EngineError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler: Sampler = sampler
+        self._pool = (
+            ThreadPoolExecutor(sampling_threads, thread_name_prefix="livecanvas-sampling")
+            if sampler == "exact" and sampling_threads > 1
+            else None
+        )
+        self._temperatures: dict[tuple[int, int, float, float], torch.Tensor] = {}
+        self._last_logits: tuple[tuple[int, ...], torch.Tensor] | None = None
         self.model: Any = model
         self.model.train(False)
         self.tokenizer = tokenizer
@@ -180,49 +212,118 @@ class DiffusionGemmaDenoiser:
         self.forwards += 1
         self.rows_stepped += len(states)
         temperature = torch.stack(
-            [
-                step_temperature(
-                    n,
-                    s.request.diffusion.max_denoising_steps,
-                    s.request.diffusion.t_min,
-                    s.request.diffusion.t_max,
-                )
-                for n, s in zip(steps_remaining, states, strict=True)
-            ]
-        ).to(self._device)  # (B,)
-        logits = output.logits / temperature[:, None, None]  # (B, L, V) float32
-        probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # (B, L, V)
-        proposed = torch.stack(
-            [
-                torch.multinomial(probs[row], num_samples=1, generator=s.generator).squeeze(-1)
-                for row, s in enumerate(states)
-            ]
-        )  # (B, L)
+            [self._temperature(n, s.request) for n, s in zip(steps_remaining, states, strict=True)]
+        )  # (B,)
+        logits = output.logits.div_(temperature[:, None, None])  # (B, L, V) float32, in place
+        entropy, normalised_probs = entropy_and_probs(logits)  # (B, L), (B, L, V)
         argmax = torch.argmax(logits, dim=-1)  # (B, L)
-        entropy = token_entropy(logits)  # (B, L)
-        accepted, accepted_mask = accept_by_entropy_bound(canvas, proposed, entropy, batch.entropy_bound)
+        if self.sampler == "exact":
+            probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # (B, L, V)
+            proposed = self._sample_every_position(probs, states)  # (B, L)
+            accepted, accepted_mask = accept_by_entropy_bound(canvas, proposed, entropy, batch.entropy_bound)
+        else:
+            # The acceptance mask depends on the entropies only, so only accepted positions are sampled.
+            accepted_mask = acceptance_mask(entropy, batch.entropy_bound)  # (B, L)
+            accepted = self._sample_accepted(normalised_probs, canvas, accepted_mask, states)  # (B, L)
         noise = torch.cat([self._fresh_canvas(s.generator) for s in states])  # (B, L)
         next_canvas = renoise(accepted, accepted_mask, noise)
         mean_entropy = entropy.mean(dim=-1)  # (B,)
+        stop, histories = self._stop(states, argmax, mean_entropy, batch.confidence_threshold)
+        self_conditioning_out = logits.to(self._embedding_dtype)  # (B, L, V), a view when dtypes match
+        self._last_logits = (tuple(id(s) for s in states), self_conditioning_out)
+        # one host transfer per quantity for the whole batch, not one per row
+        argmax_rows: list[list[int]] = argmax.tolist()
+        stop_rows: list[bool] = stop.tolist()
+        entropy_rows: list[float] = mean_entropy.tolist()
         results: list[StepResult] = []
         for row, state in enumerate(states):
-            stop, new_history = stable_and_confident(
-                state.argmax_history,
-                argmax[row : row + 1],
-                mean_entropy[row : row + 1],
-                batch.confidence_threshold[row : row + 1],
-            )
-            state.argmax_history = new_history
+            state.argmax_history = histories[row]
             state.canvas = next_canvas[row : row + 1]
-            state.self_conditioning = logits[row : row + 1].to(self._embedding_dtype)
+            state.self_conditioning = self_conditioning_out[row : row + 1]
             results.append(
                 StepResult(
-                    argmax=tuple(argmax[row].tolist()),
-                    stopped=bool(stop.item()),
-                    mean_entropy=float(mean_entropy[row].item()),
+                    argmax=tuple(argmax_rows[row]), stopped=stop_rows[row], mean_entropy=entropy_rows[row]
                 )
             )
         return results
+
+    def _temperature(self, steps_remaining: int, request: CanvasRequest) -> torch.Tensor:
+        """The schedule's temperature, memoised: a handful of distinct values serve every step."""
+        params = request.diffusion
+        key = (steps_remaining, params.max_denoising_steps, params.t_min, params.t_max)
+        value = self._temperatures.get(key)
+        if value is None:
+            value = step_temperature(*key).to(self._device)
+            self._temperatures[key] = value
+        return value
+
+    def _sample_every_position(self, probs: torch.Tensor, states: list[_SequenceState]) -> torch.Tensor:
+        """``generate()``'s draw: one multinomial sample per position from each row's own generator.
+
+        Each draw consumes a generator for all ``L * V`` probabilities (torch samples by exponential
+        races), which dominates a step; rows have independent generators, so they are drawn in
+        parallel threads (torch releases the GIL inside the op). (B, L, V) -> (B, L).
+        """
+
+        def draw(row: int) -> torch.Tensor:
+            generator = states[row].generator
+            return torch.multinomial(probs[row], num_samples=1, generator=generator).squeeze(-1)
+
+        rows = range(len(states))
+        if len(states) == 1 or self._pool is None:
+            return torch.stack([draw(row) for row in rows])
+        return torch.stack(list(self._pool.map(draw, rows)))
+
+    def _sample_accepted(
+        self,
+        probs: torch.Tensor,
+        canvas: torch.Tensor,
+        accepted_mask: torch.Tensor,
+        states: list[_SequenceState],
+    ) -> torch.Tensor:
+        """The ``fast`` sampler: the current canvas with each accepted position replaced by a token
+        drawn from its distribution by inverse CDF, one uniform number per position from the row's own
+        generator (so a canvas's result does not depend on its batch). Same distributions as
+        ``exact``, which needs ``V`` random numbers per position; another random stream."""
+        uniform = torch.cat(
+            [torch.rand((1, self._canvas_length), generator=s.generator, device=self._device) for s in states]
+        )  # (B, L)
+        accepted = canvas.clone()  # (B, L)
+        rows, columns = accepted_mask.nonzero(as_tuple=True)  # (K,), (K,)
+        if rows.numel() == 0:
+            return accepted
+        cdf = probs[rows, columns].cumsum_(dim=-1)  # (K, V)
+        target = uniform[rows, columns, None] * cdf[:, -1:]  # (K, 1)
+        tokens = torch.searchsorted(cdf, target, right=True).squeeze(-1).clamp_(max=self._vocab_size - 1)
+        accepted[rows, columns] = tokens
+        return accepted
+
+    def _stop(
+        self,
+        states: list[_SequenceState],
+        argmax: torch.Tensor,
+        mean_entropy: torch.Tensor,
+        confidence_threshold: torch.Tensor,
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The adaptive stop for every row: batched when the rows keep equally long histories."""
+        histories = [s.argmax_history for s in states]
+        if len({h.shape[1] for h in histories}) == 1:
+            stop, stacked = stable_and_confident(
+                torch.cat(histories), argmax, mean_entropy, confidence_threshold
+            )
+            return stop, list(torch.split(stacked, 1))
+        stops: list[torch.Tensor] = []
+        new_histories: list[torch.Tensor] = []
+        for row, history in enumerate(histories):
+            stop, new_history = stable_and_confident(
+                history,
+                argmax[row : row + 1],
+                mean_entropy[row : row + 1],
+                confidence_threshold[row : row + 1],
+            )
+            stops.append(stop)
+            new_histories.append(new_history)
+        return torch.cat(stops), new_histories
 
     def _encode(self, tokens: torch.Tensor, cache: DynamicCache, *, start_position: int) -> None:
         """Run the causal encoder over ``tokens`` (1, T), appending their keys/values to ``cache``."""
@@ -265,6 +366,8 @@ class DiffusionGemmaDenoiser:
         if not any(present):
             return None, None  # every row is on its first step
         if all(present):
+            if self._last_logits is not None and self._last_logits[0] == tuple(id(s) for s in states):
+                return self._last_logits[1], None  # the same rows as the last step: no copy
             return torch.cat([s for s in signals if s is not None]), None
         shape = (1, self._canvas_length, self._vocab_size)
         zeros = torch.zeros(shape, dtype=self._embedding_dtype, device=self._device)

@@ -26,8 +26,21 @@ def step_temperature(steps_remaining: int, max_steps: int, t_min: float, t_max: 
 
 def token_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Shannon entropy (nats) of each position's categorical distribution. (B, L, V) -> (B, L)."""
-    entropy: torch.Tensor = torch.distributions.Categorical(logits=logits).entropy()  # type: ignore[no-untyped-call]
-    return entropy
+    return entropy_and_probs(logits)[0]
+
+
+def entropy_and_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy (B, L) and probabilities (B, L, V) of (B, L, V) finite logits.
+
+    The arithmetic of ``torch.distributions.Categorical(logits=...).entropy()`` (which
+    ``generate()`` uses) step by step, so the entropies are bit for bit the same: normalise by the
+    log-sum-exp, soft-max the normalised logits, ``-sum(p * log p)``. Categorical also clamps the
+    log-probabilities at the dtype's minimum, a no-op for finite logits, and validates its argument;
+    both are whole passes over (B, L, V) that change nothing here, so they are left out.
+    """
+    normalised = logits - logits.logsumexp(dim=-1, keepdim=True)  # (B, L, V) log-probabilities
+    probs = torch.softmax(normalised, dim=-1)  # (B, L, V)
+    return -(normalised * probs).sum(dim=-1), probs
 
 
 def accept_by_entropy_bound(
@@ -51,12 +64,18 @@ def accept_by_entropy_bound(
     Returns:
         ``(accepted_canvas, accepted_mask)``, both (B, L).
     """
+    accepted_mask = acceptance_mask(entropy, entropy_bound)
+    return torch.where(accepted_mask, proposed, current), accepted_mask
+
+
+def acceptance_mask(entropy: torch.Tensor, entropy_bound: torch.Tensor) -> torch.Tensor:
+    """The positions :func:`accept_by_entropy_bound` accepts: (B, L) bool from (B, L) entropies and a
+    (B,) bound. They depend on the entropies alone, not on the sampled tokens."""
     sorted_entropy, order = torch.sort(entropy, dim=-1, descending=False)  # (B, L)
     cumulative = torch.cumsum(sorted_entropy, dim=-1)  # (B, L)
     # sorted ascending, so the running maximum is the current element
     selected_sorted = cumulative - sorted_entropy <= entropy_bound[:, None]  # (B, L)
-    accepted_mask = torch.scatter(torch.zeros_like(selected_sorted), dim=-1, index=order, src=selected_sorted)
-    return torch.where(accepted_mask, proposed, current), accepted_mask
+    return torch.scatter(torch.zeros_like(selected_sorted), dim=-1, index=order, src=selected_sorted)
 
 
 def renoise(accepted: torch.Tensor, accepted_mask: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:

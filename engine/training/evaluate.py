@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from engine.diffusion.gemma import DiffusionGemmaDenoiser
+from engine.diffusion.gemma import DiffusionGemmaDenoiser, Sampler
 from engine.models import diffusion_defaults, eos_ids
 from engine.prompts import ContextEntry, TaggedTemplate
 from engine.runtime import output_budget
@@ -44,13 +44,14 @@ def translate(
     target_lang: str = "pt-BR",
     max_batch: int = 64,
     seed: int = 0,
+    sampler: Sampler = "exact",
 ) -> list[Translation]:
     """Translate every source (with its context) through the continuous-batching engine."""
     import torch
 
     text_config = model.config.get_text_config()
     denoiser = DiffusionGemmaDenoiser(
-        model, tokenizer, eos_token_ids=eos_ids(model.generation_config, text_config)
+        model, tokenizer, eos_token_ids=eos_ids(model.generation_config, text_config), sampler=sampler
     )
     template = TaggedTemplate(tokenizer)
     scheduler = Scheduler(
