@@ -286,11 +286,7 @@ def run_event_loop(coroutine: object) -> None:
 def run_serve(args: argparse.Namespace) -> int:
     from stream.serve import serve_forever
 
-    auth = auth_config(args)
-    if auth is None:
-        logging.getLogger("livecanvas.server").warning(
-            "--insecure-dev: authentication is off; never expose this server to a network you do not trust"
-        )
+    auth = auth_config(args)  # None only with --insecure-dev: the server then warns once
     run_event_loop(serve_forever(replace(server_config(args), auth=auth)))
     return 0
 

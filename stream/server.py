@@ -165,7 +165,10 @@ class LivecanvasServer:
             model.resolved.path,
         )
         if self.auth is None:
-            logger.warning("authentication is OFF: anyone who reaches this port may publish and read")
+            logger.warning(
+                "authentication is OFF: anyone who reaches this port may publish and read; "
+                "never expose it to a network you do not trust"
+            )
         self._server = await serve(
             self._handle,
             self.config.host,
