@@ -115,12 +115,11 @@ def load_model(
     dtype: str = "auto",
     seed: int = 0,
     sampler: Sampler = "exact",
-    sampling_threads: int = 1,
     int8: bool = False,
 ) -> LoadedModel:
-    """Resolve ``spec`` offline and load it with ``from_pretrained``. ``sampler`` and
-    ``sampling_threads`` go to the denoiser; ``int8``
-    quantises the model's linear layers dynamically (CPU; opt-in, not bit-exact with ``generate()``)."""
+    """Resolve ``spec`` offline and load it with ``from_pretrained``. ``sampler`` goes to the
+    denoiser; ``int8`` quantises the model's linear layers dynamically (CPU; opt-in, not bit-exact
+    with ``generate()``)."""
     import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
@@ -138,7 +137,6 @@ def load_model(
         tokenizer,
         eos_token_ids=eos_ids(model.generation_config, model.config.get_text_config()),
         sampler=sampler,
-        sampling_threads=sampling_threads,
     )
     return LoadedModel(
         resolved=resolved,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -81,7 +80,6 @@ class DiffusionGemmaDenoiser:
     exactly as ``generate()`` does, so results equal ``generate()``'s; ``fast`` samples only the
     positions the entropy bound accepts (the others are renoised anyway): the same distributions and
     still one generator per canvas, but another random stream, and several times cheaper per canvas.
-    ``sampling_threads`` > 1 draws the exact sampler's rows in parallel.
     """
 
     def __init__(
@@ -91,16 +89,10 @@ class DiffusionGemmaDenoiser:
         *,
         eos_token_ids: Sequence[int],
         sampler: Sampler = "exact",
-        sampling_threads: int = 1,
     ) -> None:
         if sampler not in SAMPLERS:
             raise EngineError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler: Sampler = sampler
-        self._pool = (
-            ThreadPoolExecutor(sampling_threads, thread_name_prefix="livecanvas-sampling")
-            if sampler == "exact" and sampling_threads > 1
-            else None
-        )
         self._temperatures: dict[tuple[int, int, float, float], torch.Tensor] = {}
         self._last_logits: tuple[tuple[int, ...], torch.Tensor] | None = None
         self.model: Any = model
@@ -261,18 +253,14 @@ class DiffusionGemmaDenoiser:
         """``generate()``'s draw: one multinomial sample per position from each row's own generator.
 
         Each draw consumes a generator for all ``L * V`` probabilities (torch samples by exponential
-        races), which dominates a step; rows have independent generators, so they are drawn in
-        parallel threads (torch releases the GIL inside the op). (B, L, V) -> (B, L).
+        races), which dominates a step. (B, L, V) -> (B, L).
         """
-
-        def draw(row: int) -> torch.Tensor:
-            generator = states[row].generator
-            return torch.multinomial(probs[row], num_samples=1, generator=generator).squeeze(-1)
-
-        rows = range(len(states))
-        if len(states) == 1 or self._pool is None:
-            return torch.stack([draw(row) for row in rows])
-        return torch.stack(list(self._pool.map(draw, rows)))
+        return torch.stack(
+            [
+                torch.multinomial(probs[row], num_samples=1, generator=state.generator).squeeze(-1)
+                for row, state in enumerate(states)
+            ]
+        )
 
     def _sample_accepted(
         self,

@@ -65,12 +65,10 @@ def make_request(
     )
 
 
-@pytest.fixture(params=[1, 2], ids=["sampling-serial", "sampling-2-threads"])
-def denoiser(tiny_model: Any, request: pytest.FixtureRequest) -> DiffusionGemmaDenoiser:
-    """The exact sampler, drawing rows one after another or in two threads: both match ``generate()``."""
-    return DiffusionGemmaDenoiser(
-        tiny_model, tokenizer=None, eos_token_ids=[EOS], sampling_threads=request.param
-    )
+@pytest.fixture
+def denoiser(tiny_model: Any) -> DiffusionGemmaDenoiser:
+    """The exact sampler, which matches ``generate()``."""
+    return DiffusionGemmaDenoiser(tiny_model, tokenizer=None, eos_token_ids=[EOS])
 
 
 CASES = [
