@@ -174,8 +174,10 @@ def main() -> None:
     parser.add_argument("--track", default="pt")
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--sampler", choices=("exact", "fast"), default="exact")
-    parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation")
+    parser.add_argument("--sampler", choices=("exact", "fast"), default="fast")
+    parser.add_argument(
+        "--int8", action=argparse.BooleanOptionalAction, default=False, help="int8 dynamic quantisation"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="latency", help="output file stem")
     args = parser.parse_args()

@@ -96,8 +96,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", default=None, help="model spec (default: the embedded translator)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--sampler", choices=("exact", "fast"), default="exact")
-    parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation")
+    parser.add_argument("--sampler", choices=("exact", "fast"), default="fast")
+    parser.add_argument(
+        "--int8", action=argparse.BooleanOptionalAction, default=False, help="int8 dynamic quantisation"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
     parser.add_argument("--name", default="throughput", help="output file stem")
     args = parser.parse_args()

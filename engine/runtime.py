@@ -6,6 +6,7 @@ Only the engine worker thread touches a ``LoadedModel``.
 
 from __future__ import annotations
 
+import logging
 import math
 import zlib
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from engine.diffusion.gemma import DiffusionGemmaDenoiser, Sampler
 from engine.models import ModelCard, ResolvedModel, eos_ids, match_language, read_card, resolve_model
 from engine.prompts import ContextEntry, PromptTemplate, make_template
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams, EarlyExitParams
+
+logger = logging.getLogger("livecanvas.engine")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,12 +117,12 @@ def load_model(
     device: str = "cpu",
     dtype: str = "auto",
     seed: int = 0,
-    sampler: Sampler = "exact",
+    sampler: Sampler = "fast",
     int8: bool = False,
 ) -> LoadedModel:
     """Resolve ``spec`` offline and load it with ``from_pretrained``. ``sampler`` goes to the
-    denoiser; ``int8`` quantises the model's linear layers dynamically (CPU; opt-in, not bit-exact
-    with ``generate()``)."""
+    denoiser; ``int8`` quantises the model's linear layers dynamically (CPU; faster, but activations
+    are scaled per batch, so results then depend on the batch and differ from ``generate()``'s)."""
     import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
@@ -130,6 +133,7 @@ def load_model(
     model = model.to(device).eval()
     if int8:
         model = quantize_int8(model)
+    logger.info("translator on %s: %s sampler, int8 %s", device, sampler, "on" if int8 else "off")
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, local_files_only=True)
     card = read_card(resolved.path, tokenizer, model.generation_config)
     denoiser = DiffusionGemmaDenoiser(

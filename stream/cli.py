@@ -22,6 +22,7 @@ from stream.config import (
     MqttConfig,
     ServerConfig,
     env_int,
+    env_optional_bool,
     env_str,
     parse_host_port,
 )
@@ -136,13 +137,15 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "--sampler",
         choices=("exact", "fast"),
         default=env_str("SAMPLER", defaults.sampler),
-        help="exact: generate()'s sampling (default); fast: inverse-CDF at accepted positions only",
+        help="fast (default): samples accepted positions only, with a leaner decoder step; "
+        "exact: generate()'s sampling, bit for bit (docs/engine.md)",
     )
     parser.add_argument(
         "--int8",
-        action="store_true",
-        default=env_str("INT8", "") not in ("", "0"),
-        help="quantise the translator's linear layers to int8 (CPU; faster, not bit-exact)",
+        action=argparse.BooleanOptionalAction,
+        default=env_optional_bool("INT8") or False,
+        help="quantise the translator's linear layers to int8 (CPU): about 20%% faster steps, but a "
+        "window's translation may then depend on what it was batched with",
     )
     parser.add_argument("--device", default=env_str("DEVICE", defaults.device), help="cpu, cuda, cuda:1, ...")
     parser.add_argument(

@@ -14,6 +14,18 @@ def env_str(name: str, default: str) -> str:
     return os.environ.get(f"LIVECANVAS_{name}", default)
 
 
+def env_optional_bool(name: str) -> bool | None:
+    """``LIVECANVAS_<NAME>`` as a yes/no switch; None when it is unset (the built-in default decides)."""
+    value = os.environ.get(f"LIVECANVAS_{name}")
+    if value is None or value == "":
+        return None
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise SystemExit(f"LIVECANVAS_{name} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
+
+
 def env_int(name: str, default: int) -> int:
     value = os.environ.get(f"LIVECANVAS_{name}")
     if value is None:
@@ -75,8 +87,10 @@ class ServerConfig:
     device: str = "cpu"
     dtype: str = "auto"
     torch_threads: int = 0  # 0: one per core; half the cores when speech recognition is on
-    sampler: str = "exact"  # "fast": sample accepted positions only (see docs/engine.md)
-    int8: bool = False  # dynamic int8 quantisation of the translator's linear layers (CPU)
+    sampler: str = "fast"  # "exact": generate()'s sampling, bit for bit (see docs/engine.md)
+    # int8 dynamic quantisation of the translator's linear layers (CPU): faster, but activations are
+    # scaled per batch, so a canvas's tokens may then depend on what it was batched with
+    int8: bool = False
     max_batch: int = 32  # canvases advanced by one forward at most
     max_frame_bytes: int = 1 << 20
     max_window_words: int = 32

@@ -155,6 +155,8 @@ def add_engine_serve_parser(commands: Any) -> None:
     parser.add_argument("--model", default="embedded", help="a local model spec, as for serve")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     parser.add_argument("--max-batch", type=int, default=32, help="canvases advanced by one forward at most")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="exact", help="see docs/engine.md")
-    parser.add_argument("--int8", action="store_true", help="int8 dynamic quantisation (CPU)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="fast", help="see docs/engine.md")
+    parser.add_argument(
+        "--int8", action=argparse.BooleanOptionalAction, default=False, help="int8 dynamic quantisation (CPU)"
+    )
     parser.set_defaults(handler=run_engine_serve)

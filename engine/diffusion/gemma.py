@@ -7,16 +7,18 @@ independent canvases at once:
   block is appended to it, exactly as ``generate()`` does;
 * for a step, the prompt caches of the stepping sequences are left-padded to a common length and stacked
   (rebuilt only when the set of sequences or a context changes); a padding mask and per-row position
-  ids keep every row identical to running it alone;
+  ids give every row the inputs it would have alone (bit-identical results on one thread and equal
+  context lengths; otherwise the attention's sums may round differently in the last bit);
 * canvases at different steps share the forward: rows on their first step get a zeroed
   self-conditioning signal through the decoder's ``self_conditioning_mask``;
 * sampling, acceptance, renoising and stopping follow :mod:`engine.diffusion.rules`, each row drawing
   from its own ``torch.Generator`` in the same order as ``generate()`` draws from the global one.
 
 So a sequence stepped here with seed ``s`` yields the same canvases as ``torch.manual_seed(s)`` followed
-by ``model.generate(...)`` with the same schedule (tested). That holds for the default ``exact``
-sampler; the opt-in ``fast`` sampler draws only the accepted positions (same distributions, another
-random stream, still independent of the batch). A step reads its results back to the host once per
+by ``model.generate(...)`` with the same schedule (tested). That holds for the ``exact``
+sampler; the ``fast`` sampler (the service's default) draws only the accepted positions (same
+distributions, another random stream, still independent of the batch) and runs a leaner decoder step
+(:mod:`engine.diffusion.lean`). A step reads its results back to the host once per
 quantity for the whole batch.
 """
 
@@ -31,6 +33,12 @@ import torch
 from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
 
 from engine.diffusion.denoiser import StepResult
+from engine.diffusion.lean import (
+    decoder_hidden_states,
+    entropy_probs_argmax,
+    self_conditioning_weights,
+    soft_cap_and_temperature_,
+)
 from engine.diffusion.rules import (
     accept_by_entropy_bound,
     acceptance_mask,
@@ -52,7 +60,8 @@ class _SequenceState:
     cache: DynamicCache  # prompt and finished blocks, read-only for the decoder
     context_length: int  # tokens in ``cache``; the canvas starts at this position
     canvas: torch.Tensor  # (1, L) current (noisy) canvas
-    self_conditioning: torch.Tensor | None  # (1, L, V) processed logits of the previous step
+    # (1, L, V) the previous step's tempered logits (exact sampler) or their softmax (fast)
+    self_conditioning: torch.Tensor | None
     argmax_history: torch.Tensor  # (1, S, L) last S argmax canvases, -1 where none
     version: int  # unique stamp of this context (new on start and on every appended block)
 
@@ -100,12 +109,15 @@ class DiffusionGemmaDenoiser:
         self.tokenizer = tokenizer
         self._text_config: Any = model.config.get_text_config(decoder=True)
         self._vocab_size: int = int(self._text_config.vocab_size)
+        cap = model.config.get_text_config().final_logit_softcapping
+        self._soft_cap: float | None = None if cap is None else float(cap)
         if model.config.canvas_length is None:
             raise EngineError("the checkpoint's config sets no canvas_length")
         self._canvas_length = int(model.config.canvas_length)
         self._eos = frozenset(int(t) for t in eos_token_ids)
         self._device = model.device
         self._embedding_dtype = model.model.decoder.embed_tokens.weight.dtype
+        self._self_conditioning_weights = self_conditioning_weights(model) if sampler == "fast" else None
         self._sequences: dict[int, _SequenceState] = {}
         self._batch: _BatchCache | None = None
         self._stamps = itertools.count()
@@ -193,35 +205,30 @@ class DiffusionGemmaDenoiser:
         batch = self._batch_cache(states)
         canvas = torch.cat([s.canvas for s in states])  # (B, L)
         self_conditioning, self_conditioning_mask = self._stack_self_conditioning(states)
-        output = self.model(
-            decoder_input_ids=canvas,
-            cache=batch.cache,
-            self_conditioning_logits=self_conditioning,
-            self_conditioning_mask=self_conditioning_mask,
-            decoder_attention_mask=batch.mask_mapping,
-            decoder_position_ids=batch.position_ids,
-        )
-        self.forwards += 1
-        self.rows_stepped += len(states)
         temperature = torch.stack(
             [self._temperature(n, s.request) for n, s in zip(steps_remaining, states, strict=True)]
         )  # (B,)
-        logits = output.logits.div_(temperature[:, None, None])  # (B, L, V) float32, in place
-        entropy, normalised_probs = entropy_and_probs(logits)  # (B, L), (B, L, V)
-        argmax = torch.argmax(logits, dim=-1)  # (B, L)
+        logits = self._logits(canvas, batch, self_conditioning, self_conditioning_mask, temperature)
+        self.forwards += 1
+        self.rows_stepped += len(states)
         if self.sampler == "exact":
+            entropy, _ = entropy_and_probs(logits)  # (B, L)
+            argmax = torch.argmax(logits, dim=-1)  # (B, L)
             probs = torch.softmax(logits, dim=-1, dtype=torch.float32)  # (B, L, V)
             proposed = self._sample_every_position(probs, states)  # (B, L)
             accepted, accepted_mask = accept_by_entropy_bound(canvas, proposed, entropy, batch.entropy_bound)
         else:
+            entropy, probs, argmax = entropy_probs_argmax(logits)
             # The acceptance mask depends on the entropies only, so only accepted positions are sampled.
             accepted_mask = acceptance_mask(entropy, batch.entropy_bound)  # (B, L)
-            accepted = self._sample_accepted(normalised_probs, canvas, accepted_mask, states)  # (B, L)
+            accepted = self._sample_accepted(probs, canvas, accepted_mask, states)  # (B, L)
         noise = torch.cat([self._fresh_canvas(s.generator) for s in states])  # (B, L)
         next_canvas = renoise(accepted, accepted_mask, noise)
         mean_entropy = entropy.mean(dim=-1)  # (B,)
         stop, histories = self._stop(states, argmax, mean_entropy, batch.confidence_threshold)
-        self_conditioning_out = logits.to(self._embedding_dtype)  # (B, L, V), a view when dtypes match
+        # the next step's self-conditioning input: exact hands the model its logits, as generate() does
+        # (a view when the dtypes match); fast hands its own decoder forward the probabilities
+        self_conditioning_out = logits.to(self._embedding_dtype) if self.sampler == "exact" else probs
         self._last_logits = (tuple(id(s) for s in states), self_conditioning_out)
         # one host transfer per quantity for the whole batch, not one per row
         argmax_rows: list[list[int]] = argmax.tolist()
@@ -238,6 +245,45 @@ class DiffusionGemmaDenoiser:
                 )
             )
         return results
+
+    def _logits(
+        self,
+        canvas: torch.Tensor,
+        batch: _BatchCache,
+        self_conditioning: torch.Tensor | None,
+        self_conditioning_mask: torch.Tensor | None,
+        temperature: torch.Tensor,
+    ) -> torch.Tensor:
+        """One decoder forward: the step's tempered logits (B, L, V) float32.
+
+        ``exact`` takes them from the model's own forward, as ``generate()`` does. ``fast`` runs the
+        decoder with the previous step's probabilities as its self-conditioning input, then the head,
+        capping and tempering in place (:mod:`engine.diffusion.lean`).
+        """
+        if self.sampler == "exact":
+            logits: torch.Tensor = self.model(
+                decoder_input_ids=canvas,
+                cache=batch.cache,
+                self_conditioning_logits=self_conditioning,
+                self_conditioning_mask=self_conditioning_mask,
+                decoder_attention_mask=batch.mask_mapping,
+                decoder_position_ids=batch.position_ids,
+            ).logits
+            return logits.div_(temperature[:, None, None])  # in place
+        weights = self._self_conditioning_weights
+        assert weights is not None  # made in __init__ for the fast sampler
+        hidden = decoder_hidden_states(
+            self.model,
+            canvas,
+            self_conditioning,
+            self_conditioning_mask,
+            weights,
+            cache=batch.cache,
+            mask_mapping=batch.mask_mapping,
+            position_ids=batch.position_ids,
+        )  # (B, L, H)
+        logits = self.model.lm_head(hidden).to(torch.float32)
+        return soft_cap_and_temperature_(logits, self._soft_cap, temperature)
 
     def _temperature(self, steps_remaining: int, request: CanvasRequest) -> torch.Tensor:
         """The schedule's temperature, memoised: a handful of distinct values serve every step."""
@@ -358,7 +404,8 @@ class DiffusionGemmaDenoiser:
                 return self._last_logits[1], None  # the same rows as the last step: no copy
             return torch.cat([s for s in signals if s is not None]), None
         shape = (1, self._canvas_length, self._vocab_size)
-        zeros = torch.zeros(shape, dtype=self._embedding_dtype, device=self._device)
+        dtype = next(s for s in signals if s is not None).dtype
+        zeros = torch.zeros(shape, dtype=dtype, device=self._device)
         stacked = torch.cat([s if s is not None else zeros for s in signals])  # (B, L, V)
         return stacked, torch.tensor(present, dtype=torch.bool, device=self._device)
 

@@ -144,6 +144,18 @@ def wordnet_sentences(directory: Path = Path("/usr/share/wordnet")) -> Iterator[
                 yield f"wordnet/{part}/{offset}", example
 
 
+def human_pairs() -> list[HumanPair]:
+    """The human reference set: Django's pt_BR strings that pass the corpus filters, deduplicated."""
+    seen: set[str] = set()
+    human: list[HumanPair] = []
+    for text, reference in django_pairs():
+        key = dedup_key(text)
+        if acceptable(text) and key not in seen and not _PLACEHOLDER.search(reference):
+            seen.add(key)
+            human.append(HumanPair(f"django-{len(human)}", text, reference))
+    return human
+
+
 def django_pairs() -> Iterator[tuple[str, str]]:
     """(English msgid, human pt_BR msgstr) from every Django catalogue with a Brazilian translation."""
     import django
@@ -175,13 +187,8 @@ def build_corpus(
     the document, so context pairs never straddle splits.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    seen: set[str] = set()
-    human: list[HumanPair] = []
-    for text, reference in django_pairs():
-        key = dedup_key(text)
-        if acceptable(text) and key not in seen and not _PLACEHOLDER.search(reference):
-            seen.add(key)
-            human.append(HumanPair(f"django-{len(human)}", text, reference))
+    human = human_pairs()
+    seen = {dedup_key(pair.text) for pair in human}
     if limit is not None:
         human = human[: max(20, limit // 4)]
     sentences: list[Sentence] = []

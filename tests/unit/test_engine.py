@@ -6,6 +6,7 @@ The model is a tiny randomly initialised checkpoint loaded with ``from_pretraine
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -63,6 +64,16 @@ def make_request(
         seed=seed,
         diffusion=params,
     )
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Bit-for-bit comparisons need one thread: with more, torch may split a reduction differently
+    for different batch shapes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -143,7 +154,9 @@ def test_fast_sampler_keeps_each_canvas_independent_of_its_batch(tiny_model: Any
             [2, *range(20 + w, 26 + w)],
             seed=w,
             params=DiffusionParams(max_denoising_steps=6),
-            max_new_tokens=32,
+            # one block, so every row's context has the same length: with different lengths the
+            # padded attention may round differently in the last bit, which is not what this tests
+            max_new_tokens=16,
         )
         for w in range(6)
     ]

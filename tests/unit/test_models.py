@@ -386,3 +386,37 @@ def test_the_card_names_its_target_languages(tmp_path: Path, embedded_tokenizer:
     assert read_card(tmp_path, embedded_tokenizer, GenerationConfig()).target_languages == ("pt-BR",)
     (tmp_path / "livecanvas.json").write_text(json.dumps({"languages": {"target": ["pt-BR", "es"]}}))
     assert read_card(tmp_path, embedded_tokenizer, GenerationConfig()).target_languages == ("pt-BR", "es")
+
+
+def quantised(model: Any) -> bool:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicQuantizedLinear
+
+    return any(isinstance(m, DynamicQuantizedLinear) for m in model.modules())
+
+
+def test_the_default_is_the_fast_sampler_on_the_float_model(loaded: LoadedModel) -> None:
+    assert loaded.denoiser.sampler == "fast"
+    assert not quantised(loaded.denoiser.model)
+
+
+def test_int8_and_the_sampler_can_be_chosen(livecanvas_cache: Path) -> None:
+    exact = load_model("placeholder", sampler="exact", int8=True)
+    assert exact.denoiser.sampler == "exact"
+    assert quantised(exact.denoiser.model)
+
+
+def test_serve_flags_and_environment_choose_sampler_and_int8(monkeypatch: pytest.MonkeyPatch) -> None:
+    from stream.cli import build_parser, server_config
+
+    def config(*flags: str) -> Any:
+        return server_config(build_parser().parse_args(["serve", *flags]))
+
+    assert (config().sampler, config().int8) == ("fast", False)
+    assert config("--sampler", "exact").sampler == "exact"
+    assert config("--int8").int8 is True
+    monkeypatch.setenv("LIVECANVAS_INT8", "on")
+    assert config().int8 is True
+    assert config("--no-int8").int8 is False
+    monkeypatch.setenv("LIVECANVAS_INT8", "maybe")
+    with pytest.raises(SystemExit, match="LIVECANVAS_INT8 must be 1 or 0"):
+        config()
