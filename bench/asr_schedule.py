@@ -39,7 +39,7 @@ from bench.audio_latency import (
 )
 from bench.server_process import percentile
 from engine.asr import Asr, AsrRequest, FasterWhisperAsr
-from engine.asr_models import ensure_whisper_base
+from engine.asr_models import ensure_whisper_base, whisper_tiny_en
 from engine.audio import SpeechDetector
 from engine.transcriber import CaptionDraft, LiveTranscriber, TranscriberSettings
 from engine.types import Window
@@ -51,12 +51,15 @@ MS = 1_000_000  # ns per ms
 
 def simulate(
     asr: Asr, detector: SpeechDetector, pcm: bytes, settings: TranscriberSettings, pass_ms: int | None
-) -> tuple[StreamRecord, list[float]]:
-    """One stream on the virtual clock; returns what a client would have recorded, and pass times."""
+) -> tuple[StreamRecord, list[float], list[float]]:
+    """One stream on the virtual clock; returns what a client would have recorded, and the final and
+    draft passes' times (``pass_ms``, when set, is the final passes' virtual duration; draft passes
+    always take their measured time)."""
     transcriber = LiveTranscriber(detector=detector, settings=settings)
     record = StreamRecord(start_ns=0)
     next_window = 0
     pass_times: list[float] = []
+    draft_times: list[float] = []
     in_flight: tuple[AsrRequest, list[Any], int] | None = None  # request, its words, when it returns
 
     def take(events: list[CaptionDraft | Window], now_ms: int) -> None:
@@ -80,8 +83,13 @@ def simulate(
             started = time.perf_counter()
             words = asr.transcribe([request])[0]
             took_ms = (time.perf_counter() - started) * 1000
-            pass_times.append(took_ms)
-            in_flight = (request, words, now_ms + int(pass_ms if pass_ms is not None else took_ms))
+            if request.pass_name == "draft":
+                draft_times.append(took_ms)
+                duration = took_ms
+            else:
+                pass_times.append(took_ms)
+                duration = pass_ms if pass_ms is not None else took_ms
+            in_flight = (request, words, now_ms + int(duration))
 
     chunk = CHUNK_MS * 32
     now_ms = 0
@@ -104,7 +112,7 @@ def simulate(
         start(now_ms)
         if in_flight is None and not transcriber.finished:
             raise RuntimeError("the transcriber neither asked for a pass nor finished")
-    return record, pass_times
+    return record, pass_times, draft_times
 
 
 def plot(results: list[dict[str, Any]], path: Path) -> None:
@@ -153,20 +161,33 @@ def main() -> None:
     )
     parser.add_argument("--pass-ms", default="measured", help="'measured' or a fixed pass duration in ms")
     parser.add_argument("--context-pad-s", type=float, default=None, help="short encoder context for passes")
+    parser.add_argument(
+        "--draft-model", choices=("base", "tiny.en"), default="base", help="the draft pass's model"
+    )
+    parser.add_argument(
+        "--draft-pad-s", type=float, default=None, help="short encoder context for draft passes (s)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--piper", action="store_true", help="append Piper-synthesised sentences")
     parser.add_argument("--out", type=Path, default=RESULTS / "asr_schedule.json")
     args = parser.parse_args()
     pass_ms = None if args.pass_ms == "measured" else int(args.pass_ms)
-    padding = {"final": args.context_pad_s} if args.context_pad_s else None
-    asr = FasterWhisperAsr({"final": ensure_whisper_base()}, cpu_threads=args.threads, context_pad_s=padding)
+    padding = {"final": args.context_pad_s} if args.context_pad_s else {}
+    if args.draft_pad_s is not None:
+        padding["draft"] = args.draft_pad_s
+    draft_model = ensure_whisper_base() if args.draft_model == "base" else whisper_tiny_en()
+    asr = FasterWhisperAsr(
+        {"final": ensure_whisper_base(), "draft": draft_model},
+        cpu_threads=args.threads,
+        context_pad_s=padding,
+    )
     detector = SpeechDetector()
     with tempfile.TemporaryDirectory() as workdir:
         programme = build_programme(args.piper, Path(workdir))
     results = []
     for point in parse_grid(args.grid):
         settings = replace(TranscriberSettings(), **point)
-        record, pass_times = simulate(asr, detector, programme.pcm, settings, pass_ms)
+        record, pass_times, draft_times = simulate(asr, detector, programme.pcm, settings, pass_ms)
         score = score_stream(record)
         result = {
             "settings": point,
@@ -179,6 +200,7 @@ def main() -> None:
             "windows": len(record.finals),
             "words_drafted_at_final": score.words_drafted_at_final,
             "pass_ms_median": round(statistics.median(pass_times)),
+            "draft_pass_ms_median": round(statistics.median(draft_times)) if draft_times else None,
             "passes": len(pass_times),
         }
         results.append(result)
@@ -186,6 +208,8 @@ def main() -> None:
     report = {
         "pass_ms": args.pass_ms,
         "context_pad_s": args.context_pad_s,
+        "draft_model": args.draft_model,
+        "draft_pad_s": args.draft_pad_s,
         "piper": args.piper,
         "defaults": asdict(TranscriberSettings()),
         "results": results,

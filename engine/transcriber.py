@@ -4,8 +4,11 @@ caption drafts and final windows out.
 * **Passes.** The recogniser runs over a rolling buffer. Every *final* pass (e.g. whisper base, with
   the stream's recent text as context) feeds a LocalAgreement-2 policy: a word is final once two
   consecutive final passes agree on it and the later one heard enough audio after it. Optionally
-  (``use_draft_pass``) a *draft* pass with a faster model alternates with it, only to show the newest
-  words earlier.
+  (``use_draft_pass``) a *draft* pass follows every final pass, only to show the newest words
+  earlier: it hears just the unconfirmed audio (from ``draft_lead_ms`` before the last confirmed
+  word), so with a short encoder input it costs a fraction of a final pass, and it runs as soon as
+  ``draft_interval_ms`` of new audio arrived, while final passes wait for ``interval_ms`` of audio
+  new to them.
 * **Windows.** Final words gather into the next window, which closes at a sentence end, at the word
   budget, after a pause, or at the end of the stream.
 * **Drafts.** A draft shows the open window: its final words so far, then the newest unconfirmed ones.
@@ -48,8 +51,10 @@ class CaptionDraft:
 @dataclass(frozen=True, slots=True)
 class TranscriberSettings:
     language: str | None = "en"
-    use_draft_pass: bool = False  # see docs/engine.md: base alone measured faster to final on 2 cores
-    interval_ms: int = 500  # new audio needed before the next pass
+    use_draft_pass: bool = False  # a draft pass after every final pass (docs/engine.md)
+    interval_ms: int = 500  # audio a final pass has not heard, needed before the next final pass
+    draft_interval_ms: int = 200  # audio no pass has heard, needed before a draft pass
+    draft_lead_ms: int = 1_000  # a draft pass hears this much before the last confirmed word
     max_buffer_ms: int = 20_000  # hard bound of the rolling buffer
     trim_keep_ms: int = 5_000  # when the bound is near, keep this much unconfirmed audio
     pause_ms: int = 800  # silence after the last final word that closes the window
@@ -73,7 +78,8 @@ class LiveTranscriber:
         self._tentative: tuple[Word, ...] = ()
         self._context: list[str] = []  # recent closed-window text, the final pass's prompt
         self._in_flight: AsrRequest | None = None
-        self._last_pass_end_ms = 0
+        self._last_pass_end_ms = 0  # audio heard by the latest pass, of either kind
+        self._last_final_end_ms = 0  # audio heard by the latest final pass
         self._last_pass = DRAFT_PASS
         self._last_draft: str = ""
         self._ending = False
@@ -96,16 +102,24 @@ class LiveTranscriber:
         if self._in_flight is not None or self.finished:
             return None, []
         uncommitted_from = max(self.buffer.start_ms, self.agreement.committed_until_ms)
-        new_audio = self.buffer.end_ms - self._last_pass_end_ms
-        if not self._ending and new_audio < self.settings.interval_ms:
+        pass_name = self._choose_pass()
+        if pass_name == FINAL_PASS:
+            new_audio, needed = self.buffer.end_ms - self._last_final_end_ms, self.settings.interval_ms
+        else:
+            new_audio, needed = self.buffer.end_ms - self._last_pass_end_ms, self.settings.draft_interval_ms
+        if not self._ending and new_audio < needed:
             return None, []
         unconfirmed = self.buffer.samples(uncommitted_from)
         if not self.detector.has_speech(unconfirmed):
             return None, self._silence(uncommitted_from)
-        pass_name = self._choose_pass()
+        if pass_name == FINAL_PASS:
+            audio_from = self.buffer.start_ms
+            self._last_final_end_ms = self.buffer.end_ms
+        else:
+            audio_from = max(self.buffer.start_ms, uncommitted_from - self.settings.draft_lead_ms)
         request = AsrRequest(
-            audio=self.buffer.samples(),
-            offset_ms=self.buffer.start_ms,
+            audio=self.buffer.samples(audio_from),
+            offset_ms=audio_from,
             pass_name=pass_name,
             language=self.settings.language,
             prompt=" ".join(self._context[-self.settings.context_words :]) if pass_name == FINAL_PASS else "",
@@ -153,6 +167,8 @@ class LiveTranscriber:
             raise ValueError("an error for a request this transcriber did not issue")
         self._in_flight = None
         self._last_pass_end_ms = request.offset_ms
+        if request.pass_name == FINAL_PASS:
+            self._last_final_end_ms = request.offset_ms
         self._failures += 1
         if not (self._ending and self._failures >= MAX_FAILURES):
             return []
@@ -194,7 +210,7 @@ class LiveTranscriber:
         if self.buffer.end_ms - self.buffer.start_ms > self.settings.pause_ms:
             # nothing unconfirmed to keep but the last moments
             self.buffer.trim_before(self.buffer.end_ms - self.settings.pause_ms)
-        self._last_pass_end_ms = self.buffer.end_ms
+        self._last_pass_end_ms = self._last_final_end_ms = self.buffer.end_ms
         return events
 
     def _close_full_windows(self) -> list[CaptionDraft | Window]:

@@ -115,6 +115,51 @@ def test_draft_pass_alternates_with_final_pass_when_enabled(detector: SpeechDete
     assert passes[:4] == ["final", "draft", "final", "draft"]
 
 
+def test_draft_pass_hears_only_unconfirmed_audio_and_never_delays_a_final_pass(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    settings = TranscriberSettings(
+        use_draft_pass=True, interval_ms=500, draft_interval_ms=200, draft_lead_ms=1000
+    )
+    transcriber = LiveTranscriber(detector=detector, settings=settings)
+    script = words("one two three four five six seven eight nine ten eleven twelve", start_ms=600)
+    position = 0
+
+    def add(ms: int) -> None:
+        nonlocal position
+        transcriber.insert_audio(speech[position : position + ms * 32])
+        position += ms * 32
+
+    def answer(request: AsrRequest) -> None:
+        transcriber.on_result(request, heard(request, script))
+
+    def next_pass(kind: str) -> AsrRequest:
+        request, _ = transcriber.step()
+        assert request is not None
+        assert request.pass_name == kind
+        return request
+
+    add(3000)
+    first = next_pass("final")
+    assert first.offset_ms == 0
+    answer(first)
+    add(1000)
+    answer(next_pass("draft"))
+    second = next_pass("final")  # 1 s new to final passes: no wait; it confirms what both heard
+    answer(second)
+    confirmed_until = transcriber.agreement.committed_until_ms
+    assert confirmed_until > 1000
+    add(300)  # 300 ms since the last pass: enough for a draft pass, not for a final one
+    draft = next_pass("draft")
+    assert draft.offset_ms == confirmed_until - 1000  # only the unconfirmed audio, with a lead
+    assert len(draft.audio) < len(second.audio)
+    answer(draft)
+    add(100)
+    assert transcriber.step()[0] is None  # 100 ms is too little for either pass
+    add(100)  # 500 ms new to final passes, only 200 ms since the draft pass: the final pass runs
+    assert next_pass("final").offset_ms == 0
+
+
 def test_silence_is_never_sent_to_the_recogniser(detector: SpeechDetector) -> None:
     transcriber = LiveTranscriber(detector=detector)
     quiet = silence(3.0) + silence(3.0, noise_dbfs=-60.0)
