@@ -16,6 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from engine.diffusion.config import text_only_config
+
 EMBEDDED_NAME = "embedded-dev-v1"
 SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<ctx>", "<sep>", "<src>", "<tgt>")
 PAD_ID, EOS_ID, BOS_ID = 0, 1, 2
@@ -71,16 +73,11 @@ def _byte_level_tokenizer() -> Any:
 
 def _write_checkpoint(directory: Path) -> None:
     import torch
-    from transformers import (
-        DiffusionGemmaConfig,
-        DiffusionGemmaForBlockDiffusion,
-        DiffusionGemmaTextConfig,
-    )
+    from transformers import DiffusionGemmaForBlockDiffusion
     from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
         DiffusionGemmaGenerationConfig,
         EntropyBoundSamplerConfig,
     )
-    from transformers.models.gemma4 import Gemma4VisionConfig
 
     tokenizer = _byte_level_tokenizer()
     vocab_size = 320  # 7 specials + 256 bytes, rounded up
@@ -103,23 +100,7 @@ def _write_checkpoint(directory: Path) -> None:
         eos_token_id=EOS_ID,
         bos_token_id=BOS_ID,
     )
-    text = DiffusionGemmaTextConfig(**text_settings)
-    vision = Gemma4VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=16,
-    )
-    config = DiffusionGemmaConfig(
-        text_config=text,
-        vision_config=vision,
-        canvas_length=48,
-        boi_token_id=PAD_ID,
-        eoi_token_id=PAD_ID,
-        image_token_id=PAD_ID,
-    )
+    config = text_only_config(text_settings, canvas_length=48, image_token_ids=(PAD_ID, PAD_ID, PAD_ID))
     torch.manual_seed(_INIT_SEED)
     model: Any = DiffusionGemmaForBlockDiffusion(config)
     model.eval()

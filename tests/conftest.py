@@ -26,10 +26,11 @@ def livecanvas_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A very small random DiffusionGemma, saved with save_pretrained (two layers, canvas 16)."""
     import torch
-    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DiffusionGemmaTextConfig
-    from transformers.models.gemma4 import Gemma4VisionConfig
+    from transformers import DiffusionGemmaForBlockDiffusion
 
-    text = DiffusionGemmaTextConfig(
+    from engine.diffusion.config import text_only_config
+
+    text = dict(
         vocab_size=512,
         hidden_size=128,
         intermediate_size=256,
@@ -48,21 +49,10 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
         bos_token_id=2,
         initializer_range=0.1,
     )
-    vision = Gemma4VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=16,
-    )
-    config = DiffusionGemmaConfig(
-        text_config=text,
-        vision_config=vision,
+    config = text_only_config(
+        text,
         canvas_length=16,
-        boi_token_id=3,
-        eoi_token_id=4,
-        image_token_id=5,
+        image_token_ids=(3, 4, 5),
         # A wider init than the default 0.02 gives peaked, well-separated token entropies like a trained
         # model's; at 0.02 every position's entropy is ~ln(V) within 1e-5, so float noise decides ties.
         initializer_range=0.1,

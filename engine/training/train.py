@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from engine.diffusion.config import text_only_config
 from engine.embedded import BOS_ID, EOS_ID, PAD_ID
 from engine.errors import EngineError
 from engine.prompts import ContextEntry, TaggedTemplate
@@ -73,12 +74,11 @@ class TrainSettings:
 
 def build_model(size: ModelSize, *, seed: int) -> Any:
     """A freshly initialised text-only DiffusionGemma of ``size`` (minimal vision tower)."""
-    from transformers import DiffusionGemmaConfig, DiffusionGemmaForBlockDiffusion, DiffusionGemmaTextConfig
+    from transformers import DiffusionGemmaForBlockDiffusion
     from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
         DiffusionGemmaGenerationConfig,
         EntropyBoundSamplerConfig,
     )
-    from transformers.models.gemma4 import Gemma4VisionConfig
 
     layer_types = ["sliding_attention", "full_attention"] * (size.num_hidden_layers // 2)
     text_settings: dict[str, Any] = dict(
@@ -100,22 +100,8 @@ def build_model(size: ModelSize, *, seed: int) -> Any:
         eos_token_id=EOS_ID,
         bos_token_id=BOS_ID,
     )
-    text = DiffusionGemmaTextConfig(**text_settings)
-    vision = Gemma4VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        head_dim=16,
-    )
-    config = DiffusionGemmaConfig(
-        text_config=text,
-        vision_config=vision,
-        canvas_length=size.canvas_length,
-        boi_token_id=PAD_ID,
-        eoi_token_id=PAD_ID,
-        image_token_id=PAD_ID,
+    config = text_only_config(
+        text_settings, canvas_length=size.canvas_length, image_token_ids=(PAD_ID, PAD_ID, PAD_ID)
     )
     torch.manual_seed(seed)
     model: Any = DiffusionGemmaForBlockDiffusion(config)
