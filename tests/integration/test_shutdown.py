@@ -4,11 +4,8 @@ every client gets a bye and a going-away close; SIGTERM does all that to `liveca
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -18,6 +15,7 @@ from stream.config import ServerConfig
 from stream.errors import CloseCode
 from stream.messages import Bye, FinalMsg, Role
 from stream.server import LivecanvasServer
+from tests.integration.serve_process import running_serve
 
 
 async def test_shutdown_finishes_open_windows_then_says_bye(livecanvas_cache: Path) -> None:
@@ -68,45 +66,11 @@ async def test_windows_past_the_deadline_get_an_error_final_not_silence(livecanv
     assert isinstance(watched[-1], Bye)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def healthz_ok(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
-
-
-async def wait_healthy(port: int, process: asyncio.subprocess.Process) -> None:
-    for _ in range(600):
-        assert process.returncode is None, "the server exited while starting"
-        if await asyncio.to_thread(healthz_ok, port):
-            return
-        await asyncio.sleep(0.2)
-    raise AssertionError("the server never became healthy")
-
-
 async def test_sigterm_finishes_windows_says_bye_and_closes_going_away(
     livecanvas_cache: Path, tmp_path: Path
 ) -> None:
-    tokens = tmp_path / "tokens.toml"
-    tokens.write_text(
-        '[[token]]\nname = "all"\nsecret = "sigterm-test"\nroles = ["admin"]\n', encoding="utf-8"
-    )
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "--log-level", "warning", "serve", "--no-asr",
-        "--port", str(port), "--idle-ms", "60000", "--tokens", str(tokens),
-        env={**os.environ, "LIVECANVAS_CACHE": str(livecanvas_cache), "HF_HUB_OFFLINE": "1"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        await wait_healthy(port, process)
+    serve = running_serve(livecanvas_cache, tmp_path, "sigterm-test", "--idle-ms", "60000")
+    async with serve as (port, process):
         url = f"ws://127.0.0.1:{port}"
         async with (
             connect(url, stream="live", tracks=("caption", "pt"), token="sigterm-test") as publisher,
@@ -122,10 +86,6 @@ async def test_sigterm_finishes_windows_says_bye_and_closes_going_away(
                 await asyncio.wait_for(session.websocket.wait_closed(), 30)
             codes = (publisher.websocket.close_code, viewer.websocket.close_code)
         output, _ = await asyncio.wait_for(process.communicate(), 120)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
     assert process.returncode == 0, output.decode()[-2000:]
     assert codes == (CloseCode.GOING_AWAY, CloseCode.GOING_AWAY)
     for messages in (received, watched):

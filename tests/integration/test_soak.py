@@ -11,7 +11,6 @@ import asyncio
 import os
 import random
 import statistics
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from clients.python.client import CaptionSession, connect
 from stream.messages import Bye, ErrorMsg, FinalMsg, Role, ServerMessage
-from tests.integration.test_shutdown import free_port, wait_healthy
+from tests.integration.serve_process import running_serve
 
 DURATION_S = float(os.environ.get("LIVECANVAS_SOAK_S", "120"))
 PUBLISHERS, SUBSCRIBERS = 8, 50
@@ -99,17 +98,7 @@ def check_finals(messages: list[ServerMessage], windows: int, who: str) -> None:
 async def test_soak_many_viewers_no_final_lost_memory_flat_latency_bounded(
     livecanvas_cache: Path, tmp_path: Path
 ) -> None:
-    tokens = tmp_path / "tokens.toml"
-    tokens.write_text(f'[[token]]\nname = "soak"\nsecret = "{TOKEN}"\nroles = ["admin"]\n', encoding="utf-8")
-    port = free_port()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "--log-level", "warning", "serve", "--no-asr",
-        "--port", str(port), "--tokens", str(tokens), "--threads", "1",
-        env={**os.environ, "LIVECANVAS_CACHE": str(livecanvas_cache), "HF_HUB_OFFLINE": "1"},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-    )  # fmt: skip
-    try:
-        await wait_healthy(port, process)
+    async with running_serve(livecanvas_cache, tmp_path, TOKEN, "--threads", "1") as (port, process):
         url = f"ws://127.0.0.1:{port}"
         started = time.monotonic()
         deadline = started + DURATION_S
@@ -131,10 +120,6 @@ async def test_soak_many_viewers_no_final_lost_memory_flat_latency_bounded(
         watched = await asyncio.wait_for(asyncio.gather(*subscribers), 120)
         output, _ = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, output.decode()[-2000:]
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
     latencies: list[float] = []
     total_windows = 0
