@@ -169,6 +169,7 @@ def main() -> None:
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--piper", action="store_true", help="append Piper-synthesised sentences")
+    parser.add_argument("--script", type=Path, help="speak this text file's lines (Piper) instead")
     parser.add_argument("--out", type=Path, default=RESULTS / "asr_schedule.json")
     args = parser.parse_args()
     pass_ms = None if args.pass_ms == "measured" else int(args.pass_ms)
@@ -183,7 +184,7 @@ def main() -> None:
     )
     detector = SpeechDetector()
     with tempfile.TemporaryDirectory() as workdir:
-        programme = build_programme(args.piper, Path(workdir))
+        programme = build_programme(args.piper, Path(workdir), args.script)
     results = []
     for point in parse_grid(args.grid):
         settings = replace(TranscriberSettings(), **point)
@@ -211,6 +212,7 @@ def main() -> None:
         "draft_model": args.draft_model,
         "draft_pad_s": args.draft_pad_s,
         "piper": args.piper,
+        "script": str(args.script) if args.script else None,
         "defaults": asdict(TranscriberSettings()),
         "results": results,
     }

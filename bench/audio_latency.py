@@ -4,10 +4,12 @@ N concurrent real-time audio streams, with WER, the recogniser's real-time facto
 **Programme.** Every stream publishes the same audio: the 5 LibriVox clips of Debian's
 ``pocketsphinx-testdata`` (``tests.speech.librivox_clips``), each followed by 1 s of silence (so there
 is 1 s between clips, and the last window closes on its pause as it would live), about 30 s in all;
-``--piper`` appends sentences synthesised with Piper the same way. The audio is sent in ``--chunk-ms``
-frames at real-time pace (``clients.python.audio_source.paced_chunks``); streams start up to
-``--stagger`` s apart, as independent speakers would. Only the ``caption`` track is requested unless
-``--translate TRACK`` adds a translation track (the translation model then competes for the CPU).
+``--piper`` appends sentences synthesised with Piper the same way; ``--script FILE`` instead speaks
+that file's lines with Piper (any text: a programme the settings were never chosen on). The audio is
+sent in ``--chunk-ms`` frames at real-time pace (``clients.python.audio_source.paced_chunks``);
+streams start up to ``--stagger`` s apart, as independent speakers would. Only the ``caption`` track
+is requested unless ``--translate TRACK`` adds a translation track (the translation model then
+competes for the CPU).
 
 **Server.** ``python -m stream.cli --log-level warning serve`` on a free loopback port (speech
 recognition is on by default), started afresh for every stream count N and reused for that N's runs.
@@ -39,9 +41,10 @@ finals: from each window's *last* word, by a clock the server starts when the fi
 **WER.** Final WER: all caption finals of a stream, concatenated, against the programme's reference
 (``tests.speech.wer``, corpus WER over every stream of every run). Draft WER: for each window the last
 draft shown before its final (the window's final text where the window was never drafted; counted in
-``windows_never_drafted``), concatenated, against the same reference. The last draft of a window may
-also show words that then went into the next window, which counts as insertions: that is what a viewer
-saw.
+``windows_never_drafted``), concatenated, against the same reference. The last draft of a window often
+also shows the first words of the next window, which the viewer then sees again in that window's
+drafts; so only the draft's prefix that best matches the window's final (within 4 words of its length,
+``draft_reading``) stands for the window. Words the draft got wrong or missed still count.
 
 **Real-time factor.** The server's ``stats`` message (sent to each stream before ``bye``) carries
 ``asr_busy_s``, the recogniser's cumulative busy time; a run's RTF is its increase over the run divided
@@ -75,6 +78,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rapidfuzz.distance import Levenshtein
+
 from bench.server_process import free_port, percentile, start_server
 from clients.python.audio_source import SAMPLE_RATE, paced_chunks, read_wav_pcm16_16k
 from clients.python.client import connect
@@ -90,6 +95,7 @@ CAPTION = "caption"
 GAP_S = 1.0
 DRAFT_TARGET_S = 1.0
 FINAL_TARGET_S = 3.0
+DRAFT_SLACK_WORDS = 4
 PIPER_SENTENCES = [
     "The library opens at nine o'clock every morning.",
     "Please remember to bring your ticket to the front desk.",
@@ -146,11 +152,24 @@ class StreamScore:
     draft_text: str
 
 
-def build_programme(piper: bool, workdir: Path) -> Programme:
+def build_programme(piper: bool, workdir: Path, script: Path | None = None) -> Programme:
+    """The LibriVox clips (then, with ``piper``, the Piper sentences), or with ``script`` only that
+    file's lines (not empty, not ``#`` comments), each synthesised with Piper as one utterance; 1 s of
+    silence after each."""
     gap = silence(GAP_S)
     pieces: list[bytes] = []
     texts: list[str] = []
     parts: list[str] = []
+    if script is not None:
+        text = script.read_text(encoding="utf-8").splitlines()
+        lines = [line.strip() for line in text if line.strip() and not line.lstrip().startswith("#")]
+        if not lines:
+            raise SystemExit(f"{script}: no text to speak")
+        for index, line in enumerate(lines):
+            pieces += [read_wav_pcm16_16k(synthesize(line, workdir / f"script-{index}.wav")), gap]
+            texts.append(line)
+            parts.append(f"{script.name}:{index + 1}")
+        return Programme(pcm=b"".join(pieces), reference=" ".join(texts), parts=parts)
     for clip in librivox_clips():
         pieces += [read_wav_pcm16_16k(clip.path), gap]
         texts.append(clip.text)
@@ -208,6 +227,17 @@ def padded(text: str) -> str:
     return f" {normalize(text)} "
 
 
+def draft_reading(draft: str, final: str) -> str:
+    """The part of a window's draft that stands for the window: a draft also shows the newest words,
+    which may go into the next window. Of the draft's prefixes within ``DRAFT_SLACK_WORDS`` of the
+    final's length, the one closest to the final (word edit distance, then length)."""
+    shown, kept = draft.split(), final.split()
+    keys, target = [normalize(w) for w in shown], [normalize(w) for w in kept]
+    lengths = range(max(0, len(kept) - DRAFT_SLACK_WORDS), min(len(shown), len(kept) + DRAFT_SLACK_WORDS) + 1)
+    best = min(lengths, key=lambda n: (Levenshtein.distance(keys[:n], target), abs(n - len(kept))), default=0)
+    return " ".join(shown[:best])
+
+
 def score_stream(record: StreamRecord) -> StreamScore:
     """Per-word latencies (see the module docstring) and the final and draft transcripts of one stream."""
     draft_s: list[float] = []
@@ -222,7 +252,7 @@ def score_stream(record: StreamRecord) -> StreamScore:
         words = final.text.split()
         own = [d for d in drafts if d.window == final.window and d.at_ns <= final.at_ns]
         if own:
-            draft_texts.append(own[-1].text)
+            draft_texts.append(draft_reading(own[-1].text, final.text))
         else:
             draft_texts.append(final.text)
             never_drafted += 1
@@ -402,6 +432,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--piper", action="store_true", help="add Piper-synthesised sentences")
+    parser.add_argument("--script", type=Path, help="speak this text file's lines (Piper) instead")
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per frame (default 100)")
     parser.add_argument("--stagger", type=float, default=1.0, help="streams start up to this many s apart")
     parser.add_argument("--translate", metavar="TRACK", help="also request this translation track")
@@ -411,7 +442,7 @@ def main() -> None:
 
     tracks = (CAPTION, args.translate) if args.translate else (CAPTION,)
     with tempfile.TemporaryDirectory(prefix="audio-latency-") as workdir:
-        programme = build_programme(args.piper, Path(workdir))
+        programme = build_programme(args.piper, Path(workdir), args.script)
     runs: list[dict[str, Any]] = []
     peaks: dict[int, float | None] = {}
     for streams in args.streams:

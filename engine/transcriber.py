@@ -9,15 +9,16 @@ caption drafts and final windows out.
   word), so with a short encoder input it costs a fraction of a final pass, and it runs as soon as
   ``draft_interval_ms`` of new audio arrived, while final passes wait for ``interval_ms`` of audio
   new to them.
-* **Windows.** Final words gather into the next window, which closes at a sentence end, at the word
-  budget, after a pause, or at the end of the stream.
+* **Windows.** Final words gather into the next window, which closes at a sentence end, at a clause
+  end once it is long enough, at the word budget, once its words span ``max_window_ms`` (every word
+  waits for its window's end, so the span bounds that wait), after a pause, or at the end of the stream.
 * **Drafts.** A draft shows the open window: its final words so far, then the newest unconfirmed ones.
 * **Bounded latency.**
   * At most one request is in flight per stream. When it returns, the next one covers all audio that
     arrived meanwhile, so work never piles up behind a slow recogniser.
   * The buffer is trimmed at every closed window and hard-bounded in length.
-  * Audio without speech, by voice activity detection, is never sent to the recogniser, so silence
-    cannot produce hallucinated text.
+  * Audio without speech, by voice activity detection, is never sent to the recogniser, and words a
+    pass places outside the detected speech are dropped, so silence cannot produce hallucinated text.
 
 All times are ms of the stream's audio, from its first sample; the caller supplies no clock.
 """
@@ -60,6 +61,7 @@ class TranscriberSettings:
     pause_ms: int = 800  # silence after the last final word that closes the window
     right_context_ms: int = 800  # a word is only confirmed by a final pass that heard this much after it
     max_window_words: int = 16
+    max_window_ms: int = 2_500  # a window whose final words span this long closes (docs/engine.md)
     clause_window_words: int = 6  # a window this long also closes at a clause boundary (, ; :)
     context_words: int = 40
 
@@ -78,6 +80,7 @@ class LiveTranscriber:
         self._tentative: tuple[Word, ...] = ()
         self._context: list[str] = []  # recent closed-window text, the final pass's prompt
         self._in_flight: AsrRequest | None = None
+        self._in_flight_speech: tuple[int, list[tuple[int, int]]] = (0, [])  # from, spans: see step()
         self._last_pass_end_ms = 0  # audio heard by the latest pass, of either kind
         self._last_final_end_ms = 0  # audio heard by the latest final pass
         self._last_pass = DRAFT_PASS
@@ -109,8 +112,8 @@ class LiveTranscriber:
             new_audio, needed = self.buffer.end_ms - self._last_pass_end_ms, self.settings.draft_interval_ms
         if not self._ending and new_audio < needed:
             return None, []
-        unconfirmed = self.buffer.samples(uncommitted_from)
-        if not self.detector.has_speech(unconfirmed):
+        speech = self.detector.speech_spans(self.buffer.samples(uncommitted_from), uncommitted_from)
+        if not speech:
             return None, self._silence(uncommitted_from)
         if pass_name == FINAL_PASS:
             audio_from = self.buffer.start_ms
@@ -125,6 +128,7 @@ class LiveTranscriber:
             prompt=" ".join(self._context[-self.settings.context_words :]) if pass_name == FINAL_PASS else "",
         )
         self._in_flight = request
+        self._in_flight_speech = (uncommitted_from, speech)
         self._last_pass_end_ms = self.buffer.end_ms
         self._last_pass = pass_name
         return request, []
@@ -139,7 +143,7 @@ class LiveTranscriber:
         if request.pass_name == FINAL_PASS:
             heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
             final_pass_ends = self._ending and heard_until >= self.buffer.end_ms
-            words = self._without_echo(words)
+            words = self._without_echo(self._within_speech(words))
             # a word needs audio after it before it can be confirmed, except at the very end
             margin = 0 if final_pass_ends else self.settings.right_context_ms
             update = self.agreement.insert(words, settled_until_ms=heard_until - margin)
@@ -156,7 +160,7 @@ class LiveTranscriber:
             events.extend(self._keep_buffer_bounded())
         else:
             committed_until = self.agreement.committed_until_ms
-            self._tentative = tuple(w for w in words if w.t1_ms > committed_until + 100)
+            self._tentative = tuple(w for w in self._within_speech(words) if w.t1_ms > committed_until + 100)
         events.extend(self._draft())
         return events
 
@@ -190,6 +194,17 @@ class LiveTranscriber:
         said = " ".join(normalise(w.text) for w in fresh)
         return words[: len(words) - len(fresh)] if f" {said} " in f" {recent} " else words
 
+    def _within_speech(self, words: list[Word]) -> list[Word]:
+        """Whisper may answer silence with fluent invented text (often after the last words, or when a
+        stream ends). Unconfirmed words that touch no span of detected speech (padded by the
+        detector) were not said, and are dropped before they can be confirmed."""
+        checked_from, spans = self._in_flight_speech
+        return [
+            w
+            for w in words
+            if w.t1_ms <= checked_from or any(w.t0_ms < end and w.t1_ms > start for start, end in spans)
+        ]
+
     def _choose_pass(self) -> str:
         if self._ending or not self.settings.use_draft_pass:
             return FINAL_PASS
@@ -221,9 +236,14 @@ class LiveTranscriber:
             )
             if cut is None and len(self._open_words) >= self.settings.max_window_words:
                 cut = self.settings.max_window_words
+            if cut is None and self._open_span_ms() >= self.settings.max_window_ms:
+                cut = len(self._open_words)  # everything confirmed so far: no word waits for the next
             if cut is None:
                 return events
             events.extend(self._close_window(cut))
+
+    def _open_span_ms(self) -> int:
+        return self._open_words[-1].t1_ms - self._open_words[0].t0_ms if self._open_words else 0
 
     def _closes_window(self, index: int, text: str) -> bool:
         if ends_sentence(text):

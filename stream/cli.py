@@ -187,6 +187,13 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         default=env_str("ASR_DRAFT", ServerConfig().asr_draft),
         help="extra draft passes between final passes: none (default), base on the audio + 1 s, or tiny.en",
     )
+    parser.add_argument(
+        "--asr-window-ms",
+        type=int,
+        default=env_int("ASR_WINDOW_MS", ServerConfig().asr_window_ms),
+        help="an audio caption closes once its words span this long (default %(default)s): longer "
+        "captions give the translator more to work with, and every word waits for its caption's end",
+    )
     add_security_flags(parser)
     add_mqtt_flags(parser)
 
@@ -272,6 +279,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         asr=args.asr,
         asr_draft=args.asr_draft,
         asr_audio_context_pad_s=args.asr_audio_context_pad_s,
+        asr_window_ms=args.asr_window_ms,
         mqtt=mqtt_config(args),
         limits=limits_config(args),
     )

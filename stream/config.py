@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from engine.transcriber import TranscriberSettings
 from stream.auth import TokenTable
 from stream.limits import Limits
 
@@ -102,6 +103,8 @@ class ServerConfig:
     asr_audio_context_pad_s: float = 0.0  # >0: final passes encode the audio + this padding, not 30 s
     asr_draft: str = "none"  # extra draft passes: "none", "base-short" (audio + 1 s) or "tiny.en"
     asr_max_batch: int = 8  # recognition requests per round, at most
+    # an audio caption window closes once its words span this long (engine/transcriber.py)
+    asr_window_ms: int = TranscriberSettings().max_window_ms
     mqtt: MqttConfig | None = None  # publish to / read from an MQTT broker
     # who may publish / subscribe (stream/auth.py). None: anyone may do anything, which only suits
     # development; `livecanvas serve` refuses to start that way without --insecure-dev.
@@ -113,6 +116,6 @@ class ServerConfig:
             raise ValueError(f"asr_draft must be one of {ASR_DRAFT_CHOICES}, got {self.asr_draft!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
-        for name in ("max_batch", "max_frame_bytes", "max_window_words", "idle_ms"):
+        for name in ("max_batch", "max_frame_bytes", "max_window_words", "idle_ms", "asr_window_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

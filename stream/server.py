@@ -328,7 +328,9 @@ class LivecanvasServer:
         # tiny.en knows English only; with it, other languages use the final model alone
         draft = self.config.asr_draft
         use_draft = draft == "base-short" or (draft == "tiny.en" and language == "en")
-        settings = TranscriberSettings(language=language, use_draft_pass=use_draft)
+        settings = TranscriberSettings(
+            language=language, use_draft_pass=use_draft, max_window_ms=self.config.asr_window_ms
+        )
         return LiveTranscriber(detector=self._speech_detector, settings=settings)
 
     def _submit_asr(self, request: AsrRequest, done: Callable[[list[Word] | Exception], None]) -> None:

@@ -6,6 +6,8 @@ recogniser's answers are scripted here so that each rule is driven deliberately.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from engine.asr import AsrRequest
@@ -67,13 +69,16 @@ def windows_of(events: list[CaptionDraft | Window]) -> list[str]:
     return [e.source for e in events if isinstance(e, Window)]
 
 
+UNBOUNDED_SPAN = TranscriberSettings(max_window_ms=60_000)
+"""For tests of the other closing rules: these scripted windows span longer than the default allows."""
+
 SCRIPT = words("Good evening everyone. Welcome to the show, where tonight we talk about heat. Thank you.")
 
 
 def test_words_are_confirmed_into_sentence_windows_with_drafts_first(
     detector: SpeechDetector, speech: bytes
 ) -> None:
-    transcriber = LiveTranscriber(detector=detector)
+    transcriber = LiveTranscriber(detector=detector, settings=UNBOUNDED_SPAN)
     events = feed(transcriber, speech, SCRIPT) + finish(transcriber, SCRIPT)
     assert windows_of(events) == [
         "Good evening everyone.",
@@ -174,9 +179,40 @@ def test_silence_is_never_sent_to_the_recogniser(detector: SpeechDetector) -> No
 
 def test_a_pause_closes_the_open_window(detector: SpeechDetector, speech: bytes) -> None:
     script = words("and then without any punctuation the speaker simply stops for a while", step_ms=230)
-    transcriber = LiveTranscriber(detector=detector)
+    transcriber = LiveTranscriber(detector=detector, settings=UNBOUNDED_SPAN)
     events = feed(transcriber, speech[: 30 * CHUNK], script) + feed(transcriber, silence(2.0), script)
     assert windows_of(events) == ["and then without any punctuation the speaker simply stops for a while"]
+
+
+def test_a_long_unpunctuated_run_closes_windows_by_time_span(detector: SpeechDetector, speech: bytes) -> None:
+    """Every word waits for its window's end, so a window closes once its final words span
+    ``max_window_ms``, with everything confirmed so far, well before the word budget."""
+    text = " ".join(f"word{i}" for i in range(22))  # 6.55 s of words, no punctuation, no pause
+    script = words(text, start_ms=200, step_ms=300)
+    settings = TranscriberSettings(max_window_ms=2_000, max_window_words=16)
+    transcriber = LiveTranscriber(detector=detector, settings=settings)
+    events = feed(transcriber, speech, script) + finish(transcriber, script)
+    closed = [e for e in events if isinstance(e, Window)]
+    assert " ".join(w.source for w in closed) == text  # every word once, in order
+    assert len(closed) >= 3
+    for window in closed[:-1]:
+        assert len(window.source.split()) < settings.max_window_words
+        # closed at the first confirmation that reached the span, not later
+        assert settings.max_window_ms <= window.t1_ms - window.t0_ms < settings.max_window_ms + 1_500
+
+
+def test_words_placed_in_silence_are_never_shown_or_confirmed(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    """Whisper may invent a fluent sentence over trailing silence; the end of a stream commits
+    unconfirmed words without agreement, so they must be stopped before that."""
+    said = words("and so the evening ended quietly.", start_ms=1_000, step_ms=400)
+    invented = words("thank you for watching.", start_ms=8_000, step_ms=250)  # the clip ends at 7.1 s
+    script = said + invented
+    transcriber = LiveTranscriber(detector=detector, settings=TranscriberSettings(use_draft_pass=True))
+    events = feed(transcriber, speech + silence(2.0), script) + finish(transcriber, script)
+    assert windows_of(events) == ["and so the evening ended quietly."]
+    assert not any("watching" in e.text for e in events if isinstance(e, CaptionDraft))
 
 
 def test_abbreviations_do_not_close_windows() -> None:
@@ -299,3 +335,23 @@ def test_a_word_is_confirmed_by_the_first_pass_that_hears_enough_after_it(
     draft = events[-1]
     assert isinstance(draft, CaptionDraft)
     assert draft.text == "so here we are"  # confirmed words, then the newest pass's unconfirmed tail
+
+
+def test_serve_chooses_the_caption_span_by_flag_or_environment(
+    monkeypatch: pytest.MonkeyPatch, detector: SpeechDetector
+) -> None:
+    from stream.cli import build_parser, server_config
+    from stream.server import LivecanvasServer
+
+    def config(*flags: str) -> Any:
+        return server_config(build_parser().parse_args(["serve", *flags]))
+
+    assert config().asr_window_ms == TranscriberSettings().max_window_ms
+    assert config("--asr-window-ms", "4000").asr_window_ms == 4000
+    monkeypatch.setenv("LIVECANVAS_ASR_WINDOW_MS", "3500")
+    assert config().asr_window_ms == 3500
+    with pytest.raises(ValueError, match="asr_window_ms must be positive"):
+        config("--asr-window-ms", "0")
+    server = LivecanvasServer(config("--asr-window-ms", "1800"))
+    server._speech_detector = detector  # what start() sets once the recogniser is loaded
+    assert server._make_transcriber("en-GB").settings.max_window_ms == 1800
