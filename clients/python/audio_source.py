@@ -1,7 +1,8 @@
 """Audio input for ``livecanvas send``: WAV files as 16 kHz mono PCM16, real-time pacing, the microphone.
 
-* ``read_wav_pcm16_16k(path)``: any PCM WAV (8/16/24/32-bit integer, any rate, any channels) as the
-  protocol's audio format, PCM16LE 16 kHz mono bytes (``read_wav_16k`` gives the int16 samples).
+* ``read_wav_pcm16_16k(path)``: any WAV (8/16/24/32-bit integer PCM, or float and other encodings
+  through FFmpeg; any rate, any channels) as the protocol's audio format, PCM16LE 16 kHz mono bytes
+  (``read_wav_16k`` gives the int16 samples).
 * ``resample(samples, source_rate, target_rate)``: band-limited polyphase resampling of a whole signal;
   ``StreamResampler`` does the same chunk by chunk, for live input.
 * ``paced_chunks(pcm, chunk_ms=100, speed=1.0)``: ``(audio_end_ms, chunk)`` pairs, each released when a
@@ -135,9 +136,10 @@ def to_pcm16(samples: npt.ArrayLike) -> npt.NDArray[np.int16]:
 
 
 def read_wav_16k(path: Path | str) -> npt.NDArray[np.int16]:
-    """A PCM WAV (8/16/24/32-bit integer, any rate, any channels) as int16 mono samples at 16 kHz.
+    """A WAV file (8/16/24/32-bit integer PCM, or any other encoding FFmpeg decodes, such as 32-bit
+    float) at any rate and with any channels, as int16 mono samples at 16 kHz.
 
-    Raises ``ValueError`` naming the file and the reason if it is missing, unreadable or not integer PCM.
+    Raises ``ValueError`` naming the file and the reason if it is missing or unreadable.
     """
     try:
         with wave.open(str(path), "rb") as source:
@@ -146,8 +148,8 @@ def read_wav_16k(path: Path | str) -> npt.NDArray[np.int16]:
     except (OSError, EOFError, wave.Error) as error:
         reason = str(error) or type(error).__name__
         if isinstance(error, wave.Error) and "unknown format" in reason:
-            reason += " (only integer PCM is supported: convert with `ffmpeg -i IN -c:a pcm_s16le OUT.wav`)"
-        elif isinstance(error, EOFError):
+            return _decode_with_ffmpeg(path, reason)  # e.g. IEEE float samples
+        if isinstance(error, EOFError):
             reason = "truncated or empty file"
         raise ValueError(f"{path}: cannot read as a PCM WAV file: {reason}") from error
     if channels < 1 or rate <= 0:
@@ -169,15 +171,38 @@ def read_wav_16k(path: Path | str) -> npt.NDArray[np.int16]:
     return to_pcm16(resample(mono, rate, SAMPLE_RATE))
 
 
+def _decode_with_ffmpeg(path: Path | str, wave_reason: str) -> npt.NDArray[np.int16]:
+    """Decode with FFmpeg (PyAV, which faster-whisper brings) to int16 mono at 16 kHz."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            stream = next(iter(container.streams.audio), None)
+            if stream is None:
+                raise ValueError(f"{path}: cannot read as a WAV file: no audio in it")
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            pieces = [
+                out.to_ndarray().reshape(-1)
+                for frame in [*container.decode(stream), None]
+                for out in resampler.resample(frame)
+            ]
+    except av.error.FFmpegError as error:
+        raise ValueError(f"{path}: cannot read as a WAV file: {wave_reason}; FFmpeg: {error}") from error
+    return np.concatenate(pieces).astype(np.int16) if pieces else np.zeros(0, dtype=np.int16)
+
+
 def read_wav_pcm16_16k(path: Path | str) -> bytes:
     """A PCM WAV file as the protocol's audio: PCM16 little-endian, 16 kHz, mono (see ``read_wav_16k``)."""
     return read_wav_16k(path).astype("<i2").tobytes()
 
 
 def wav_duration_ms(path: Path | str) -> int:
-    """How long a WAV file plays, in ms, from its header alone."""
-    with wave.open(str(path), "rb") as wav:
-        return wav.getnframes() * 1000 // max(1, wav.getframerate())
+    """How long a WAV file plays, in ms: from its header alone where it is integer PCM."""
+    try:
+        with wave.open(str(path), "rb") as wav:
+            return wav.getnframes() * 1000 // max(1, wav.getframerate())
+    except wave.Error:
+        return len(read_wav_16k(path)) * 1000 // SAMPLE_RATE
 
 
 # -- pacing ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from clients.python.client import connect
 from stream.config import ServerConfig
 from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage
 from stream.server import LivecanvasServer
-from tests.speech import librivox_clips, read_wav_16k, silence, synthesize, wer
+from tests.speech import audioeval_clips, cer, librivox_clips, read_wav_16k, silence, synthesize, wer
 
 SPEED = 1.0  # real time, as a live caption service is used
 CHUNK_MS = 100
@@ -33,12 +33,14 @@ async def asr_server(livecanvas_cache: Path) -> AsyncIterator[LivecanvasServer]:
         yield running
 
 
-async def stream_audio(url: str, stream: str, pcm: bytes) -> tuple[list[ServerMessage], int]:
+async def stream_audio(
+    url: str, stream: str, pcm: bytes, *, source_lang: str = "en", tracks: tuple[str, ...] = ("caption", "pt")
+) -> tuple[list[ServerMessage], int]:
     """Publish ``pcm`` at SPEED x real time, then end. Returns every message until bye, and how many
     had arrived when ``end`` was sent."""
     messages: list[ServerMessage] = []
     ended_at: list[int] = []
-    async with connect(url, stream=stream, tracks=("caption", "pt")) as session:
+    async with connect(url, stream=stream, tracks=tracks, source_lang=source_lang) as session:
 
         async def publish() -> None:
             step = CHUNK_MS * 32  # bytes per chunk at 16 kHz PCM16
@@ -109,6 +111,32 @@ async def test_real_speech_is_captioned_accurately_and_translated(
     assert score < 0.06, f"WER {score:.3f}\nLibriVox: {librivox_text}\nPiper: {piper_text}"
     assert asr_server.asr_worker is not None
     assert asr_server.asr_worker.stats.rows > 0
+
+
+async def test_other_languages_are_captioned_in_their_own_language(asr_server: LivecanvasServer) -> None:
+    """The stream's source language picks whisper base's language: French speech comes back as
+    French, not as an English translation or transliteration (a CER near 0.65 here)."""
+    url = f"ws://127.0.0.1:{asr_server.port}"
+    picks = {"fr": ("bonjour_monde", "pangrama"), "it": ("ciao_mondo", "pangrama")}
+    clips = {lang: [audioeval_clips(lang)[name] for name in names] for lang, names in picks.items()}
+    results = await asyncio.gather(
+        *(
+            stream_audio(
+                url,
+                f"talk-{lang}",
+                b"".join(read_wav_16k(c.path).tobytes() + silence(1.0) for c in chosen),
+                source_lang=lang,
+                tracks=("caption",),
+            )
+            for lang, chosen in clips.items()
+        )
+    )
+    for (lang, chosen), (messages, _) in zip(clips.items(), results, strict=True):
+        assert isinstance(messages[-1], Bye)
+        assert not [m for m in messages if isinstance(m, ErrorMsg)]
+        text = " ".join(f.text for f in caption_finals(messages))
+        reference = " ".join(c.text for c in chosen)
+        assert cer(reference, text) < 0.2, f"{lang}: {text!r} against {reference!r}"
 
 
 async def test_silence_produces_no_captions(asr_server: LivecanvasServer) -> None:

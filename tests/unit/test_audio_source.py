@@ -20,6 +20,7 @@ from clients.python.audio_source import (
     paced_chunks,
     read_wav_pcm16_16k,
     resample,
+    wav_duration_ms,
 )
 
 
@@ -102,18 +103,28 @@ def test_16k_mono_16_bit_is_passed_through(tmp_path: Path) -> None:
     assert read_wav_pcm16_16k(path) == raw.tobytes()
 
 
-def test_float_wav_is_refused_with_the_path_and_reason(tmp_path: Path) -> None:
-    path = tmp_path / "float.wav"
-    data = np.zeros(160, dtype="<f4").tobytes()
+def test_float_wav_is_decoded_like_its_integer_twin(tmp_path: Path) -> None:
+    signal = tone(440, 0.5, 22_050)
+    data = signal.astype("<f4").tobytes()
+    rate = 22_050
     header = (
         b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
-        + (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + SAMPLE_RATE.to_bytes(4, "little")
-        + (4 * SAMPLE_RATE).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
+        + (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little")
+        + (4 * rate).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
         + b"data" + len(data).to_bytes(4, "little")
     )  # fmt: skip
+    path = tmp_path / "float.wav"
     path.write_bytes(header + data)
-    with pytest.raises(ValueError, match=r"float\.wav: .*(unknown format|integer PCM)"):
-        read_wav_pcm16_16k(path)
+    as_float = np.frombuffer(read_wav_pcm16_16k(path), dtype="<i2").astype(np.float64)
+    as_int = np.frombuffer(
+        read_wav_pcm16_16k(write_wav(tmp_path / "int.wav", signal, rate=rate)), dtype="<i2"
+    ).astype(np.float64)
+    assert abs(len(as_float) - len(as_int)) <= 32  # the two resamplers may differ by a few samples
+    n = min(len(as_float), len(as_int))
+    # same level and same tone: the difference is small against the signal (0.5 of full scale)
+    assert np.sqrt(np.mean(as_float[:n] ** 2)) == pytest.approx(np.sqrt(np.mean(as_int[:n] ** 2)), rel=0.05)
+    assert dominant_hz(read_wav_pcm16_16k(path)) == pytest.approx(440, abs=5)
+    assert wav_duration_ms(path) == pytest.approx(500, abs=5)
 
 
 @pytest.mark.parametrize(
