@@ -303,7 +303,6 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from clients.python.audio_source import wav_duration_ms
     from clients.python.send import SendOptions, send_audio, send_segments
 
     options = SendOptions(
@@ -324,12 +323,11 @@ def run_send(args: argparse.Namespace) -> int:
 
     else:
         try:
-            source = open_audio(args)
+            source, total_ms = open_audio(args)
         except (RuntimeError, ValueError) as error:
             print(f"livecanvas send: {error}", file=sys.stderr)
             return 2
         speed = 1.0 if args.mic else args.speed
-        total_ms = None if args.mic else wav_duration_ms(args.audio)  # for the progress bar
 
         async def go() -> None:
             result.append(await send_audio(options, source(), speed=speed, total_ms=total_ms))
@@ -338,8 +336,11 @@ def run_send(args: argparse.Namespace) -> int:
     return result[0] if result else 1
 
 
-def open_audio(args: argparse.Namespace) -> Callable[[], AsyncIterator[tuple[int, bytes]]]:
-    """The chunks to send for ``--audio``/``--mic``; ``ValueError``/``RuntimeError`` for bad input."""
+def open_audio(
+    args: argparse.Namespace,
+) -> tuple[Callable[[], AsyncIterator[tuple[int, bytes]]], int | None]:
+    """The chunks to send for ``--audio``/``--mic`` and the audio's length in ms (for the progress bar;
+    None for the microphone); ``ValueError``/``RuntimeError`` for bad input."""
     from clients.python import audio_source as audio
 
     if args.text:
@@ -350,9 +351,10 @@ def open_audio(args: argparse.Namespace) -> Callable[[], AsyncIterator[tuple[int
         raise ValueError(f"--speed must be >= 0 (0: as fast as possible), got {args.speed}")
     if args.mic:
         audio.require_microphone()
-        return lambda: audio.microphone_chunks(args.chunk_ms)
+        return (lambda: audio.microphone_chunks(args.chunk_ms)), None
     pcm = audio.read_wav_pcm16_16k(args.audio)
-    return lambda: audio.paced_chunks(pcm, chunk_ms=args.chunk_ms, speed=args.speed)
+    length_ms = len(pcm) // audio.BYTES_PER_MS
+    return (lambda: audio.paced_chunks(pcm, chunk_ms=args.chunk_ms, speed=args.speed)), length_ms
 
 
 def read_lines(path: Path | None) -> list[str]:

@@ -196,15 +196,6 @@ def read_wav_pcm16_16k(path: Path | str) -> bytes:
     return read_wav_16k(path).astype("<i2").tobytes()
 
 
-def wav_duration_ms(path: Path | str) -> int:
-    """How long a WAV file plays, in ms: from its header alone where it is integer PCM."""
-    try:
-        with wave.open(str(path), "rb") as wav:
-            return wav.getnframes() * 1000 // max(1, wav.getframerate())
-    except wave.Error:
-        return len(read_wav_16k(path)) * 1000 // SAMPLE_RATE
-
-
 # -- pacing ------------------------------------------------------------------------------------------
 
 
