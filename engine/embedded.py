@@ -1,10 +1,11 @@
-"""The embedded default checkpoint: a small DiffusionGemma that needs nothing from a model hub.
+"""The placeholder checkpoint (``--model placeholder``): a small DiffusionGemma that needs nothing.
 
-Until the trained translator ships, the default is an untrained, deterministically initialised small
-DiffusionGemma config (text part only, minimal vision tower) with a byte-level tokenizer. It is written
-with ``save_pretrained`` into the local cache once and then loaded with ``from_pretrained`` through the
-same code path as any real checkpoint, so everything downstream (batching, drafts, finals, latency) is
-exercised for real. Its output is not a translation: its weights are random.
+An untrained, deterministically initialised small DiffusionGemma config (text part only, minimal
+vision tower) with a byte-level tokenizer, for working on the machinery. It is written with
+``save_pretrained`` into the local cache once and then loaded with ``from_pretrained`` through the
+same code path as any real DiffusionGemma checkpoint, so batching, drafts, finals and latency are
+exercised for real. Its output is not a translation: its weights are random. (The embedded default,
+the trained canvas translators, ships in ``engine/models/``.)
 """
 
 from __future__ import annotations

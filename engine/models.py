@@ -2,15 +2,16 @@
 
 Specs:
 
-* ``embedded`` (the default): livecanvas's own trained translator shipped in the package
-  (``engine/models/``, made by ``livecanvas train``), or the untrained placeholder where none is shipped;
+* ``embedded`` (the default): livecanvas's own translator v2 shipped in the package (``engine/models/``,
+  one canvas-translator checkpoint per direction, made by ``livecanvas train``;
+  :mod:`engine.translator`), or the untrained placeholder where none is shipped;
 * ``placeholder``: the untrained placeholder (random weights, byte-level tokenizer), created in the
   local cache if missing: fast and deterministic, for development and tests of the machinery;
 * a local directory holding a ``save_pretrained`` checkpoint;
 * a Hugging Face id (``google/diffusiongemma-26B-A4B-it``) already in the local Hugging Face cache.
   Nothing is ever downloaded: resolution uses ``local_files_only``, and ``HF_HUB_OFFLINE=1`` is honoured.
 
-Every kind loads through the same ``from_pretrained`` path. A directory with a ``SHA256SUMS`` file (the
+DiffusionGemma checkpoints load through ``from_pretrained``. A directory with a ``SHA256SUMS`` file (the
 shipped translator has one) is verified against it first and refused if anything differs. A checkpoint
 may carry ``livecanvas.json``
 (prompt kind, early-exit defaults); without it, a tokenizer with a chat template gets the chat prompt
@@ -30,12 +31,17 @@ from engine.types import DiffusionParams, EarlyExitParams
 
 EMBEDDED_SPEC = "embedded"
 PLACEHOLDER_SPEC = "placeholder"
-PACKAGED_MODEL = "livecanvas-en-ptbr-v1"
+PACKAGED_MODELS = ("livecanvas-en-ptbr-v2", "livecanvas-ptbr-en-v2")
+CANVAS_WEIGHTS = "canvas.safetensors"  # what marks a canvas-translator checkpoint (engine.translator)
 
 
-def packaged_model_dir() -> Path:
-    """Where the trained translator ships inside the package (it may be absent in a source tree)."""
-    return Path(__file__).resolve().parent / "models" / PACKAGED_MODEL
+def packaged_models_dir() -> Path:
+    """Where the trained translators ship inside the package, one directory per direction."""
+    return Path(__file__).resolve().parent / "models"
+
+
+def packaged_model_dirs() -> list[Path]:
+    return [packaged_models_dir() / name for name in PACKAGED_MODELS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,15 +53,19 @@ class ResolvedModel:
 def resolve_model(spec: str | None, *, cache_dir: Path | None = None) -> ResolvedModel:
     """Map a model spec to a checkpoint directory on disk, or raise ``ModelResolutionError``."""
     spec = spec or EMBEDDED_SPEC
-    if spec == EMBEDDED_SPEC and (packaged_model_dir() / "config.json").is_file():
-        return ResolvedModel(spec, _verified(packaged_model_dir()))
+    if spec == EMBEDDED_SPEC and any((d / CANVAS_WEIGHTS).is_file() for d in packaged_model_dirs()):
+        return ResolvedModel(spec, packaged_models_dir())
     if spec in (EMBEDDED_SPEC, PLACEHOLDER_SPEC):
         return ResolvedModel(spec, ensure_embedded(cache_dir))
     candidate = Path(spec).expanduser()
     if candidate.is_dir():
+        if is_canvas_translator(candidate):
+            return ResolvedModel(spec, candidate)  # verified direction by direction when loaded
         if not (candidate / "config.json").is_file():
-            raise ModelResolutionError(f"{candidate} is a directory but holds no config.json checkpoint")
-        return ResolvedModel(spec, _verified(candidate))
+            raise ModelResolutionError(
+                f"{candidate} is a directory but holds no checkpoint (config.json or {CANVAS_WEIGHTS})"
+            )
+        return ResolvedModel(spec, verified(candidate))
     if spec.count("/") == 1 and not spec.startswith((".", "/", "~")):
         return ResolvedModel(spec, _from_hub_cache(spec))
     raise ModelResolutionError(
@@ -63,7 +73,12 @@ def resolve_model(spec: str | None, *, cache_dir: Path | None = None) -> Resolve
     )
 
 
-def _verified(directory: Path) -> Path:
+def is_canvas_translator(path: Path) -> bool:
+    """Whether ``path`` is a canvas-translator checkpoint or a directory of them."""
+    return (path / CANVAS_WEIGHTS).is_file() or any((c / CANVAS_WEIGHTS).is_file() for c in path.iterdir())
+
+
+def verified(directory: Path) -> Path:
     """``directory``, after checking it against its ``SHA256SUMS`` where it has one."""
     from engine.training.export import CHECKSUM_FILE, verify_checksums
 
@@ -102,6 +117,22 @@ class ModelCard:
     diffusion: DiffusionParams
     early_exit: EarlyExitParams
     target_languages: tuple[str, ...] = ()  # empty: any language the prompt can name
+    pairs: tuple[tuple[str, str], ...] = ()  # (source, target) directions; empty: any source
+
+    def serves(self, source_lang: str, target: str) -> bool:
+        """Whether a ``source_lang`` stream can get a ``target`` track from this model."""
+        if not self.pairs:
+            return match_language(target, self.target_languages) is not None
+        return any(
+            match_language(source_lang, (source,)) and match_language(target, (tgt,))
+            for source, tgt in self.pairs
+        )
+
+    def describe(self) -> str:
+        """What it translates, for error messages."""
+        if self.pairs:
+            return ", ".join(f"{source} -> {target}" for source, target in self.pairs)
+        return f"into {', '.join(self.target_languages)}" if self.target_languages else "into any language"
 
 
 def match_language(requested: str, supported: tuple[str, ...]) -> str | None:

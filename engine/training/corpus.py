@@ -174,12 +174,17 @@ def _sentences_of(name: str, *, small: bool) -> Iterable[tuple[str, str]]:
     return fortune_sentences() if name == "fortunes" else wordnet_sentences()
 
 
-def _stable_fraction(key: str) -> float:
+def stable_fraction(key: str) -> float:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
 
 
 def build_corpus(
-    out_dir: Path, *, limit: int | None = None, dev_size: int = 500, test_size: int = 1000
+    out_dir: Path,
+    *,
+    limit: int | None = None,
+    dev_size: int = 500,
+    test_size: int = 1000,
+    shares: dict[str, float] = SHARE,
 ) -> dict[str, object]:
     """Write ``train/dev/test.jsonl``, ``human_test.jsonl`` and ``sources.json``; returns the summary.
 
@@ -198,7 +203,7 @@ def build_corpus(
         for doc, block in _sentences_of(name, small=limit is not None):
             for index, text in enumerate(split_sentences(block)):
                 key = dedup_key(text)
-                if not acceptable(text) or key in seen or _stable_fraction(key) >= SHARE[name]:
+                if not acceptable(text) or key in seen or stable_fraction(key) >= shares[name]:
                     continue
                 seen.add(key)
                 sentences.append(Sentence(f"{name}-{len(sentences)}", text, name, doc, index))
@@ -206,7 +211,7 @@ def build_corpus(
             if limit is not None and kept >= limit:
                 break
         counts[name] = kept
-    docs = sorted({s.doc for s in sentences}, key=_stable_fraction)
+    docs = sorted({s.doc for s in sentences}, key=stable_fraction)
     splits: dict[str, list[Sentence]] = {"dev": [], "test": [], "train": []}
     by_doc: dict[str, list[Sentence]] = {}
     for sentence in sentences:

@@ -1,28 +1,20 @@
-"""Evaluating the translator: translate through the service's own engine, score with sacrebleu.
+"""Evaluating a translator: translate through the service's own engine, score with sacrebleu.
 
-This module owns the quality figures of the model card. Sentences go through the same scheduler and
-batched denoiser as the live service (so the *draft* is the early-exit result a viewer sees first and
-the *final* is what adaptive stopping settles on), with the number of denoising steps fixed (1, 2, 4,
-8, 16: every step is run) or adaptive. chrF and BLEU come from sacrebleu, against the teacher's
-outputs and against human references.
+Sentences go through the same scheduler and batched denoiser as the live service, so the *draft* is
+the early-exit result a viewer sees first and the *final* is what the decoding rules settle on.
+chrF and BLEU come from sacrebleu.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from engine.diffusion.gemma import DiffusionGemmaDenoiser, Sampler
-from engine.models import diffusion_defaults, eos_ids
-from engine.prompts import ContextEntry, TaggedTemplate
-from engine.runtime import output_budget
-from engine.scheduler import Scheduler, advance
+from engine.batch_round import run_round
+from engine.errors import EngineError
+from engine.scheduler import Scheduler
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams, Draft, EarlyExitParams, Final
-
-FIXED_STEPS = (1, 2, 4, 8, 16)
-NEVER_CONFIDENT = 1e-30  # a confidence threshold no mean entropy reaches: every step runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,67 +25,24 @@ class Translation:
     draft_steps: int
 
 
-def translate(
-    model: Any,
-    tokenizer: Any,
-    sources: Sequence[tuple[str, Sequence[ContextEntry]]],
-    *,
-    diffusion: DiffusionParams,
-    early_exit: EarlyExitParams,
-    source_lang: str = "en",
-    target_lang: str = "pt-BR",
-    max_batch: int = 64,
-    seed: int = 0,
-    sampler: Sampler = "exact",
-) -> list[Translation]:
-    """Translate every source (with its context) through the continuous-batching engine."""
+def run_requests(scheduler: Scheduler, denoiser: Any, count: int) -> list[Translation]:
+    """Run the queued canvases (keyed by window ``0..count-1``) to their finals; the first draft and
+    the final of each."""
     import torch
 
-    text_config = model.config.get_text_config()
-    denoiser = DiffusionGemmaDenoiser(
-        model, tokenizer, eos_token_ids=eos_ids(model.generation_config, text_config), sampler=sampler
-    )
-    template = TaggedTemplate(tokenizer)
-    scheduler = Scheduler(
-        canvas_length=denoiser.canvas_length,
-        eos_token_ids=denoiser.eos_token_ids,
-        decode=denoiser.decode,
-        max_batch=max_batch,
-    )
-    for index, (source, context) in enumerate(sources):
-        budget = output_budget(
-            len(tokenizer.encode(source, add_special_tokens=False)),
-            denoiser.canvas_length,
-            denoiser.max_context_tokens,
-        )
-        prompt = template.render(
-            source=source,
-            context=context,
-            source_lang=source_lang,
-            target_lang=target_lang,
-            budget=denoiser.max_context_tokens - budget,
-        )
-        scheduler.add(
-            CanvasRequest(
-                key=CanvasKey("eval", target_lang, index),
-                prompt_ids=tuple(prompt),
-                max_new_tokens=budget,
-                seed=seed + index,
-                diffusion=diffusion,
-                early_exit=early_exit,
-            )
-        )
     drafts: dict[int, Draft] = {}
     finals: dict[int, Final] = {}
     with torch.inference_mode():
         while not scheduler.idle:
-            for event in advance(scheduler, denoiser)[2]:
+            for event in run_round(scheduler, denoiser).events:
                 if isinstance(event, Final):
+                    if event.error is not None:
+                        raise EngineError(f"window {event.key.window}: {event.error}")
                     finals[event.key.window] = event
                 else:
                     drafts.setdefault(event.key.window, event)
     out = []
-    for index in range(len(sources)):
+    for index in range(count):
         final = finals[index]
         draft = drafts.get(index)
         out.append(
@@ -107,6 +56,38 @@ def translate(
     return out
 
 
+def canvas_translate(
+    denoiser: Any,
+    direction: int,
+    sources: Sequence[str],
+    *,
+    diffusion: DiffusionParams,
+    early_exit: EarlyExitParams,
+    max_batch: int = 64,
+) -> list[Translation]:
+    """Translate through a canvas denoiser (:mod:`engine.diffusion.canvas_denoiser`) and the scheduler."""
+    scheduler = Scheduler(
+        canvas_length=denoiser.canvas_length,
+        eos_token_ids=denoiser.eos_token_ids,
+        decode=denoiser.decode,
+        max_batch=max_batch,
+    )
+    name = denoiser.directions[direction].name
+    for index, source in enumerate(sources):
+        prompt = denoiser.encode_source(direction, source)
+        scheduler.add(
+            CanvasRequest(
+                key=CanvasKey("eval", name, index),
+                prompt_ids=prompt,
+                max_new_tokens=denoiser.canvas_budget(prompt),
+                seed=index,
+                diffusion=diffusion,
+                early_exit=early_exit,
+            )
+        )
+    return run_requests(scheduler, denoiser, len(sources))
+
+
 def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     import sacrebleu
 
@@ -114,41 +95,3 @@ def scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, fl
         "chrf": round(sacrebleu.corpus_chrf(list(hypotheses), [list(references)]).score, 2),
         "bleu": round(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score, 2),
     }
-
-
-def step_settings(model: Any) -> dict[str, DiffusionParams]:
-    """Fixed step counts (every step runs) and the checkpoint's own adaptive setting."""
-    adaptive = diffusion_defaults(model.generation_config)
-    fixed = {
-        str(n): replace(adaptive, max_denoising_steps=n, confidence_threshold=NEVER_CONFIDENT)
-        for n in FIXED_STEPS
-    }
-    return fixed | {"adaptive": adaptive}
-
-
-def quality_table(
-    model: Any,
-    tokenizer: Any,
-    sets: Mapping[str, tuple[Sequence[str], Sequence[str]]],
-    early_exit: EarlyExitParams,
-) -> list[dict[str, Any]]:
-    """One row per step setting: draft and final chrF/BLEU on every ``(sources, references)`` set,
-    mean steps per window and seconds per sentence (batched, this machine)."""
-    rows = []
-    for name, params in step_settings(model).items():
-        row: dict[str, Any] = {"steps": name}
-        for set_name, (sources, references) in sets.items():
-            start = time.perf_counter()
-            result = translate(
-                model, tokenizer, [(s, ()) for s in sources], diffusion=params, early_exit=early_exit
-            )
-            elapsed = time.perf_counter() - start
-            row[set_name] = {
-                "final": scores([r.final for r in result], references),
-                "draft": scores([r.draft for r in result], references),
-                "mean_steps": round(sum(r.steps for r in result) / len(result), 2),
-                "mean_draft_steps": round(sum(r.draft_steps for r in result) / len(result), 2),
-                "seconds_per_sentence": round(elapsed / len(result), 4),
-            }
-        rows.append(row)
-    return rows

@@ -1,18 +1,16 @@
-"""Exporting a trained translator: ``save_pretrained`` layout, livecanvas card, checksums.
+"""Shipped checkpoint directories: written atomically, with ``SHA256SUMS``.
 
-This module owns the shipped checkpoint directory: weights (safetensors), config, generation config,
-tokenizer, ``livecanvas.json`` (how the service should use it) and ``SHA256SUMS``, which
-``engine.models`` verifies before loading so a corrupted or partial copy is refused, not served.
+This module owns the checksum file, which ``engine.models`` verifies before loading so that a
+corrupted or partial copy is refused, not served, and the staged write of a checkpoint directory.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 CHECKSUM_FILE = "SHA256SUMS"
 
@@ -48,25 +46,13 @@ def verify_checksums(directory: Path) -> list[str]:
     return problems
 
 
-def export_checkpoint(
-    model: Any,
-    tokenizer: Any,
-    card: dict[str, Any],
-    target: Path,
-    *,
-    extra_files: dict[str, str] | None = None,
-) -> Path:
-    """Write the checkpoint to ``target`` atomically (staged next to it, then renamed over it).
-
-    ``extra_files`` (name -> text) are written alongside: the model card and its evaluation figures."""
+def write_directory(target: Path, write: Callable[[Path], None]) -> Path:
+    """Make ``target`` atomically: ``write`` fills a staging directory next to it, checksums are
+    added, then it is renamed over ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
-        (staging / "livecanvas.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
-        for name, text in (extra_files or {}).items():
-            (staging / name).write_text(text)
+        write(staging)
         write_checksums(staging)
         staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint is meant to be shared
         for path in staging.iterdir():

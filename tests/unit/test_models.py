@@ -18,11 +18,17 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
 
 from engine.embedded import BOS_ID, EMBEDDED_NAME, ensure_embedded
 from engine.errors import EngineError, ModelResolutionError
-from engine.models import diffusion_defaults, packaged_model_dir, read_card, resolve_model
+from engine.models import (
+    diffusion_defaults,
+    packaged_model_dirs,
+    packaged_models_dir,
+    read_card,
+    resolve_model,
+)
 from engine.prompts import ChatTemplate, ContextEntry, TaggedTemplate
-from engine.runtime import LoadedModel, WindowJob, load_model
+from engine.runtime import LoadedModel, load_model
 from engine.training.export import verify_checksums
-from engine.types import CanvasKey, DiffusionParams, EarlyExitParams
+from engine.types import CanvasKey, DiffusionParams, EarlyExitParams, WindowJob
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<turn>{{ message['role'] }}\n{{ message['content'] }}</turn>\n{% endfor %}"
@@ -75,11 +81,11 @@ def test_the_placeholder_is_created_in_the_cache_dir_and_reused(tmp_path: Path) 
     assert [p.name for p in (tmp_path / "models").iterdir()] == [EMBEDDED_NAME]  # no staging left over
 
 
-def test_no_spec_means_the_shipped_translator_verified_by_its_checksums(livecanvas_cache: Path) -> None:
+def test_no_spec_means_the_shipped_translators_verified_by_their_checksums(livecanvas_cache: Path) -> None:
     resolved = resolve_model(None)
     assert resolved.spec == "embedded"
-    assert resolved.path == packaged_model_dir()
-    assert verify_checksums(resolved.path) == []
+    assert resolved.path == packaged_models_dir()
+    assert all(verify_checksums(directory) == [] for directory in packaged_model_dirs())
     assert not (livecanvas_cache / "models" / EMBEDDED_NAME).exists()  # no placeholder made
 
 
@@ -91,7 +97,7 @@ def test_a_local_checkpoint_directory_resolves(tiny_checkpoint: Path) -> None:
 
 def test_a_directory_without_config_json_is_refused(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(ModelResolutionError, match=r"config\.json"):
+    with pytest.raises(ModelResolutionError, match=r"config\.json or canvas\.safetensors"):
         resolve_model(str(tmp_path))
 
 

@@ -1,0 +1,299 @@
+"""The canvas translator backend: ``Denoiser`` over :class:`engine.diffusion.canvas.CanvasTranslator`.
+
+One backend serves several translation directions (one model each) in one joint id space: direction
+``r``'s piece ``p`` is id ``r * V + p`` (``V`` pieces per student), so prompts, canvases and the
+scheduler's token tuples say which model they belong to, and the scheduler needs no new field. A
+step groups its canvases by direction and runs one decoder forward per direction.
+
+Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an adaptive acceptance):
+
+* ``start``: the window's shortlist rows of the output layer and a canvas of ``[MASK]`` slots (length
+  from the source) are set up; its first step encodes the source once, in one encoder forward with
+  every other window starting in that round, and keeps its cross-attention keys and values;
+* ``step``: the decoder reads the whole canvas; only masked slots get logits, over the window's
+  shortlist alone (Bergamot's lexical shortlist); each takes its most likely piece, its probability
+  and its entropy;
+* re-masking: with ``n`` steps left of ``N``, at most ``floor(T * (n - 1) / N)`` slots are masked
+  again, the least probable first, but never a slot that the entropy-bound rule
+  (:func:`engine.diffusion.rules.acceptance_mask`, the same rule as DiffusionGemma's) accepts. After
+  the first step at least its least probable slot is masked again, so every window shows a draft
+  (its one-step canvas) before its final; a window whose pieces are all confident then finishes
+  after two steps, and none takes more than ``N``;
+* the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule.
+
+Decoding drops a piece that repeats its left neighbour (the usual remedy for the repeated tokens of
+parallel decoders; subword pieces almost never repeat in real text).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
+from engine.diffusion.denoiser import StepResult
+from engine.diffusion.rules import acceptance_mask, stable_and_confident
+from engine.errors import EngineError
+from engine.marian.binary import Shortlist
+from engine.marian.teacher import EOS_ID, pad_batch
+from engine.types import CanvasRequest
+
+MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrapolate
+
+
+@dataclass
+class Direction:
+    """One translation direction: its model, tokenizer (``tokenizers.Tokenizer``) and shortlist."""
+
+    name: str  # e.g. "en-pt"
+    model: CanvasTranslator
+    tokenizer: object
+    shortlist: Shortlist | None  # None: logits over the whole vocabulary
+    noise: str = "mask"  # what an unsettled slot holds: "mask" ([MASK]) or "uniform" (a random piece)
+
+
+@dataclass(eq=False)
+class _Window:
+    direction: int
+    request: CanvasRequest
+    source: list[int]  # pieces plus </s>
+    # per layer (1, H, S, D/H) cross-attention keys and values; None until the first step encodes it
+    context: list[tuple[torch.Tensor, torch.Tensor]] | None
+    source_length: int
+    candidates: torch.Tensor | None  # (C,) piece ids the output may use
+    output_weight: torch.Tensor  # (C, D) rows of the output layer for them
+    output_bias: torch.Tensor  # (C,)
+    tokens: torch.Tensor  # (T,) current piece per slot (MASK_ID where masked)
+    probability: torch.Tensor  # (T,) probability of each slot's piece when it was chosen
+    entropy: torch.Tensor  # (T,) entropy (nats) of that distribution
+    masked: torch.Tensor  # (T,) bool: slots the next step predicts
+    history: torch.Tensor  # (1, S_h, T) last argmax canvases for the stability rule
+
+
+class CanvasDenoiser:
+    """See the module docstring."""
+
+    def __init__(self, directions: Sequence[Direction]) -> None:
+        if not directions:
+            raise EngineError("a canvas denoiser needs at least one direction")
+        self.directions = list(directions)
+        self.vocab = directions[0].model.dims.vocab
+        self._windows: dict[int, _Window] = {}
+        self._generator = torch.Generator().manual_seed(0)  # uniform noise only
+        self.forwards = 0
+        self.rows_stepped = 0
+
+    def direction_index(self, name: str) -> int | None:
+        return next((i for i, d in enumerate(self.directions) if d.name == name), None)
+
+    def encode_source(self, direction: int, text: str) -> tuple[int, ...]:
+        """Source text to joint ids (pieces plus ``</s>``) for ``direction``."""
+        tokenizer = self.directions[direction].tokenizer
+        pieces = [*tokenizer.encode(text, add_special_tokens=False).ids, EOS_ID]  # type: ignore[attr-defined]
+        offset = direction * self.vocab
+        return tuple(offset + p for p in pieces)
+
+    def canvas_budget(self, prompt_ids: Sequence[int]) -> int:
+        """A window's canvas length (its ``max_new_tokens``): from its source's length."""
+        return canvas_length_for(len(prompt_ids) - 1, maximum=MAX_CANVAS)
+
+    # -- Denoiser protocol -------------------------------------------------------------------------
+    @property
+    def canvas_length(self) -> int:
+        return MAX_CANVAS
+
+    @property
+    def eos_token_ids(self) -> frozenset[int]:
+        return frozenset(i * self.vocab + EOS_ID for i in range(len(self.directions)))
+
+    @property
+    def max_context_tokens(self) -> int:
+        return 2 * MAX_CANVAS
+
+    def start(self, seq_id: int, request: CanvasRequest) -> None:
+        if seq_id in self._windows:
+            raise EngineError(f"sequence {seq_id} is already live")
+        direction, pieces = self._split_ids(request.prompt_ids)
+        if len(pieces) > self.max_context_tokens:
+            raise EngineError(f"a window holds at most {self.max_context_tokens} pieces, got {len(pieces)}")
+        model = self.directions[direction].model
+        shortlist = self.directions[direction].shortlist
+        with torch.inference_mode():
+            weight: torch.Tensor = model.embedding.weight
+            bias: torch.Tensor = model.output_bias
+            candidates = None
+            if shortlist is not None:
+                candidates = torch.from_numpy(shortlist.candidates(pieces))
+                weight, bias = weight[candidates], bias[candidates]
+        length = min(request.max_new_tokens, MAX_CANVAS)
+        threshold = request.diffusion.stability_threshold
+        self._windows[seq_id] = _Window(
+            direction=direction,
+            request=request,
+            source=pieces,
+            context=None,
+            source_length=len(pieces),
+            candidates=candidates,
+            output_weight=weight,
+            output_bias=bias,
+            tokens=self._noise(direction, candidates, torch.full((length,), MASK_ID, dtype=torch.long)),
+            probability=torch.zeros(length),
+            entropy=torch.full((length,), math.inf),
+            masked=torch.ones(length, dtype=torch.bool),
+            history=torch.full((1, threshold, length), -1, dtype=torch.long),
+        )
+
+    def next_block(self, seq_id: int, block: Sequence[int]) -> None:
+        raise EngineError("a canvas translator fills a window in one canvas; there is no next block")
+
+    def release(self, seq_id: int) -> None:
+        self._windows.pop(seq_id, None)
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        if not tokens:
+            return ""
+        direction = tokens[0] // self.vocab
+        pieces = [t % self.vocab for t in tokens]
+        kept = [p for i, p in enumerate(pieces) if p != EOS_ID and (i == 0 or p != pieces[i - 1])]
+        return str(self.directions[direction].tokenizer.decode(kept))  # type: ignore[attr-defined]
+
+    def step(self, seq_ids: Sequence[int], steps_remaining: Sequence[int]) -> list[StepResult]:
+        if len(seq_ids) != len(steps_remaining):
+            raise EngineError("seq_ids and steps_remaining differ in length")
+        results: dict[int, StepResult] = {}
+        windows = [self._windows[i] for i in seq_ids]
+        with torch.inference_mode():
+            self._encode([w for w in windows if w.context is None])
+            for direction in sorted({w.direction for w in windows}):
+                rows = [k for k, w in enumerate(windows) if w.direction == direction]
+                stepped = self._step_direction(
+                    direction, [windows[k] for k in rows], [steps_remaining[k] for k in rows]
+                )
+                results.update(zip(rows, stepped, strict=True))
+        self.forwards += 1
+        self.rows_stepped += len(seq_ids)
+        return [results[k] for k in range(len(seq_ids))]
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _encode(self, windows: list[_Window]) -> None:
+        """Encode the sources of newly started windows, one encoder forward per direction (windows
+        that join in the same round share it), keeping each window's cross-attention keys/values."""
+        for direction in sorted({w.direction for w in windows}):
+            group = [w for w in windows if w.direction == direction]
+            model = self.directions[direction].model
+            source, mask = pad_batch([w.source for w in group])  # (B, S)
+            context = model.context_keys_values(model.encoder(source, mask))
+            for row, window in enumerate(group):
+                length = window.source_length
+                window.context = [
+                    (keys[row : row + 1, :, :length], values[row : row + 1, :, :length])
+                    for keys, values in context
+                ]
+
+    def _noise(self, direction: int, candidates: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` with each ``MASK_ID`` slot as the direction's noise: ``[MASK]`` itself, or a
+        uniformly drawn candidate piece (uniform-state diffusion)."""
+        if self.directions[direction].noise == "mask":
+            return tokens
+        masked = tokens == MASK_ID
+        pool = candidates if candidates is not None else torch.arange(self.vocab)
+        drawn = pool[torch.randint(pool.numel(), tokens.shape, generator=self._generator)]
+        return torch.where(masked, drawn, tokens)
+
+    def _split_ids(self, ids: Sequence[int]) -> tuple[int, list[int]]:
+        direction = ids[0] // self.vocab
+        if not 0 <= direction < len(self.directions) or any(i // self.vocab != direction for i in ids):
+            raise EngineError("prompt ids do not belong to one direction of this translator")
+        return direction, [i % self.vocab for i in ids]
+
+    def _step_direction(
+        self, direction: int, windows: list[_Window], steps_remaining: list[int]
+    ) -> list[StepResult]:
+        model = self.directions[direction].model
+        canvas, canvas_mask = _stack([w.tokens for w in windows], MASK_ID)  # (B, T)
+        context, source_mask = _stack_context(windows)
+        wanted, _ = _stack([w.masked for w in windows], False)  # (B, T): the slots that get logits
+        hidden, _ = model.wanted_states(canvas, canvas_mask, context, source_mask, wanted)  # (B, W, D)
+        offset = direction * self.vocab
+        results: list[StepResult] = []
+        for row, (window, remaining) in enumerate(zip(windows, steps_remaining, strict=True)):
+            slots = window.masked.nonzero().squeeze(-1)  # (M,), in slot order: hidden[row, :M]
+            if slots.numel():
+                logits = torch.nn.functional.linear(
+                    hidden[row, : slots.numel()], window.output_weight, window.output_bias
+                )  # (M, C)
+                log_probs = torch.log_softmax(logits.float(), dim=-1)
+                best, chosen = log_probs.max(dim=-1)
+                pieces = chosen if window.candidates is None else window.candidates[chosen]
+                window.tokens[slots] = pieces
+                window.probability[slots] = best.exp()
+                window.entropy[slots] = -(log_probs.exp() * log_probs).sum(dim=-1)
+            results.append(self._settle(window, remaining, offset))
+        return results
+
+    def _settle(self, window: _Window, steps_remaining: int, offset: int) -> StepResult:
+        """Choose the slots to mask again and decide whether the canvas is done."""
+        params = window.request.diffusion
+        length = window.tokens.shape[0]
+        accepted = acceptance_mask(window.entropy[None], torch.tensor([params.entropy_bound]))[0]  # (T,)
+        quota = math.floor(length * (steps_remaining - 1) / params.max_denoising_steps)
+        doubtful = (~accepted).nonzero().squeeze(-1)
+        order = torch.argsort(window.probability[doubtful])
+        remask = doubtful[order[:quota]]
+        first = steps_remaining == params.max_denoising_steps > 1
+        if first and remask.numel() == 0:  # at least two steps: the first one is the window's draft
+            remask = window.probability.argmin()[None]
+        argmax = window.tokens.clone()
+        mean_entropy = window.entropy.mean()
+        stop, window.history = stable_and_confident(
+            window.history,
+            argmax[None],
+            mean_entropy[None],
+            torch.tensor([params.confidence_threshold]),
+        )
+        window.masked = torch.zeros(length, dtype=torch.bool)
+        if not bool(stop[0]):
+            window.masked[remask] = True
+            window.tokens[remask] = MASK_ID
+            window.tokens = self._noise(window.direction, window.candidates, window.tokens)
+        return StepResult(
+            argmax=tuple((argmax + offset).tolist()),
+            stopped=not bool(window.masked.any()),
+            mean_entropy=float(mean_entropy),
+        )
+
+
+def _stack(rows: list[torch.Tensor], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D tensors into (B, T) with ``fill``; the mask is True on real entries."""
+    length = max(r.shape[0] for r in rows)
+    stacked = torch.full((len(rows), length), fill, dtype=rows[0].dtype)
+    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    for index, row in enumerate(rows):
+        stacked[index, : row.shape[0]] = row
+        mask[index, : row.shape[0]] = True
+    return stacked, mask
+
+
+def _stack_context(
+    windows: list[_Window],
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """Every layer's cross-attention keys/values of the windows, right-padded to the longest source."""
+    longest = max(w.source_length for w in windows)
+    source_mask = torch.tensor(
+        np.arange(longest)[None, :] < np.array([w.source_length for w in windows])[:, None]
+    )  # (B, S)
+    layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for layer in range(len(windows[0].context or ())):
+        keys, values = [], []
+        for window in windows:
+            assert window.context is not None  # encoded at its first step
+            key, value = window.context[layer]  # (1, H, S_i, D/H)
+            pad = (0, 0, 0, longest - window.source_length)
+            keys.append(torch.nn.functional.pad(key, pad))
+            values.append(torch.nn.functional.pad(value, pad))
+        layers.append((torch.cat(keys), torch.cat(values)))
+    return layers, source_mask

