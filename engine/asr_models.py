@@ -105,7 +105,7 @@ def list_models(verify: bool) -> list[InstalledModel]:
     return [
         _whisper_base_entry(verify),
         _whisper_tiny_en_entry(verify),
-        _translator_entry(),
+        *_translator_entries(),
         _embedded_entry(),
     ]
 
@@ -268,26 +268,28 @@ def _whisper_tiny_en_entry(verify: bool) -> InstalledModel:
     return InstalledModel(WHISPER_TINY_EN_NAME, path, _directory_size(path), verified, detail)
 
 
-def _translator_entry() -> InstalledModel:
-    """The trained diffusion translator shipped in the package, checked against its SHA256SUMS."""
-    from engine.models import PACKAGED_MODEL, packaged_model_dir
+def _translator_entries() -> list[InstalledModel]:
+    """The trained translators shipped in the package (one per direction), checked against their
+    SHA256SUMS."""
+    from engine.models import PACKAGED_MODELS, packaged_models_dir
     from engine.training.export import CHECKSUM_FILE, verify_checksums
+    from engine.translator import DirectionCard
 
-    path = packaged_model_dir()
-    if not (path / CHECKSUM_FILE).is_file():
-        return InstalledModel(
-            PACKAGED_MODEL,
-            path,
-            0,
-            False,
-            "not in this install: `embedded` falls back to the placeholder",
-            False,
-        )
-    problems = verify_checksums(path)
-    detail = (
-        "; ".join(problems) if problems else "default translator (en -> pt-BR), trained by `livecanvas train`"
-    )
-    return InstalledModel(PACKAGED_MODEL, path, _directory_size(path), not problems, detail, False)
+    entries = []
+    for name in PACKAGED_MODELS:
+        path = packaged_models_dir() / name
+        if not (path / CHECKSUM_FILE).is_file():
+            detail = "not in this install: `embedded` falls back to the placeholder"
+            entries.append(InstalledModel(name, path, 0, False, detail, False))
+            continue
+        problems = verify_checksums(path)
+        if problems:
+            detail = "; ".join(problems)
+        else:
+            card = DirectionCard.read(path)
+            detail = f"default translator ({card.source} -> {card.target}), built by `livecanvas train`"
+        entries.append(InstalledModel(name, path, _directory_size(path), not problems, detail, False))
+    return entries
 
 
 def _embedded_entry() -> InstalledModel:

@@ -30,7 +30,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,8 +42,7 @@ from engine.errors import EngineError
 from engine.model_thread import ModelThread
 from engine.models import ModelCard, ResolvedModel
 from engine.prompts import ContextEntry
-from engine.runtime import WindowJob
-from engine.types import CanvasKey, DiffusionParams, Draft, EarlyExitParams, Final
+from engine.types import CanvasKey, DiffusionParams, Draft, EarlyExitParams, Final, WindowJob
 from engine.worker import EngineEvent, WorkerStats
 
 logger = logging.getLogger("livecanvas.engine.remote")
@@ -75,6 +74,7 @@ def card_from_wire(data: dict[str, Any]) -> ModelCard:
         diffusion=DiffusionParams(**data["diffusion"]),
         early_exit=EarlyExitParams(**data["early_exit"]),
         target_languages=tuple(str(t) for t in data["target_languages"]),
+        pairs=tuple((str(source), str(target)) for source, target in data.get("pairs", ())),
     )
 
 
@@ -91,6 +91,17 @@ def job_to_wire(job: WindowJob) -> str:
             "target_lang": job.target_lang,
         }
     )
+
+
+def cancel_to_wire(keys: Collection[CanvasKey]) -> str:
+    return json.dumps(
+        {"type": "cancel", "windows": [[key.stream, key.track, key.window] for key in sorted(keys, key=str)]}
+    )
+
+
+def cancel_from_wire(data: dict[str, Any]) -> set[CanvasKey]:
+    """A cancel message's keys; raises ``KeyError``/``TypeError``/``ValueError`` if malformed."""
+    return {CanvasKey(str(stream), str(track), int(window)) for stream, track, window in data["windows"]}
 
 
 def job_from_wire(data: dict[str, Any]) -> WindowJob:
@@ -158,7 +169,7 @@ class RemoteEngineWorker(ModelThread[RemoteModel]):
         self._url = url
         self._open_timeout = open_timeout
         self._emit = emit
-        self._outbox: queue.SimpleQueue[WindowJob | _Stop] = queue.SimpleQueue()
+        self._outbox: queue.SimpleQueue[WindowJob | str | _Stop] = queue.SimpleQueue()  # str: a cancel
         self._connection: ClientConnection | None = None
         self._exit = contextlib.ExitStack()  # owns the connection from _connect() to the end of _serve()
         self._in_flight: set[CanvasKey] = set()
@@ -182,6 +193,17 @@ class RemoteEngineWorker(ModelThread[RemoteModel]):
             self._emit([Final(key=job.key, rev=0, text="", steps=0, tokens=0, error=reason)])
             return
         self._outbox.put(job)
+
+    def cancel(self, keys: Collection[CanvasKey]) -> None:
+        """``EngineWorker.cancel`` over the wire: the engine drops these windows; any of their events
+        still on the way are dropped here."""
+        with self._idle:
+            dropped = self._in_flight & set(keys)
+            self._in_flight -= dropped
+            self.stats.cancelled += len(dropped)
+            self._idle.notify_all()
+        if dropped:
+            self._outbox.put(cancel_to_wire(dropped))
 
     def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
         """Close the connection; with ``drain`` the windows in flight get their finals first."""
@@ -226,16 +248,16 @@ class RemoteEngineWorker(ModelThread[RemoteModel]):
             self._fail_in_flight(f"remote engine {self._url} closed the connection")
 
     def _send_jobs(self, connection: ClientConnection) -> None:
-        while not isinstance(job := self._outbox.get(), _Stop):
+        while not isinstance(item := self._outbox.get(), _Stop):
             try:
-                connection.send(job_to_wire(job))
+                connection.send(item if isinstance(item, str) else job_to_wire(item))
             except ConnectionClosed:
                 return
 
     def _deliver(self, message: dict[str, Any]) -> None:
-        events = [event_from_wire(e) for e in message["events"]]
-        finals = [e for e in events if isinstance(e, Final)]
         with self._idle:
+            events = [e for e in map(event_from_wire, message["events"]) if e.key in self._in_flight]
+            finals = [e for e in events if isinstance(e, Final)]
             for final in finals:
                 self._in_flight.discard(final.key)
             self.stats.forwards = int(message.get("forwards", self.stats.forwards))

@@ -1,7 +1,9 @@
 """A loaded model ready to serve: the denoiser, its prompt template and card, and the translation of a
 window job into a ``CanvasRequest`` (prompt rendering, context budget, token budget, seed).
 
-Only the engine worker thread touches a ``LoadedModel``.
+Two kinds serve: ``LoadedModel`` (a DiffusionGemma checkpoint) and
+:class:`engine.translator.CanvasModel` (the embedded translator v2); ``load_model`` picks by what the
+spec resolves to. Only the engine worker thread touches a loaded model.
 """
 
 from __future__ import annotations
@@ -10,28 +12,26 @@ import logging
 import math
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
 from engine.diffusion.gemma import DiffusionGemmaDenoiser, Sampler
-from engine.models import ModelCard, ResolvedModel, eos_ids, match_language, read_card, resolve_model
-from engine.prompts import ContextEntry, PromptTemplate, make_template
-from engine.types import CanvasKey, CanvasRequest, DiffusionParams, EarlyExitParams
+from engine.models import (
+    ModelCard,
+    ResolvedModel,
+    eos_ids,
+    is_canvas_translator,
+    match_language,
+    read_card,
+    resolve_model,
+)
+from engine.prompts import PromptTemplate, make_template
+from engine.quantize import quantize_int8
+from engine.types import CanvasKey, CanvasRequest, WindowJob
+
+if TYPE_CHECKING:
+    from engine.translator import CanvasModel
 
 logger = logging.getLogger("livecanvas.engine")
-
-
-@dataclass(frozen=True, slots=True)
-class WindowJob:
-    """Fill one window of one stream for one target track."""
-
-    key: CanvasKey
-    source: str
-    context: tuple[ContextEntry, ...]
-    source_lang: str
-    target_lang: str
-    submitted_ns: int
-    diffusion: DiffusionParams | None = None  # None: the checkpoint's defaults
-    early_exit: EarlyExitParams | None = None
 
 
 def output_budget(source_tokens: int, canvas_length: int, max_context_tokens: int) -> int:
@@ -74,41 +74,25 @@ class LoadedModel:
         )
 
 
+ServingModel: TypeAlias = Union["LoadedModel", "CanvasModel"]
+
 WARM_UP_KEY = CanvasKey("livecanvas-warm-up", "warm-up", 0)
 
 
-def warm_up(model: LoadedModel) -> None:
-    """Run one window through the model so that lazy initialisation is not paid by the first user."""
-    request = model.request_for(
-        WindowJob(
-            key=WARM_UP_KEY, source="Warm-up.", context=(), source_lang="en", target_lang="en", submitted_ns=0
-        )
-    )
+def warm_up(model: ServingModel) -> None:
+    """Run one window per direction through the model, so that lazy initialisation is not paid by
+    the first user."""
     denoiser = model.denoiser
-    seq_id = -1
-    denoiser.start(seq_id, request)
-    try:
-        for remaining in (2, 1):
-            denoiser.step([seq_id], [remaining])
-    finally:
-        denoiser.release(seq_id)
-
-
-def quantize_int8(model: Any) -> Any:
-    """Dynamic int8 quantisation of every ``nn.Linear`` (the LM head and the attention and dense MLP
-    projections; the MoE experts' grouped weights stay float). Weights are quantised once, activations
-    per forward. About a quarter off a batched step on a 2-core CPU (bench/README.md)."""
-    import warnings
-
-    import torch
-
-    with warnings.catch_warnings():
-        # torch.ao's eager quantisation is deprecated in favour of torchao, which this build lacks
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings(
-            "ignore", message=".*quantized tensor creation functions", category=UserWarning
-        )
-        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call]
+    for source_lang, target_lang in model.card.pairs or (("en", "en"),):
+        job = WindowJob(WARM_UP_KEY, "Warm-up.", (), source_lang, target_lang, submitted_ns=0)
+        request = model.request_for(job)
+        seq_id = -1
+        denoiser.start(seq_id, request)
+        try:
+            for remaining in (2, 1):
+                denoiser.step([seq_id], [remaining])
+        finally:
+            denoiser.release(seq_id)
 
 
 def load_model(
@@ -119,14 +103,24 @@ def load_model(
     seed: int = 0,
     sampler: Sampler = "fast",
     int8: bool = False,
-) -> LoadedModel:
-    """Resolve ``spec`` offline and load it with ``from_pretrained``. ``sampler`` goes to the
+) -> ServingModel:
+    """Resolve ``spec`` offline and load it: a canvas translator (:mod:`engine.translator`), or a
+    DiffusionGemma checkpoint with ``from_pretrained``. For DiffusionGemma, ``sampler`` goes to the
     denoiser; ``int8`` quantises the model's linear layers dynamically (CPU; faster, but activations
     are scaled per batch, so results then depend on the batch and differ from ``generate()``'s)."""
     import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
     resolved = resolve_model(spec)
+    if is_canvas_translator(resolved.path):
+        from engine.translator import load_canvas_model
+
+        if device != "cpu":
+            logger.warning(
+                "--device applies to DiffusionGemma checkpoints; the canvas translator runs on the CPU"
+            )
+        logger.info("canvas translator: int8 %s", "on" if int8 else "off")
+        return load_canvas_model(resolved, seed=seed, int8=int8)
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
     model_class: Any = DiffusionGemmaForBlockDiffusion
     model = model_class.from_pretrained(resolved.path, dtype=torch_dtype, local_files_only=True)

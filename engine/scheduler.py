@@ -9,22 +9,23 @@ many sessions at different points of their schedules.
 
 Per canvas: a block ends when the model's adaptive stop fires or its step budget is spent; the window
 ends at the first end-of-sequence token or when ``max_new_tokens`` is reached, otherwise the next block
-starts. Drafts follow the early-exit policy; the final is emitted exactly once.
+starts. Drafts follow the early-exit policy; the final is emitted exactly once, unless the canvas is
+aborted first (``abort``: nobody is left to read it), which emits nothing.
 
-No threads, clocks or tensors here; the caller (the engine worker) runs the batches.
+No threads, clocks or tensors here; :func:`engine.batch_round.run_round` carries the batches out.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from engine.diffusion.denoiser import Denoiser, StepResult
+from engine.diffusion.denoiser import StepResult
 from engine.diffusion.early_exit import draft_due
 from engine.diffusion.rules import truncate_at_eos
-from engine.types import CanvasRequest, Draft, Final
+from engine.types import CanvasKey, CanvasRequest, Draft, Final
 
 
 class CanvasStatus(IntEnum):
@@ -169,6 +170,20 @@ class Scheduler:
                     events.append(draft)
         return events
 
+    def abort(self, keys: Collection[CanvasKey]) -> list[CanvasKey]:
+        """Drop the canvases of ``keys`` (no one will read them): waiting ones leave the queue, running
+        ones leave the batch and are released at the next ``schedule()``. No final is emitted for them.
+        Returns the keys found (a key already finished, or never added, is not)."""
+        wanted = set(keys)
+        dropped = [c for c in self._waiting if c.request.key in wanted]
+        self._waiting = deque(c for c in self._waiting if c.request.key not in wanted)
+        for canvas in [c for c in self._running.values() if c.request.key in wanted]:
+            canvas.status = CanvasStatus.FINISHED
+            del self._running[canvas.seq_id]
+            self._to_release.append(canvas.seq_id)
+            dropped.append(canvas)
+        return [c.request.key for c in dropped]
+
     def fail(self, seq_ids: Sequence[int], reason: str) -> list[Final]:
         """End canvases that the denoiser could not run: each gets an error final."""
         finals: list[Final] = []
@@ -228,18 +243,3 @@ class Scheduler:
     def _window_tokens(self, canvas: _Canvas, argmax: tuple[int, ...]) -> tuple[int, ...]:
         tokens, _ = truncate_at_eos([*canvas.tokens, *argmax], self.eos_token_ids)
         return tuple(tokens[: canvas.request.max_new_tokens])
-
-
-def advance(scheduler: Scheduler, denoiser: Denoiser) -> tuple[Batch, list[StepResult], list[Draft | Final]]:
-    """One scheduling round on ``denoiser`` with no failure handling: release, start, extend, step,
-    update. For offline runs (evaluation, benchmarks, tests); the engine worker has its own round,
-    which turns a canvas's failure into that canvas's error final."""
-    batch = scheduler.schedule()
-    for seq_id in batch.release:
-        denoiser.release(seq_id)
-    for seq_id, request in batch.start:
-        denoiser.start(seq_id, request)
-    for seq_id, block in batch.extend:
-        denoiser.next_block(seq_id, block)
-    results = denoiser.step(batch.step, batch.steps_remaining)
-    return batch, results, scheduler.update(batch, results)

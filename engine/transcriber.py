@@ -99,6 +99,11 @@ class LiveTranscriber:
         """No more audio: the next step runs a last final pass, then everything is closed."""
         self._ending = True
 
+    @property
+    def ending(self) -> bool:
+        """``end`` was called: no more audio is taken (``finished`` once everything is closed)."""
+        return self._ending
+
     # -- the loop ----------------------------------------------------------------------------------
     def step(self) -> tuple[AsrRequest | None, list[CaptionDraft | Window]]:
         """What to do now: a recognition request to run (or None) and any events already due."""

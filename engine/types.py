@@ -7,6 +7,10 @@ imports torch, so the network layer can use these types without loading the mode
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from engine.prompts import ContextEntry
 
 CAPTION_TRACK = "caption"
 """The track that carries the source language itself (no translation)."""
@@ -116,6 +120,20 @@ class CanvasRequest:
             raise ValueError("prompt_ids must not be empty")
         if self.max_new_tokens <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {self.max_new_tokens}")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowJob:
+    """Fill one window of one stream for one target track."""
+
+    key: CanvasKey
+    source: str
+    context: tuple[ContextEntry, ...]
+    source_lang: str
+    target_lang: str
+    submitted_ns: int
+    diffusion: DiffusionParams | None = None  # None: the checkpoint's defaults
+    early_exit: EarlyExitParams | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,25 +7,27 @@ Threading rules:
 * other threads (the asyncio server) hand it ``WindowJob``s through ``submit()``, a thread-safe queue;
 * results leave through the ``emit`` callback, called on the worker thread with each step's drafts and
   finals; the server's callback forwards them to its event loop with ``call_soon_threadsafe``;
-* while canvases are live the loop never blocks: it picks up new jobs at every step boundary, so new
-  canvases join the running batch; when nothing is live it sleeps on the queue.
+* while canvases are live the loop never blocks: it picks up new jobs (and cancellations) at every
+  step boundary, so new canvases join the running batch and cancelled ones leave it; when nothing is
+  live it sleeps on the queue.
 
-A failure to start or extend one canvas gives that canvas an error final; a failed step gives every
-canvas of that step an error final. The worker itself keeps running.
+Each round is :func:`engine.batch_round.run_round`: a failure to start or extend one canvas gives that
+canvas an error final; a failed step gives every canvas of that step an error final. The worker itself
+keeps running.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+from engine.batch_round import run_round
 from engine.model_thread import ModelThread
-from engine.runtime import LoadedModel, WindowJob, warm_up
-from engine.scheduler import Batch, Scheduler
-from engine.types import Draft, Final
+from engine.runtime import ServingModel, warm_up
+from engine.scheduler import Scheduler
+from engine.types import CanvasKey, Draft, Final, WindowJob
 
 logger = logging.getLogger("livecanvas.engine")
 
@@ -41,6 +43,7 @@ class WorkerStats:
     jobs: int = 0
     finals: int = 0
     errors: int = 0
+    cancelled: int = 0  # windows dropped before their final (nobody left to read them)
     max_batch_seen: int = 0
 
     @property
@@ -53,12 +56,17 @@ class _Stop:
         self.drain = drain
 
 
-class EngineWorker(ModelThread[LoadedModel]):
+@dataclass(frozen=True, slots=True)
+class _Cancel:
+    keys: frozenset[CanvasKey]
+
+
+class EngineWorker(ModelThread[ServingModel]):
     """See the module docstring."""
 
     def __init__(
         self,
-        load: Callable[[], LoadedModel],
+        load: Callable[[], ServingModel],
         emit: Callable[[list[EngineEvent]], None],
         *,
         max_batch: int = 32,
@@ -68,7 +76,7 @@ class EngineWorker(ModelThread[LoadedModel]):
         """``on_step(canvases, seconds)`` is called on the worker thread after every denoising forward
         (the server's metrics); it must be quick and must not raise."""
 
-        def load_and_warm_up() -> LoadedModel:
+        def load_and_warm_up() -> ServingModel:
             if torch_threads:
                 import torch
 
@@ -81,12 +89,17 @@ class EngineWorker(ModelThread[LoadedModel]):
         self._emit = emit
         self._max_batch = max_batch
         self._on_step = on_step
-        self._inbox: queue.SimpleQueue[WindowJob | _Stop] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[WindowJob | _Cancel | _Stop] = queue.SimpleQueue()
         self.stats = WorkerStats()
 
     # -- called from other threads ------------------------------------------------------------------
     def submit(self, job: WindowJob) -> None:
         self._inbox.put(job)
+
+    def cancel(self, keys: Collection[CanvasKey]) -> None:
+        """Drop these windows, queued or live, without finals: their canvases stop costing steps at the
+        next step boundary. Jobs submitted before the call are dropped too."""
+        self._inbox.put(_Cancel(frozenset(keys)))
 
     def stop(self, *, drain: bool = True, timeout: float | None = None) -> None:
         """Stop the thread; with ``drain`` every queued and live canvas is finished first."""
@@ -95,7 +108,7 @@ class EngineWorker(ModelThread[LoadedModel]):
             self._join(timeout)
 
     # -- the worker thread --------------------------------------------------------------------------
-    def _serve(self, model: LoadedModel) -> None:
+    def _serve(self, model: ServingModel) -> None:
         denoiser = model.denoiser
         scheduler = Scheduler(
             canvas_length=denoiser.canvas_length,
@@ -109,20 +122,22 @@ class EngineWorker(ModelThread[LoadedModel]):
             while item is not None:
                 if isinstance(item, _Stop):
                     stopping = item
+                elif isinstance(item, _Cancel):
+                    self.stats.cancelled += len(scheduler.abort(item.keys))
                 else:
                     self._admit(model, item, scheduler)
                 item = self._poll()
             if stopping is not None and (not stopping.drain or scheduler.idle):
                 return
-            self._run_batch(model, scheduler.schedule(), scheduler)
+            self._run_round(model, scheduler)
 
-    def _poll(self) -> WindowJob | _Stop | None:
+    def _poll(self) -> WindowJob | _Cancel | _Stop | None:
         try:
             return self._inbox.get_nowait()
         except queue.Empty:
             return None
 
-    def _admit(self, model: LoadedModel, job: WindowJob, scheduler: Scheduler) -> None:
+    def _admit(self, model: ServingModel, job: WindowJob, scheduler: Scheduler) -> None:
         self.stats.jobs += 1
         try:
             request = model.request_for(job)
@@ -134,46 +149,17 @@ class EngineWorker(ModelThread[LoadedModel]):
             return
         scheduler.add(request)
 
-    def _run_batch(self, model: LoadedModel, batch: Batch, scheduler: Scheduler) -> None:
-        denoiser = model.denoiser
-        for seq_id in batch.release:
-            denoiser.release(seq_id)
-        failed: dict[int, str] = {}
-        for seq_id, request in batch.start:
-            try:
-                denoiser.start(seq_id, request)
-            except Exception as error:
-                logger.exception("canvas %s failed to start", request.key)
-                failed[seq_id] = f"engine could not start this window: {error}"
-        for seq_id, block in batch.extend:
-            try:
-                denoiser.next_block(seq_id, block)
-            except Exception as error:
-                logger.exception("canvas %d failed to extend", seq_id)
-                failed[seq_id] = f"engine could not continue this window: {error}"
-        events: list[EngineEvent] = []
-        for seq_id, reason in failed.items():
-            events.extend(scheduler.fail([seq_id], reason))
-        batch = batch.without(set(failed))
-        if batch.step:
-            started = time.perf_counter()
-            try:
-                results = denoiser.step(batch.step, batch.steps_remaining)
-            except Exception as error:
-                logger.exception("denoising step over %d canvases failed", len(batch.step))
-                events.extend(scheduler.fail(batch.step, f"denoising step failed: {error}"))
-            else:
-                events.extend(scheduler.update(batch, results))
-                self.stats.forwards += 1
-                self.stats.canvases_stepped += len(batch.step)
-                self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(batch.step))
-                if self._on_step is not None:
-                    self._on_step(len(batch.step), time.perf_counter() - started)
-                logger.debug(
-                    "step of %d canvases in %.1f ms", len(batch.step), 1e3 * (time.perf_counter() - started)
-                )
-        finals = [e for e in events if isinstance(e, Final)]
+    def _run_round(self, model: ServingModel, scheduler: Scheduler) -> None:
+        done = run_round(scheduler, model.denoiser)
+        if done.results:
+            self.stats.forwards += 1
+            self.stats.canvases_stepped += len(done.batch.step)
+            self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(done.batch.step))
+            if self._on_step is not None:
+                self._on_step(len(done.batch.step), done.step_seconds)
+            logger.debug("step of %d canvases in %.1f ms", len(done.batch.step), 1e3 * done.step_seconds)
+        finals = [e for e in done.events if isinstance(e, Final)]
         self.stats.finals += len(finals)
         self.stats.errors += sum(1 for f in finals if f.error is not None)
-        if events:
-            self._emit(events)
+        if done.events:
+            self._emit(done.events)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine.batch_round import run_round
 from engine.diffusion.denoiser import Denoiser
-from engine.scheduler import Scheduler, advance
+from engine.scheduler import Scheduler
 from engine.types import CanvasKey, CanvasRequest, Draft, Final
 
 
@@ -37,7 +38,8 @@ def drive(
     while tick <= max(joins, default=0) or not scheduler.idle:
         for request in joins.get(tick, ()):
             keys[scheduler.add(request)] = request.key
-        batch, results, events = advance(scheduler, denoiser)
+        done = run_round(scheduler, denoiser)
+        batch, results, events = done.batch, done.results, done.events
         if batch.step:
             run.batch_sizes.append(len(batch.step))
         for seq_id, result in zip(batch.step, results, strict=True):

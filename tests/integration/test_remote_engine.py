@@ -12,11 +12,15 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
 from clients.python.client import connect
+from engine.remote import RemoteEngineWorker
+from engine.types import CanvasKey, Final, WindowJob
+from engine.worker import EngineEvent
 from stream.config import ServerConfig
 from stream.messages import DraftMsg, FinalMsg, ServerMessage
 from stream.server import LivecanvasServer
@@ -69,7 +73,9 @@ async def test_remote_engine_translates_like_the_local_one(
 ) -> None:
     assert front_end.model is not None
     assert front_end.model.resolved.spec.startswith("remote:ws://")
-    assert front_end.model.card.target_languages == ("pt-BR",)  # the card came over the wire
+    assert front_end.model.card == server.model.card  # the card came over the wire, pairs and all
+    assert front_end.model.card.serves("pt", "en")
+    assert not front_end.model.card.serves("en", "es")
     remote, local = await asyncio.gather(
         publish_and_collect(url_of(front_end), "alpha", SENTENCES),
         publish_and_collect(url_of(server), "alpha", SENTENCES),
@@ -125,3 +131,43 @@ async def test_a_window_in_flight_when_the_engine_dies_gets_an_error_final() -> 
                 await session.flush()
                 final = await asyncio.wait_for(anext(m async for m in session if isinstance(m, FinalMsg)), 30)
             assert final.error is not None
+
+
+def test_cancelled_windows_leave_the_remote_engine_without_events(engine_url: str) -> None:
+    events: list[EngineEvent] = []
+    lock = threading.Lock()
+    kept_final = threading.Event()
+
+    counters: list[tuple[int, int]] = []  # the engine's (forwards, canvases stepped) at each kept event
+
+    def emit(batch: list[EngineEvent]) -> None:
+        with lock:
+            events.extend(batch)
+            if any(e.key.stream == "kept" for e in batch):
+                counters.append((worker.stats.forwards, worker.stats.canvases_stepped))
+        if any(isinstance(e, Final) and e.key.stream == "kept" for e in batch):
+            kept_final.set()
+
+    worker = RemoteEngineWorker(engine_url, emit)
+    worker.start()
+    worker.wait_ready(60)
+    try:
+        long_text = " ".join(SENTENCES * 2)
+        dropped = [WindowJob(CanvasKey("gone", "pt", i), long_text, (), "en", "pt", 0) for i in range(6)]
+        for job in dropped:
+            worker.submit(job)
+        worker.cancel({job.key for job in dropped})
+        worker.submit(WindowJob(CanvasKey("kept", "pt", 0), SENTENCES[0], (), "en", "pt", 0))
+        assert kept_final.wait(60)
+        with lock:
+            seen = list(events)
+        assert not [e for e in seen if e.key.stream == "gone"]
+        assert worker.stats.cancelled == len(dropped)
+        final = next(e for e in seen if isinstance(e, Final))
+        assert final.error is None
+        # the engine dropped them too: the cancel went before the kept job, so from the kept window's
+        # first event to its final every forward stepped the kept canvas alone
+        (forwards, stepped), (last_forwards, last_stepped) = counters[0], counters[-1]
+        assert last_stepped - stepped == last_forwards - forwards
+    finally:
+        worker.stop(drain=False, timeout=60)

@@ -22,7 +22,7 @@ from engine.asr_models import (
 )
 from engine.embedded import EMBEDDED_NAME
 from engine.errors import ModelResolutionError
-from engine.models import PACKAGED_MODEL, packaged_model_dir
+from engine.models import PACKAGED_MODELS, packaged_model_dirs
 from stream.cli import main as cli_main
 from tests.speech import librivox_clips, wer
 
@@ -163,10 +163,13 @@ def test_whisper_tiny_en_is_a_complete_model_directory() -> None:
 
 def test_list_models_provisions_and_reports_every_model(cache: Path) -> None:
     models = {m.name: m for m in list_models(verify=False)}
-    assert list(models) == ["whisper-base", "whisper-tiny.en", PACKAGED_MODEL, EMBEDDED_NAME]
-    base, tiny, translator, embedded = models.values()
-    assert translator.path == packaged_model_dir()
-    assert translator.verified == (packaged_model_dir() / "SHA256SUMS").is_file()
+    assert list(models) == ["whisper-base", "whisper-tiny.en", *PACKAGED_MODELS, EMBEDDED_NAME]
+    base, tiny, en_pt, pt_en, embedded = models.values()
+    for translator, directory in zip((en_pt, pt_en), packaged_model_dirs(), strict=True):
+        assert translator.path == directory
+        assert translator.verified  # the shipped translators, checksums verified
+    assert "(en -> pt-BR)" in en_pt.detail
+    assert "(pt-BR -> en)" in pt_en.detail
     assert base.verified
     assert base.required
     assert base.path == cache / "models" / "whisper-base"
@@ -204,7 +207,12 @@ def test_livecanvas_models_json_and_table(cache: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     entries = json.loads(result.stdout)
-    assert [e["name"] for e in entries] == ["whisper-base", "whisper-tiny.en", PACKAGED_MODEL, EMBEDDED_NAME]
+    assert [e["name"] for e in entries] == [
+        "whisper-base",
+        "whisper-tiny.en",
+        *PACKAGED_MODELS,
+        EMBEDDED_NAME,
+    ]
     assert entries[0]["verified"] is True
     assert entries[0]["path"] == str(cache / "models" / "whisper-base")
     assert set(entries[0]) == {"name", "path", "size_bytes", "verified", "detail", "required"}
@@ -215,8 +223,9 @@ def test_livecanvas_models_json_and_table(cache: Path) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split()[:4] == ["name", "verified", "size", "path"]
     assert lines[1].split()[:3] == ["whisper-base", "yes", "147.9"]
-    assert lines[3].split()[:2] == [PACKAGED_MODEL, "yes"]  # the shipped translator, checksums verified
-    assert "not created yet" in lines[4]
+    assert lines[3].split()[:2] == [PACKAGED_MODELS[0], "yes"]  # the shipped translators, verified
+    assert lines[4].split()[:2] == [PACKAGED_MODELS[1], "yes"]
+    assert "not created yet" in lines[5]
 
 
 def test_the_built_model_transcribes_real_speech(cache: Path) -> None:

@@ -162,3 +162,23 @@ def test_update_rejects_mismatched_results() -> None:
 def test_empty_batch() -> None:
     assert Batch().empty
     assert make().schedule().empty
+
+
+def test_abort_drops_waiting_and_running_canvases_without_finals() -> None:
+    scheduler = make(max_batch=2)
+    ids = [scheduler.add(request(w)) for w in range(4)]
+    batch = scheduler.schedule()  # windows 0 and 1 run, 2 and 3 wait
+    assert batch.step == tuple(ids[:2])
+    scheduler.update(batch, [result(5, 5, 5, 5), result(5, 5, 5, 5)])
+    dropped = scheduler.abort({CanvasKey("s", "pt", 1), CanvasKey("s", "pt", 3), CanvasKey("s", "pt", 9)})
+    assert sorted(key.window for key in dropped) == [1, 3]
+    assert scheduler.abort({CanvasKey("s", "pt", 1)}) == []  # once only
+    assert scheduler.status(ids[1]) is CanvasStatus.FINISHED
+    batch = scheduler.schedule()
+    assert batch.release == (ids[1],)  # its denoiser state is freed
+    assert batch.step == (ids[0], ids[2])  # the freed slot goes to the next waiting canvas
+    events = scheduler.update(batch, [result(EOS, 0, 0, 0, stopped=True)] * 2)
+    assert sorted(e.key.window for e in events if isinstance(e, Final)) == [0, 2]
+    assert scheduler.idle is False  # window 2's release is still due
+    assert scheduler.schedule().release == (ids[0], ids[2])
+    assert scheduler.idle

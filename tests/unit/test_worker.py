@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from engine.runtime import LoadedModel, WindowJob, load_model
-from engine.types import CanvasKey, Draft, Final
+from engine.runtime import LoadedModel, load_model
+from engine.types import CanvasKey, DiffusionParams, Draft, Final, WindowJob
 from engine.worker import EngineEvent, EngineWorker
 
 WAIT_S = 60.0
@@ -57,6 +58,10 @@ class Collector:
             return list(self._events)
 
 
+THREE_STEPS = DiffusionParams(max_denoising_steps=3, entropy_bound=1e-9, confidence_threshold=1e-30)
+"""Every step runs, so every window shows a draft (after step 1) before its final (after step 3)."""
+
+
 def job(window: int, source: str, *, track: str = "pt") -> WindowJob:
     return WindowJob(
         key=CanvasKey("s", track, window),
@@ -65,6 +70,7 @@ def job(window: int, source: str, *, track: str = "pt") -> WindowJob:
         source_lang="en",
         target_lang=track,
         submitted_ns=0,
+        diffusion=THREE_STEPS,
     )
 
 
@@ -220,10 +226,37 @@ def test_max_batch_bounds_the_canvases_per_forward(livecanvas_cache: Path, colle
     engine.wait_ready(WAIT_S)
     try:
         for i, sentence in enumerate(SENTENCES[:5]):
-            engine.submit(job(i, sentence, track="es"))
+            engine.submit(job(i, sentence))
         finals = finals_of(collector.wait_for_finals(5))
     finally:
         engine.stop(drain=False, timeout=WAIT_S)
     assert len(finals) == 5
     assert engine.stats.max_batch_seen == 2
     assert engine.stats.canvases_stepped == sum(final.steps for final in finals.values())
+
+
+def test_cancelled_windows_stop_costing_steps_and_get_no_final(
+    worker: EngineWorker, collector: Collector
+) -> None:
+    """A track nobody reads any more: its queued and live windows leave the batch at once."""
+    endless = DiffusionParams(max_denoising_steps=10_000, entropy_bound=1e-9, confidence_threshold=1e-30)
+    dropped = [
+        replace(job(i, sentence), key=CanvasKey("gone", "pt", i), diffusion=endless)
+        for i, sentence in enumerate(SENTENCES)
+    ]
+    for window_job in dropped:
+        worker.submit(window_job)
+    kept = job(99, SENTENCES[0])
+    worker.submit(kept)
+    finals = finals_of(collector.wait_for_finals(1))  # the kept window ran beside the endless ones
+    assert set(finals) == {kept.key}
+    worker.cancel({j.key for j in dropped})
+    worker.submit(job(100, SENTENCES[1]))  # behind the cancel in the queue: its final proves it was done
+    finals = finals_of(collector.wait_for_finals(2))
+    assert set(finals) == {kept.key, CanvasKey("s", "pt", 100)}
+    forwards = worker.stats.forwards
+    worker.submit(job(101, SENTENCES[2]))
+    collector.wait_for_finals(3)
+    assert worker.stats.forwards - forwards == THREE_STEPS.max_denoising_steps  # the cancelled ran no more
+    assert worker.stats.cancelled == len(dropped)
+    assert not [e for e in collector.events if isinstance(e, Final) and e.key.stream == "gone"]
