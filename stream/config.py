@@ -96,6 +96,8 @@ class ServerConfig:
     max_frame_bytes: int = 1 << 20
     max_window_words: int = 32
     idle_ms: int = 1500  # an unfinished sentence becomes a window after this much silence
+    # a track nobody subscribes to any more has its windows cancelled after this long (stream/hub.py)
+    orphan_grace_ms: int = 5000
     drain_timeout_s: float = 30.0  # graceful shutdown: how long live windows may take to finish
     seed: int = 0
     asr: bool = True  # speech recognition for audio input (loads the whisper models)
@@ -116,6 +118,13 @@ class ServerConfig:
             raise ValueError(f"asr_draft must be one of {ASR_DRAFT_CHOICES}, got {self.asr_draft!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
-        for name in ("max_batch", "max_frame_bytes", "max_window_words", "idle_ms", "asr_window_ms"):
+        for name in (
+            "max_batch",
+            "max_frame_bytes",
+            "max_window_words",
+            "idle_ms",
+            "asr_window_ms",
+            "orphan_grace_ms",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")

@@ -23,7 +23,7 @@ from typing import Any
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from engine.remote import PROTOCOL, card_to_wire, event_to_wire, job_from_wire
+from engine.remote import PROTOCOL, cancel_from_wire, card_to_wire, event_to_wire, job_from_wire
 from engine.runtime import load_model
 from engine.types import CanvasKey, Final
 from engine.worker import EngineEvent, EngineWorker
@@ -92,6 +92,12 @@ class EngineServer:
             async for frame in connection:
                 try:
                     message = json.loads(frame)
+                    if message.get("type") == "cancel":
+                        owned = {k for k in cancel_from_wire(message) if self._routes.get(k) is connection}
+                        for key in owned:
+                            del self._routes[key]
+                        self.worker.cancel(owned)
+                        continue
                     if message.get("type") != "job":
                         raise ValueError(f"unknown message type {message.get('type')!r}")
                     job = job_from_wire(message)
@@ -137,7 +143,7 @@ async def engine_serve(args: argparse.Namespace) -> None:
 
 
 def run_engine_serve(args: argparse.Namespace) -> int:
-    from stream.cli import run_event_loop
+    from stream.event_loop import run_event_loop
 
     run_event_loop(engine_serve(args))
     return 0

@@ -6,6 +6,9 @@ draft of the same (stream, track, window), and dropped once that window's final 
 every other message keep their order and are never dropped. Sans I/O: the connection's writer task
 calls ``take()`` after ``ready`` reports something pending.
 
+Coalescing can be paused (``coalesce = False``): a connection holding its messages back for a short
+grace after ``ready`` (stream/session.py) is not behind, so every draft it is due is kept for it.
+
 The outbox is bounded without ever dropping a final: while more than ``limit`` messages are pending
 (drafts are coalesced, so that means finals and errors piling up) ``overflowed`` is true, and its owner
 must then disconnect the viewer (stream/session.py does, with a reason). A slow viewer
@@ -32,12 +35,15 @@ class Outbox:
         self._on_ready = on_ready
         self.limit = limit
         self.drafts_coalesced = 0
+        self.coalesce = True  # False: every message is kept, in order (the owner is not behind)
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def put(self, message: ServerMessage) -> None:
-        if isinstance(message, DraftMsg):
+        if not self.coalesce:
+            self._pending[next(self._unique)] = message
+        elif isinstance(message, DraftMsg):
             key: object = ("draft", message.stream, message.track, message.window)
             if key in self._pending:
                 self.drafts_coalesced += 1

@@ -15,6 +15,21 @@ Audio goes through a ``LiveTranscriber`` per stream: the hub hands its recogniti
 drafts, and treats its closed windows exactly like text windows. The hub numbers every stream's
 windows itself, so text and audio windows share one gapless sequence.
 
+Every final goes through the hub's ``FinalLog`` (``finals``, stream/final_log.py) on its way out: the
+log stamps it with the stream's epoch and resume number and keeps it, and the stamped final is what
+viewers and observers get. A stream's epoch begins when the hub starts the stream and ends when the hub
+forgets it (nobody left, every final out); drafts carry it too.
+
+A track that nobody subscribes to any more (its last viewer left, resumable sessions included) stops
+costing model steps: after ``orphan_grace_ms`` (a reconnect's worth of time; ``tick`` checks it) its
+windows still in the engine are cancelled (the ``cancel`` callback) and each gets an error final, so a
+client that resumes later still finds exactly one final per window. Jobs are only ever made for the
+tracks of connected viewers, so the MQTT bridge (an observer) never keeps a track alive.
+
+When the publisher's input is over (``end``; or it left and none came back within that same grace,
+which ``tick`` checks) and the stream is drained, its other connections get one ``ended``, after its
+last final. A viewer joining while it holds gets it at once; a new publisher clears it (the stream goes on).
+
 The hub runs on the event loop's thread but does no I/O itself: viewers are objects with a
 ``deliver`` method and jobs leave through the ``submit`` callback, so it is tested without a loop.
 """
@@ -22,80 +37,26 @@ The hub runs on the event loop's thread but does no I/O itself: viewers are obje
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
-from typing import Protocol
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import replace
 
 from engine.asr import AsrRequest
 from engine.prompts import ContextEntry
-from engine.runtime import WindowJob
 from engine.transcriber import CaptionDraft, LiveTranscriber
-from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, Word
+from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, WindowJob, Word
 from engine.windows import TextWindower
 from stream.errors import ProtocolError
-from stream.messages import DraftMsg, FinalMsg
+from stream.final_log import FinalLog
+from stream.messages import DraftMsg, Ended, FinalMsg
+from stream.stream_state import StreamState, TrackState, Viewer, WindowState
 
-CONTEXT_WINDOWS = 3
+ORPHAN_GRACE_MS = 5000
+ORPHANED = "cancelled: nobody is subscribed to this track any more"
+ENDED_BY_END = "end"  # ``ended.reason``: the publisher sent ``end``
+ENDED_BY_DISCONNECT = "disconnected"  # its connection went away and no publisher came back in time
 
 AsrSubmit = Callable[[AsrRequest, Callable[[list[Word] | Exception], None]], None]
 Observer = Callable[[DraftMsg | FinalMsg], None]
-
-
-class Viewer(Protocol):
-    """A connection as the hub sees it."""
-
-    @property
-    def tracks(self) -> frozenset[str]: ...
-
-    def deliver(self, message: DraftMsg | FinalMsg) -> None: ...
-
-
-@dataclass(eq=False)
-class _WindowState:
-    window: Window
-    committed_ns: int
-    open_tracks: set[str]
-
-
-@dataclass(eq=False)
-class _TrackState:
-    context: deque[ContextEntry] = field(default_factory=lambda: deque(maxlen=CONTEXT_WINDOWS))
-    order: deque[int] = field(default_factory=deque)  # windows submitted, in window order
-    held: dict[int, FinalMsg] = field(default_factory=dict)  # finals waiting for earlier windows
-
-
-@dataclass(eq=False)
-class StreamState:
-    name: str
-    source_lang: str
-    windower: TextWindower
-    started_ns: int
-    publisher: Viewer | None = None
-    viewers: set[Viewer] = field(default_factory=set)
-    windows: dict[int, _WindowState] = field(default_factory=dict)
-    tracks: dict[str, _TrackState] = field(default_factory=dict)
-    drain_waiters: list[Callable[[], None]] = field(default_factory=list)
-    next_window: int = 0
-    transcriber: LiveTranscriber | None = None
-    audio_started_ns: int = 0  # wall clock of the stream's first audio sample
-    caption_draft_rev: int = 0
-
-    @property
-    def pending_windows(self) -> int:
-        return len(self.windows)
-
-    @property
-    def drained(self) -> bool:
-        transcribing = self.transcriber is not None and not self.transcriber.finished
-        return not self.windows and not transcribing
-
-    def spoken_ns(self, audio_ms: int) -> int:
-        """Wall-clock time at which the stream's audio reached ``audio_ms`` (audio arrives in real time)."""
-        return self.audio_started_ns + audio_ms * 1_000_000
-
-    def target_tracks(self) -> set[str]:
-        return {t for viewer in self.viewers for t in viewer.tracks} - {CAPTION_TRACK}
 
 
 class StreamHub:
@@ -110,8 +71,14 @@ class StreamHub:
         clock_ns: Callable[[], int] = time.monotonic_ns,
         submit_asr: AsrSubmit | None = None,
         make_transcriber: Callable[[str], LiveTranscriber] | None = None,
+        finals: FinalLog | None = None,
+        cancel: Callable[[Collection[CanvasKey]], None] | None = None,
+        orphan_grace_ms: int = ORPHAN_GRACE_MS,
     ) -> None:
+        self.finals = finals if finals is not None else FinalLog()
         self._submit = submit
+        self._cancel = cancel
+        self._orphan_grace_ns = orphan_grace_ms * 1_000_000
         self._submit_asr = submit_asr
         self._make_transcriber = make_transcriber
         self._max_window_words = max_window_words
@@ -138,6 +105,7 @@ class StreamHub:
                 source_lang=source_lang,
                 windower=TextWindower(max_tokens=self._max_window_words, idle_ms=self._idle_ms),
                 started_ns=self._clock_ns(),
+                epoch=self.finals.begin(name),
             )
             self.streams[name] = stream
         if publisher:
@@ -145,7 +113,12 @@ class StreamHub:
                 raise ProtocolError("invalid_state", f"stream {name!r} already has a publisher")
             stream.publisher = viewer
             stream.source_lang = source_lang
+            stream.input_over, stream.ended = None, None  # the stream goes on
+        elif stream.ended is not None:
+            viewer.deliver(stream.ended)
         stream.viewers.add(viewer)
+        for track in viewer.tracks:
+            stream.unwatched_since_ns.pop(track, None)
         return stream
 
     def leave(self, name: str, viewer: Viewer) -> None:
@@ -155,8 +128,13 @@ class StreamHub:
         stream.viewers.discard(viewer)
         if stream.publisher is viewer:
             stream.publisher = None
+            if stream.input_over is None:
+                stream.input_over, stream.input_over_ns = ENDED_BY_DISCONNECT, self._clock_ns()
             self._commit(stream, stream.windower.flush(self._now_ms(stream)))  # nothing published is lost
             self._end_audio(stream)
+        watched = stream.target_tracks()
+        for track in viewer.tracks - watched - {CAPTION_TRACK}:
+            stream.unwatched_since_ns.setdefault(track, self._clock_ns())
         self._forget_if_unused(stream)
 
     # -- input -------------------------------------------------------------------------------------
@@ -175,6 +153,11 @@ class StreamHub:
     def publish_audio(self, name: str, pcm16le: bytes) -> None:
         """Feed a publisher's audio (PCM16LE, 16 kHz mono) into the stream's transcriber."""
         stream = self.streams[name]
+        if stream.transcriber is not None and stream.transcriber.ending and not stream.transcriber.finished:
+            # a publisher that came back (resume) while its previous connection's audio is still being
+            # finalised: its audio waits, then starts a new transcription (see _pump_audio)
+            stream.held_audio += pcm16le
+            return
         if stream.transcriber is None or stream.transcriber.finished:
             if self._make_transcriber is None:
                 raise ProtocolError("unsupported", "this server has no speech recognition")
@@ -186,13 +169,18 @@ class StreamHub:
     def end_input(self, name: str) -> None:
         """The publisher has no more input: close open text and finish transcribing audio."""
         stream = self.streams[name]
+        stream.input_over, stream.input_over_ns = ENDED_BY_END, self._clock_ns()
         self.flush(name)
         self._end_audio(stream)
 
     def tick(self) -> None:
-        """Close windows whose text has been idle too long; call a few times a second."""
+        """Close windows whose text has been idle too long, cancel orphaned tracks' windows, tell viewers
+        a publisher is not coming back; call a few times a second."""
         for stream in list(self.streams.values()):
             self._commit(stream, stream.windower.poll(self._now_ms(stream)))
+            self._cancel_orphans(stream)
+            if self.streams.get(stream.name) is stream:
+                self._announce_end(stream)
 
     def when_drained(self, name: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every committed window of the stream has all its finals out."""
@@ -219,6 +207,29 @@ class StreamHub:
                     )
                     sent += 1
         return sent
+
+    def _cancel_orphans(self, stream: StreamState) -> None:
+        now = self._clock_ns()
+        due = [t for t, since in stream.unwatched_since_ns.items() if now - since >= self._orphan_grace_ns]
+        for name in sorted(due):
+            del stream.unwatched_since_ns[name]
+            track = stream.tracks.get(name)
+            if track is None:
+                continue
+            keys = [
+                CanvasKey(stream.name, name, index)
+                for index in track.order
+                if index not in track.held and name in stream.windows[index].open_tracks
+            ]
+            if not keys:
+                continue
+            if self._cancel is not None:
+                self._cancel(keys)
+            for key in keys:
+                error = Final(key=key, rev=0, text="", steps=0, tokens=0, error=ORPHANED)
+                self._on_final(stream, stream.windows[key.window], error)
+            if stream.name not in self.streams:
+                return  # the last final let the hub forget the stream
 
     # -- engine output -----------------------------------------------------------------------------
     def on_engine_events(self, events: Iterable[Draft | Final]) -> None:
@@ -249,6 +260,10 @@ class StreamHub:
         request, events = transcriber.step()
         self._on_caption_events(stream, events)
         if request is None:
+            if transcriber.finished and stream.held_audio:
+                held, stream.held_audio = bytes(stream.held_audio), bytearray()
+                self.publish_audio(stream.name, held)
+                return
             self._check_drained(stream)
             return
 
@@ -273,7 +288,7 @@ class StreamHub:
             draft = DraftMsg(
                 stream=stream.name, track=CAPTION_TRACK, window=stream.next_window,
                 rev=stream.caption_draft_rev, text=event.text, t0_ms=event.t0_ms, t1_ms=event.t1_ms,
-                latency_ms=max(0, (self._clock_ns() - spoken_ns) // 1_000_000),
+                latency_ms=max(0, (self._clock_ns() - spoken_ns) // 1_000_000), epoch=stream.epoch,
             )  # fmt: skip
             stream.caption_draft_rev += 1
             self._broadcast(stream, CAPTION_TRACK, draft)
@@ -292,7 +307,7 @@ class StreamHub:
             stream.caption_draft_rev = 0
             committed_ns = min(now_ns, spoken_ns[position]) if spoken_ns else now_ns
             targets = stream.target_tracks()
-            state = _WindowState(window=window, committed_ns=committed_ns, open_tracks=set(targets))
+            state = WindowState(window=window, committed_ns=committed_ns, open_tracks=set(targets))
             stream.windows[window.index] = state
             caption = FinalMsg(
                 stream=stream.name,
@@ -306,7 +321,7 @@ class StreamHub:
             )
             self._broadcast(stream, CAPTION_TRACK, caption)
             for track in sorted(targets):
-                track_state = stream.tracks.setdefault(track, _TrackState())
+                track_state = stream.tracks.setdefault(track, TrackState())
                 track_state.order.append(window.index)
                 self._submit(
                     WindowJob(
@@ -322,7 +337,7 @@ class StreamHub:
                 del stream.windows[window.index]
         self._check_drained(stream)
 
-    def _on_final(self, stream: StreamState, window: _WindowState, final: Final) -> None:
+    def _on_final(self, stream: StreamState, window: WindowState, final: Final) -> None:
         track = stream.tracks[final.key.track]
         message = self._message(stream, window, final)
         assert isinstance(message, FinalMsg)
@@ -339,16 +354,14 @@ class StreamHub:
                 del stream.windows[index]
         self._check_drained(stream)
 
-    def _message(
-        self, stream: StreamState, window: _WindowState, event: Draft | Final
-    ) -> DraftMsg | FinalMsg:
+    def _message(self, stream: StreamState, window: WindowState, event: Draft | Final) -> DraftMsg | FinalMsg:
         latency_ms = (self._clock_ns() - window.committed_ns) // 1_000_000
         t0_ms, t1_ms = window.window.t0_ms, window.window.t1_ms
         key = event.key
         if isinstance(event, Draft):
             return DraftMsg(
                 stream=stream.name, track=key.track, window=key.window, rev=event.rev, text=event.text,
-                t0_ms=t0_ms, t1_ms=t1_ms, latency_ms=latency_ms,
+                t0_ms=t0_ms, t1_ms=t1_ms, latency_ms=latency_ms, epoch=stream.epoch,
             )  # fmt: skip
         return FinalMsg(
             stream=stream.name, track=key.track, window=key.window, rev=event.rev, text=event.text,
@@ -356,6 +369,8 @@ class StreamHub:
         )  # fmt: skip
 
     def _broadcast(self, stream: StreamState, track: str, message: DraftMsg | FinalMsg) -> None:
+        if isinstance(message, FinalMsg):
+            message = self.finals.append(message)  # stamped with its epoch and resume number
         for observer in self._observers:
             observer(message)
         for viewer in list(stream.viewers):
@@ -368,8 +383,23 @@ class StreamHub:
         waiters, stream.drain_waiters = stream.drain_waiters, []
         for callback in waiters:
             callback()
+        self._announce_end(stream)
         self._forget_if_unused(stream)
 
+    def _announce_end(self, stream: StreamState) -> None:
+        """``ended`` to all but the publisher once its input is over (a disconnect: past the grace)."""
+        reason = stream.input_over
+        if reason is None or stream.ended is not None or not stream.drained:
+            return
+        if reason == ENDED_BY_DISCONNECT and self._clock_ns() - stream.input_over_ns < self._orphan_grace_ns:
+            return  # it may come back (resume); tick() looks again
+        ended = Ended(stream=stream.name, reason=reason, windows=stream.next_window, epoch=stream.epoch)
+        stream.ended = ended
+        for viewer in list(stream.viewers):
+            if viewer is not stream.publisher:
+                viewer.deliver(ended)
+
     def _forget_if_unused(self, stream: StreamState) -> None:
-        if not stream.viewers and stream.drained and not stream.windower.pending_text:
-            self.streams.pop(stream.name, None)
+        unused = not stream.viewers and stream.drained and not stream.windower.pending_text
+        if unused and self.streams.pop(stream.name, None) is not None:
+            self.finals.end(stream.name)

@@ -1,18 +1,35 @@
 """The MQTT bridge: every stream's drafts and finals out to a broker, text segments in (aiomqtt).
 
-Everything runs on the server's event loop. The hub hands every draft and final of every stream to
-``_observe`` (a hub observer: synchronous, never raises), which only puts it into the sans-I/O
-``MqttOutbox``; what goes out, in which order, and what is kept across outages is decided there
+Threading rules:
+
+* the MQTT connection lives on the bridge's own thread and event loop (stream/loop_thread.py: always
+  the standard library's loop): the aiomqtt client and its socket, the connection loop, the publisher,
+  the reader and the sans-I/O ``MqttOutbox`` are touched on that thread only. The server's loop (uvloop
+  under ``livecanvas serve``) never has the broker's socket registered, so a descriptor number it
+  reuses for a WebSocket can never be taken for the broker's (MagicStack/uvloop#653); on its own loop
+  the client registers its socket only while paho still holds it (stream/mqtt_client.py);
+* the hub, and everything that touches it (the observer, the MQTT feeds, applying input), stays on the
+  server's loop: the hub observer ``_observe`` (synchronous, never raises) appends each draft and final
+  to a thread-safe inbox and wakes the bridge thread (``call_soon_threadsafe``, once per batch);
+  each input message is parsed on the bridge thread and handed to the server's loop, which applies it
+  to the hub and hands refusals back to the bridge thread to be answered, in input order;
+* ``connected``, ``idle``, ``outbox_stats`` and ``stats()`` may be read from any thread: they read a
+  snapshot the bridge thread replaces whole (one attribute store) whenever the outbox changes;
+* ``start()`` and ``close()`` are awaited on the server's loop; ``close()`` runs the flush, the
+  ``offline`` status and the disconnect on the bridge thread, then joins that thread without blocking
+  the server's loop.
+
+What goes out, in which order, and what is kept across outages is decided by the outbox
 (stream/mqtt_outbox.py). One task owns the connection, as an explicit loop: connect, subscribe to the
 input topics, publish ``online`` to the retained status topic (the last will says ``offline``), then
 run a publisher (drafts QoS 0, finals QoS 1 one at a time, each removed only after its PUBACK, then
 the retained ``current`` captions) beside a reader of input messages. Any ``MqttError`` ends the
 connection; the loop waits (0.1 s doubling up to ``reconnect_max_s``, with jitter) and connects again.
 
-Input (``<prefix>/<stream>/in/text|flush|end``) makes the bridge the stream's publisher, with the
-tracks ``caption`` + ``MqttConfig.tracks``, so those translations are computed. Bad input is logged
-and answered on ``<prefix>/<stream>/error`` (or ``<prefix>/error``); it never ends the bridge. The
-topic tree and payloads are in stream/mqtt_codec.py and docs/broadcast.md.
+Input (``<prefix>/<stream>/in/text|flush|end``) is applied to the hub by stream/mqtt_feeds.py: it makes
+the bridge the stream's publisher, with the tracks ``caption`` + ``MqttConfig.tracks``. Bad input is
+logged and answered on ``<prefix>/<stream>/error`` (or ``<prefix>/error``); it never ends the bridge.
+The topic tree and payloads are in stream/mqtt_codec.py and docs/broadcast.md.
 """
 
 from __future__ import annotations
@@ -25,22 +42,21 @@ import re
 import shutil
 import tempfile
 import uuid
+from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
-from typing import assert_never
 
 import aiomqtt
 
-from engine.types import CAPTION_TRACK
 from stream.config import MqttConfig
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
+from stream.loop_thread import LoopThread
 from stream.messages import DraftMsg, FinalMsg
+from stream.mqtt_client import SocketClient
 from stream.mqtt_codec import (
-    EndInput,
-    FlushInput,
     InputEvent,
     PayloadFormat,
-    TextInput,
     Topics,
     check_settings,
     draft_fields,
@@ -49,7 +65,8 @@ from stream.mqtt_codec import (
     final_fields,
     parse_payload,
 )
-from stream.mqtt_outbox import MqttOutbox
+from stream.mqtt_feeds import MqttFeeds
+from stream.mqtt_outbox import MqttOutbox, OutboxStats
 
 logger = logging.getLogger("livecanvas.mqtt")
 
@@ -57,23 +74,17 @@ RECONNECT_FIRST_S = 0.1
 MQTT_TIMEOUT_S = 10.0  # connect, and the wait for a PUBACK, before the connection counts as lost
 
 
-class _MqttFeed:
-    """The bridge as the hub's publisher of a stream fed over MQTT. Its results reach MQTT through the
-    observer hook, so ``deliver`` has nothing to do; its ``tracks`` decide which translations run."""
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    """The outbox as the bridge thread last saw it, for readers on other threads."""
 
-    def __init__(self, tracks: frozenset[str]) -> None:
-        self._tracks = tracks
-
-    @property
-    def tracks(self) -> frozenset[str]:
-        return self._tracks
-
-    def deliver(self, message: DraftMsg | FinalMsg) -> None:
-        pass
+    connected: bool
+    idle: bool
+    stats: OutboxStats
 
 
 class MqttBridge:
-    """See the module docstring: ``await start()``, later ``await close()``."""
+    """See the module docstring: ``await start()``, later ``await close()``, both on the server's loop."""
 
     def __init__(self, hub: StreamHub, config: MqttConfig) -> None:
         check_settings(config.prefix, config.tracks, config.source_lang)
@@ -88,21 +99,31 @@ class MqttBridge:
         spill = spill_dir / f"finals-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.client_id)}.jsonl"
         if spill.exists():
             logger.warning("MQTT: %s is left from an earlier run; its finals are discarded", spill)
-        self.outbox = MqttOutbox(spill, memory_bound=config.buffer)
         self._spill_dir = spill_dir
-        self._feeds: dict[str, _MqttFeed] = {}
-        self._feed_tracks = frozenset({CAPTION_TRACK, *config.tracks})
+        self._thread = LoopThread(f"mqtt-{self.client_id}")
+        # the server's loop
+        self._server_loop: asyncio.AbstractEventLoop | None = None
+        self._feeds = MqttFeeds(hub, config.tracks, config.source_lang)
+        self._running = False
+        # handed over: the server's loop appends, the bridge thread takes (see _observe)
+        self._inbox: deque[DraftMsg | FinalMsg] = deque()
+        self._inbox_armed = False
+        # the bridge thread
+        self._outbox = MqttOutbox(spill, memory_bound=config.buffer)
         self._wake = asyncio.Event()  # set when there is something to publish
         self._drained = asyncio.Event()  # set when the publisher found nothing left to publish
-        self._client: aiomqtt.Client | None = None
+        self._client: SocketClient | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._snapshot = _Snapshot(connected=False, idle=True, stats=self._outbox.stats)
         self.connections = 0  # successful connections so far
 
-    # -- life --------------------------------------------------------------------------------------
+    # -- life (the server's loop) ------------------------------------------------------------------
     async def start(self) -> None:
+        self._server_loop = asyncio.get_running_loop()
+        self._thread.start()
+        self._running = True
         self.hub.add_observer(self._observe)
-        self._task = asyncio.create_task(self._run(), name="mqtt-bridge")
+        await self._thread.run(self._begin())
         logger.info(
             "MQTT bridge %s -> %s:%d, topics %s/<stream>/<track>/...",
             self.client_id,
@@ -113,52 +134,114 @@ class MqttBridge:
 
     async def close(self) -> None:
         """Stop taking input, give pending finals up to ``flush_timeout_s`` to reach the broker, say
-        ``offline`` and disconnect."""
-        if self._task is None:
+        ``offline``, disconnect and end the bridge's thread."""
+        if not self._running:
             return
-        self._closing = True
-        for stream, feed in list(self._feeds.items()):
-            self._leave(stream, feed)
-        if not self.outbox.idle:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._drained.wait(), self.config.flush_timeout_s)
-        self.hub.remove_observer(self._observe)
-        client = self._client
-        if client is not None and self.outbox.is_connected:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await client.publish(
-                    self.topics.status, self._status("offline"), qos=1, retain=True, timeout=2
-                )
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
-        lost = self.outbox.pending_finals
+        self._running = False
+        self._feeds.close()
+        try:
+            await self._thread.run(self._flush())
+        finally:
+            self.hub.remove_observer(self._observe)
+        try:
+            lost = await self._thread.run(self._finish())
+        finally:
+            await self._thread.stop()  # whatever still runs on the bridge's loop is cancelled with it
         if lost:
             logger.warning("MQTT: %d finals never reached the broker (flush timeout)", lost)
-        self.outbox.close()
         if self._own_spill_dir:
             shutil.rmtree(self._spill_dir, ignore_errors=True)
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The bridge thread's event loop (never the server's)."""
+        return self._thread.loop
+
+    @property
+    def broker_fd(self) -> int | None:
+        """The descriptor of the broker connection's socket while connected (diagnostics, tests)."""
+        client = self._client
+        return client.socket_fd if client is not None else None
+
+    @property
     def connected(self) -> bool:
-        return self.outbox.is_connected
+        return self._snapshot.connected
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to publish, as of the bridge thread's latest look."""
+        return self._snapshot.idle
+
+    @property
+    def outbox_stats(self) -> OutboxStats:
+        return self._snapshot.stats
 
     def stats(self) -> dict[str, int | float]:
-        stats = self.outbox.stats
+        snapshot = self._snapshot
+        stats = snapshot.stats
         return {
-            "mqtt_connected": int(self.connected),
+            "mqtt_connected": int(snapshot.connected),
             "mqtt_pending_finals": stats.pending_finals,
             "mqtt_spilled_finals": stats.spilled_total,
             "mqtt_acked_finals": stats.acked_total,
             "mqtt_redelivered_finals": stats.redelivered_total,
         }
 
+    # -- life (the bridge thread) ------------------------------------------------------------------
+    async def _begin(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="mqtt-bridge")
+
+    async def _flush(self) -> None:
+        self._take_inbox()  # whatever the hub sent before close()
+        if not self._outbox.idle:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), self.config.flush_timeout_s)
+
+    async def _finish(self) -> int:
+        """Say ``offline``, disconnect; the number of finals that never reached the broker."""
+        try:
+            self._take_inbox()
+            client = self._client
+            if client is not None and self._outbox.is_connected:
+                with contextlib.suppress(aiomqtt.MqttError):
+                    await client.publish(
+                        self.topics.status, self._status("offline"), qos=1, retain=True, timeout=2
+                    )
+            if self._task is not None:
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+                self._task = None
+            return self._outbox.pending_finals
+        finally:
+            self._outbox.close()
+            self._refresh()
+
+    def _refresh(self) -> None:
+        outbox = self._outbox
+        self._snapshot = _Snapshot(connected=outbox.is_connected, idle=outbox.idle, stats=outbox.stats)
+
     # -- output ------------------------------------------------------------------------------------
     def _observe(self, message: DraftMsg | FinalMsg) -> None:
-        self.outbox.put(message)
+        """The hub observer, on the server's loop: one wake-up of the bridge thread per batch."""
+        self._inbox.append(message)
+        if not self._inbox_armed:
+            self._inbox_armed = True
+            self._thread.call_soon(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        # disarm before taking: a message appended after this line either is taken below or re-arms
+        self._inbox_armed = False
+        if not self._inbox:
+            return
+        while self._inbox:
+            self._outbox.put(self._inbox.popleft())
+        self._wake_publisher()
+
+    def _wake_publisher(self) -> None:
         self._drained.clear()
         self._wake.set()
+        self._refresh()
 
     async def _run(self) -> None:
         delay = RECONNECT_FIRST_S
@@ -168,9 +251,9 @@ class MqttBridge:
                 await self._session()
             except* aiomqtt.MqttError as group:
                 error = group.exceptions[0]
-                if self.outbox.is_connected:
+                if self._outbox.is_connected:
                     logger.warning(
-                        "MQTT: lost the broker (%s); %d finals pending", error, self.outbox.pending_finals
+                        "MQTT: lost the broker (%s); %d finals pending", error, self._outbox.pending_finals
                     )
                 elif failures == 0:
                     logger.warning("MQTT: cannot reach %s:%d (%s)", self.config.host, self.config.port, error)
@@ -178,16 +261,17 @@ class MqttBridge:
                     logger.debug("MQTT: still cannot reach the broker (%s)", error)
             except* Exception:  # a bug of ours: log it with its traceback, reconnect, keep the bridge running
                 logger.exception("MQTT bridge failed; reconnecting")
-            if self.outbox.is_connected:
+            if self._outbox.is_connected:
                 delay, failures = RECONNECT_FIRST_S, 0
             failures += 1
-            self.outbox.disconnected()
+            self._outbox.disconnected()
+            self._refresh()
             self._client = None
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, self.config.reconnect_max_s)
 
     async def _session(self) -> None:
-        client = aiomqtt.Client(
+        client = SocketClient(
             self.config.host,
             self.config.port,
             identifier=self.client_id,
@@ -196,13 +280,14 @@ class MqttBridge:
         )
         async with client:
             self._client = client
-            self.outbox.connected()
+            self._outbox.connected()
+            self._refresh()
             self.connections += 1
             logger.info(
                 "MQTT: connected to %s:%d; %d finals to deliver",
                 self.config.host,
                 self.config.port,
-                self.outbox.pending_finals,
+                self._outbox.pending_finals,
             )
             await client.subscribe(self.topics.input_filter, qos=1)
             await client.publish(self.topics.status, self._status("online"), qos=1, retain=True)
@@ -211,7 +296,7 @@ class MqttBridge:
                 tasks.create_task(self._read_loop(client))
 
     async def _publish_loop(self, client: aiomqtt.Client) -> None:
-        outbox, topics = self.outbox, self.topics
+        outbox, topics = self._outbox, self.topics
         while True:
             self._wake.clear()
             for topic, fields in outbox.take_errors():
@@ -227,11 +312,13 @@ class MqttBridge:
                     topics.final(final.stream, final.track), encode(fields, self.format), qos=1
                 )
                 outbox.acked(pending.seq)  # publish() returned: the broker's PUBACK is in
+                self._refresh()
                 continue
             for final in outbox.current():
                 payload = encode(final_fields(final, seq=0, redelivered=False), self.format)
                 await client.publish(topics.current(final.stream, final.track), payload, qos=1, retain=True)
                 outbox.current_published(final)
+            self._refresh()
             if outbox.idle:
                 self._drained.set()
                 await self._wake.wait()
@@ -246,57 +333,39 @@ class MqttBridge:
 
     # -- input -------------------------------------------------------------------------------------
     def _on_input(self, topic: str, payload: bytes) -> None:
+        """On the bridge thread: parse, then hand the event (or why it is refused) to the server's loop,
+        so that answers keep the input's order."""
         stream: str | None = None
+        outcome: InputEvent | Exception
         try:
             stream, command = self.topics.parse_input(topic)
-            event = parse_payload(stream, command, payload)
-            if self._closing:
-                raise ProtocolError(ErrorCode.UNSUPPORTED, "the server is shutting down")
-            self._apply(event)
+            outcome = parse_payload(stream, command, payload)
+        except Exception as error:  # a ProtocolError, or a bug of ours: answered like one from the hub
+            outcome = error
+        loop = self._server_loop
+        assert loop is not None, "start() records the server's loop before anything connects"
+        try:
+            loop.call_soon_threadsafe(self._apply_input, topic, stream, outcome)
+        except RuntimeError:  # the server's loop is closed: nobody is left to apply input
+            logger.warning("MQTT input on %s dropped: the server's event loop is gone", topic)
+
+    def _apply_input(self, topic: str, stream: str | None, outcome: InputEvent | Exception) -> None:
+        """On the server's loop: apply the input to the hub, or send back why not."""
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            self._feeds.apply(outcome)
+            return
         except ProtocolError as error:
             logger.warning("MQTT input on %s rejected: %s", topic, error)
-            self.outbox.put_error(
-                self.topics.error(stream), error_fields(error.code, error.message, topic=topic)
-            )
+            fields = error_fields(error.code, error.message, topic=topic)
         except Exception:  # a bug of ours: log it with its traceback, answer, keep the bridge running
             logger.exception("MQTT input on %s failed", topic)
             message = "the server failed handling this input"
-            self.outbox.put_error(
-                self.topics.error(stream), error_fields(ErrorCode.INTERNAL, message, topic=topic)
-            )
-        self._drained.clear()
-        self._wake.set()
+            fields = error_fields(ErrorCode.INTERNAL, message, topic=topic)
+        self._thread.call_soon(self._answer, self.topics.error(stream), fields)
 
-    def _apply(self, event: InputEvent) -> None:
-        match event:
-            case TextInput():
-                self._feed(event.stream)
-                self.hub.publish_text(event.stream, event.text, event.t_ms)
-            case FlushInput():
-                self.hub.flush(self._fed(event.stream))
-            case EndInput():
-                stream = self._fed(event.stream)
-                feed = self._feeds[stream]
-                self.hub.end_input(stream)
-                self.hub.when_drained(stream, lambda: self._leave(stream, feed))
-            case _:
-                assert_never(event)
-
-    def _feed(self, stream: str) -> _MqttFeed:
-        feed = self._feeds.get(stream)
-        if feed is None:
-            feed = _MqttFeed(self._feed_tracks)
-            self.hub.join(stream, feed, publisher=True, source_lang=self.config.source_lang)
-            self._feeds[stream] = feed
-            logger.info("MQTT: publishing stream %r, tracks %s", stream, sorted(self._feed_tracks))
-        return feed
-
-    def _fed(self, stream: str) -> str:
-        if stream not in self._feeds:
-            raise ProtocolError(ErrorCode.INVALID_STATE, f"no text was sent to stream {stream!r} over MQTT")
-        return stream
-
-    def _leave(self, stream: str, feed: _MqttFeed) -> None:
-        if self._feeds.get(stream) is feed:
-            del self._feeds[stream]
-            self.hub.leave(stream, feed)
+    def _answer(self, topic: str, fields: dict[str, object]) -> None:
+        """On the bridge thread: queue an error answer (best effort, like drafts)."""
+        self._outbox.put_error(topic, fields)
+        self._wake_publisher()

@@ -28,7 +28,8 @@ from typing import Literal, TypeAlias, get_args
 import msgpack
 
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import _STREAM_RE, _TRACK_RE, MAX_INT, MAX_SEGMENT_CHARS, DraftMsg, FinalMsg
+from stream.messages import DraftMsg, FinalMsg
+from stream.wire_fields import MAX_INT, MAX_SEGMENT_CHARS, STREAM_RE, TRACK_RE
 
 PayloadFormat: TypeAlias = Literal["json", "msgpack"]
 PAYLOAD_FORMATS: tuple[str, ...] = get_args(PayloadFormat)
@@ -40,8 +41,8 @@ def check_settings(prefix: str, tracks: tuple[str, ...], source_lang: str) -> No
     """``ValueError`` unless the prefix is a valid topic root and the tracks valid track names."""
     Topics(prefix)
     for track in (*tracks, source_lang):
-        if _TRACK_RE.fullmatch(track) is None:
-            raise ValueError(f"track {track!r} must match {_TRACK_RE.pattern}")
+        if TRACK_RE.fullmatch(track) is None:
+            raise ValueError(f"track {track!r} must match {TRACK_RE.pattern}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,10 +87,8 @@ class Topics:
         if len(levels) != 3 or levels[1] != "in":
             raise ProtocolError(ErrorCode.BAD_FIELD, f"topic {topic!r} is not {head}<stream>/in/<command>")
         stream, _, command = levels
-        if _STREAM_RE.fullmatch(stream) is None:
-            raise ProtocolError(
-                ErrorCode.BAD_FIELD, f"stream name {stream!r} must match {_STREAM_RE.pattern}"
-            )
+        if STREAM_RE.fullmatch(stream) is None:
+            raise ProtocolError(ErrorCode.BAD_FIELD, f"stream name {stream!r} must match {STREAM_RE.pattern}")
         if command not in INPUT_COMMANDS:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_TYPE, f"unknown input {command!r} (known: {', '.join(INPUT_COMMANDS)})"

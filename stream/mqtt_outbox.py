@@ -2,7 +2,8 @@
 
 Sans-I/O (no sockets, no event loop; the spill file is its only I/O): the bridge's publish loop asks
 ``next_final()`` / ``take_drafts()`` / ``current()`` / ``take_errors()`` what to send and reports back
-with ``acked()`` / ``current_published()``, ``connected()`` and ``disconnected()``.
+with ``acked()`` / ``current_published()``, ``connected()`` and ``disconnected()``. Not thread-safe: the
+bridge touches it on its own thread only, and publishes ``stats`` snapshots for other threads.
 
 Finals
     A FIFO of pending finals, numbered ``seq`` 1, 2, ... as they are put. The oldest

@@ -32,6 +32,7 @@ from stream.messages import (
     ClientMessage,
     DraftMsg,
     End,
+    Ended,
     ErrorMsg,
     FinalMsg,
     Flush,
@@ -54,6 +55,7 @@ __all__ = [
     "ClientProtocol",
     "DraftMsg",
     "End",
+    "Ended",
     "ErrorCode",
     "ErrorMsg",
     "FinalMsg",
@@ -75,6 +77,7 @@ __all__ = [
 ]
 
 DEFAULT_MAX_FRAME_BYTES: Final = 1 << 20
+MAX_REF_CHARS: Final = 64  # an unknown ``type`` longer than this is not echoed back as ``ref``
 
 _M = TypeVar("_M", bound=ServerMessage)
 _PUBLISH_ONLY: tuple[type[ClientMessage], ...] = (Audio, Text, Flush)
@@ -155,6 +158,17 @@ def _check_max_frame_bytes(max_frame_bytes: int) -> int:
     return max_frame_bytes
 
 
+def _echoable(text: str) -> bool:
+    """Short, printable, valid Unicode: safe to send back to the client as an error's ``ref``."""
+    if len(text) > MAX_REF_CHARS or not text.isprintable():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
 class ServerProtocol:
     """Server side of one connection.
 
@@ -212,7 +226,10 @@ class ServerProtocol:
         msg_type, mapping = decode_frame(frame, max_frame_bytes=self.max_frame_bytes)
         cls = CLIENT_MESSAGES.get(msg_type)
         if cls is None:
-            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {_quote(msg_type)}")
+            unknown = ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {_quote(msg_type)}")
+            if _echoable(msg_type):
+                unknown.ref = msg_type  # the client's own type string, echoed so it can match the error
+            raise unknown
         try:
             self._check_allowed(cls)
             return cls.from_wire(mapping, kind)

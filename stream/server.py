@@ -2,17 +2,20 @@
 engine worker thread that owns the model.
 
 Start-up loads the model on the worker thread (the loop stays free) and only then listens. Shutdown
-stops listening, closes every publisher's open text into windows, waits up to ``drain_timeout_s`` for
-their finals, says ``bye`` to every connection, gives the MQTT bridge (when configured, stream/mqtt.py)
-up to its flush timeout to deliver pending finals, and stops the worker.
+refuses new WebSocket sessions (HTTP 503 ``draining``) while plain HTTP, ``/healthz`` included, keeps
+answering, closes every publisher's open text into windows, waits up to ``drain_timeout_s`` for
+their finals, says ``bye`` to every connection, stops listening, gives the MQTT bridge (when
+configured, stream/mqtt.py; its broker connection runs on a thread and event loop of its own, never on
+this loop) up to its flush timeout to deliver pending finals, and stops the worker.
 
 Plain HTTP GETs on the same port (the overlay and viewer pages, the stream list, caption downloads,
 ``/healthz`` and ``/metrics``) are answered in the handshake's ``process_request`` hook by
-``stream.web.HttpSite``, from the finals a ``stream.transcripts.TranscriptStore`` keeps.
+``stream.web.HttpSite``.
 
 The server also owns what its connections share: the token table (``config.auth``; ``None`` means no
-authentication), the per-token session counter, the resume history of every stream's finals
-(``stream.history``) and the Prometheus metrics (``stream.metrics``). WebSocket upgrades beyond
+authentication), the per-token session counter, the log of every stream's finals
+(``stream.final_log.FinalLog``: stamped by the hub, read by resume and by the HTTP side) and the
+Prometheus metrics (``stream.metrics``). WebSocket upgrades beyond
 ``limits.max_sessions`` open connections are answered with HTTP 503. A shutdown that outlasts its
 deadline gives the windows still open an error final, so no viewer misses one; every connection then
 gets ``bye`` and a going-away close (1001).
@@ -24,7 +27,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import time
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import TypeVar
@@ -35,22 +37,20 @@ from websockets.http11 import Request, Response
 from engine.asr import Asr, AsrRequest
 from engine.asr_worker import AsrWorker
 from engine.audio import SpeechDetector
-from engine.models import match_language
 from engine.remote import RemoteEngineWorker, RemoteModel, remote_url
-from engine.runtime import LoadedModel, load_model
+from engine.runtime import ServingModel, load_model
 from engine.transcriber import LiveTranscriber, TranscriberSettings
 from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
 from stream.config import SHORT_CONTEXT_PAD_S, ServerConfig
 from stream.errors import ErrorCode
-from stream.history import FinalHistory
+from stream.final_log import FinalLog
 from stream.hub import StreamHub
 from stream.limits import SessionCounter
 from stream.messages import DraftMsg, FinalMsg
 from stream.metrics import ServerMetrics, Snapshot
 from stream.mqtt import MqttBridge
 from stream.session import Connection
-from stream.transcripts import TranscriptStore
 from stream.web import HttpSite, is_upgrade, text_reply, to_response
 
 logger = logging.getLogger("livecanvas.server")
@@ -69,7 +69,7 @@ def _default_engine_threads(config: ServerConfig) -> int | None:
 class LivecanvasServer:
     """See the module docstring. ``async with LivecanvasServer(config) as server`` runs it."""
 
-    def __init__(self, config: ServerConfig, *, load: Callable[[], LoadedModel] | None = None) -> None:
+    def __init__(self, config: ServerConfig, *, load: Callable[[], ServingModel] | None = None) -> None:
         self.config = config
         self._load = load or (
             lambda: load_model(
@@ -95,32 +95,34 @@ class LivecanvasServer:
         )
         self.asr_worker = AsrWorker(self._load_asr, max_batch=config.asr_max_batch) if config.asr else None
         self._speech_detector: SpeechDetector | None = None
+        limits = config.limits
+        self.finals = FinalLog(
+            max_finals=limits.history_finals,
+            max_age_s=limits.history_s,
+            max_trails=limits.max_detached_sessions,
+        )
         self.hub = StreamHub(
             self.worker.submit,
             max_window_words=config.max_window_words,
             idle_ms=config.idle_ms,
             submit_asr=self._submit_asr if config.asr else None,
             make_transcriber=self._make_transcriber if config.asr else None,
+            finals=self.finals,
+            cancel=self.worker.cancel,
+            orphan_grace_ms=config.orphan_grace_ms,
         )
-        limits = config.limits
         self.auth = config.auth
         self.sessions = SessionCounter(limits.max_sessions_per_token)
-        self.history = FinalHistory(
-            max_finals=limits.history_finals,
-            max_age_s=limits.history_s,
-            max_trails=limits.max_detached_sessions,
-        )
         self.metrics = ServerMetrics(self._snapshot)
         self.hub.add_observer(self._observe)
         self.draining = False
         self.mqtt = MqttBridge(self.hub, config.mqtt) if config.mqtt is not None else None
-        self.transcripts = TranscriptStore(self.hub)
-        self.http = HttpSite(self.transcripts, auth=config.auth, metrics=self.metrics, health=self._health)
+        self.http = HttpSite(self.hub, auth=config.auth, metrics=self.metrics, health=self._health)
         self.connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.model: LoadedModel | RemoteModel | None = None
+        self.model: ServingModel | RemoteModel | None = None
 
     @property
     def port(self) -> int:
@@ -141,20 +143,19 @@ class LivecanvasServer:
             self.asr_worker.start()
             await asyncio.to_thread(self.asr_worker.wait_ready)
             self._speech_detector = SpeechDetector()
-        model: LoadedModel | RemoteModel = await asyncio.to_thread(self.worker.wait_ready)
+        model: ServingModel | RemoteModel = await asyncio.to_thread(self.worker.wait_ready)
         self.model = model
         card = model.card
+        mqtt = self.config.mqtt
         unsupported = [
-            t
-            for t in (self.config.mqtt.tracks if self.config.mqtt else ())
-            if not match_language(t, card.target_languages)
+            t for t in (mqtt.tracks if mqtt else ()) if mqtt and not card.serves(mqtt.source_lang, t)
         ]
         if unsupported:
             await asyncio.to_thread(self.worker.stop, drain=False)
             if self.asr_worker is not None:
                 await asyncio.to_thread(self.asr_worker.stop, 30)
             raise ValueError(
-                f"model {card.name} translates into {', '.join(card.target_languages)} only; "
+                f"model {card.name} translates {card.describe()} only; "
                 f"MQTT tracks {', '.join(unsupported)} cannot be served"
             )
         logger.info(
@@ -185,8 +186,7 @@ class LivecanvasServer:
     async def shutdown(self) -> None:
         if self._server is None:
             return
-        self.draining = True
-        self._server.close(close_connections=False)
+        self.draining = True  # new sessions get 503 from here on; /healthz says "draining" until the end
         for name in list(self.hub.streams):
             self.hub.flush(name)
         drained = asyncio.Event()
@@ -214,6 +214,7 @@ class LivecanvasServer:
             )
         for connection in list(self.connections):
             connection.say_goodbye("server shutting down", going_away=True)
+        self._server.close(close_connections=False)
         await self._server.wait_closed()
         if self.mqtt is not None:
             await self.mqtt.close()  # pending finals get up to mqtt.flush_timeout_s to reach the broker
@@ -236,6 +237,10 @@ class LivecanvasServer:
 
     def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         headers = {key.lower(): value for key, value in request.headers.raw_items()}
+        if is_upgrade(headers) and self.draining:
+            return to_response(
+                text_reply(HTTPStatus.SERVICE_UNAVAILABLE, "draining: this server is shutting down")
+            )
         if is_upgrade(headers) and len(self.connections) >= self.config.limits.max_sessions:
             self.metrics.limit_hits.labels("sessions").inc()
             return to_response(
@@ -247,9 +252,7 @@ class LivecanvasServer:
         return self.http.process_request(connection, request)
 
     def _observe(self, message: DraftMsg | FinalMsg) -> None:
-        """Every draft and final the hub sends: kept for resume (finals) and measured."""
-        if isinstance(message, FinalMsg):
-            self.history.record(message, time.monotonic())
+        """Every draft and final the hub sends (the finals already in ``finals``): measured."""
         self.metrics.observe(message)
 
     def _on_step(self, canvases: int, seconds: float) -> None:
@@ -271,14 +274,15 @@ class LivecanvasServer:
             canvases_in_flight=sum(
                 len(w.open_tracks) for s in list(self.hub.streams.values()) for w in list(s.windows.values())
             ),
-            history_finals=len(self.history),
-            resumable_sessions=self.history.trails,
+            history_finals=len(self.finals),
+            resumable_sessions=self.finals.trails,
             draining=self.draining,
             counters={
                 "engine_forwards": engine.forwards,
                 "engine_canvases_stepped": engine.canvases_stepped,
                 "engine_jobs": engine.jobs,
                 "engine_errors": engine.errors,
+                "engine_cancelled": engine.cancelled,
             },
         )
 
@@ -353,4 +357,4 @@ class LivecanvasServer:
         while True:
             await asyncio.sleep(TICK_S)
             self.hub.tick()
-            self.history.expire(time.monotonic())
+            self.finals.expire()

@@ -1,5 +1,5 @@
 """One WebSocket connection: the thin asyncio adapter around ``ServerProtocol``, the hub, and the
-server's auth, limits and resume history.
+server's auth, limits and final log (resume).
 
 The reader task feeds frames to the protocol and dispatches the decoded messages; a writer task drains
 the connection's ``Outbox`` into the protocol. Every frame goes out through ``_flush``, under one lock,
@@ -20,25 +20,24 @@ Rules enforced here (settings in ``stream.limits.Limits``, docs/operations.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Protocol, assert_never
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from engine.models import match_language
-from engine.types import CAPTION_TRACK
-from stream.auth import ANONYMOUS, Permission, token_from_headers
-from stream.errors import CloseCode, ErrorCode, ProtocolError
+from stream.admission import Gate, Refusal, admit
+from stream.auth import token_from_headers
+from stream.errors import CloseCode, ErrorCode
 from stream.fanout import Outbox
-from stream.history import SentLog, Trail
+from stream.final_log import SentLog
 from stream.limits import MIN_TEXT_COST, TokenBucket
 from stream.messages import (
     Audio,
     ClientMessage,
-    DraftMsg,
     End,
     FinalMsg,
     Flush,
@@ -50,19 +49,46 @@ from stream.messages import (
     Text,
 )
 from stream.protocol import ServerProtocol, State
+from stream.stream_state import Delivery
 
 if TYPE_CHECKING:
-    from stream.server import LivecanvasServer
+    from engine.remote import RemoteModel
+    from engine.runtime import ServingModel
+    from stream.auth import TokenTable
+    from stream.config import ServerConfig
+    from stream.final_log import FinalLog
+    from stream.hub import StreamHub
+    from stream.limits import SessionCounter
+    from stream.metrics import ServerMetrics
+
+
+class SessionHost(Protocol):
+    """What a connection uses of its server (``stream.server.LivecanvasServer`` is one): no import of
+    the server, which imports this module."""
+
+    config: ServerConfig
+    auth: TokenTable | None
+    model: ServingModel | RemoteModel | None  # None until the model has loaded
+    connections: set[Connection]
+    finals: FinalLog
+    hub: StreamHub
+    metrics: ServerMetrics
+    sessions: SessionCounter
+
+    def stats(self) -> dict[str, int | float]: ...
+
 
 logger = logging.getLogger("livecanvas.session")
 
 RESUME_GRACE_S = 0.25  # how long after ready live messages wait for a pipelined resume
+TAKEOVER_BYE_TIMEOUT_S = 2.0  # a taken-over connection's bye may meet a dead peer: then close anyway
 
 
 class Connection:
-    """A connected client; as a hub ``Viewer`` it receives the drafts and finals of its tracks."""
+    """A connected client; as a hub ``Viewer`` it receives the drafts and finals of its tracks, and the
+    stream's ``ended``."""
 
-    def __init__(self, server: LivecanvasServer, websocket: ServerConnection) -> None:
+    def __init__(self, server: SessionHost, websocket: ServerConnection) -> None:
         self.server = server
         self.websocket = websocket
         self.limits = server.config.limits
@@ -81,8 +107,7 @@ class Connection:
         self._holding = False
         self._hold_timer: asyncio.TimerHandle | None = None
         self._sent: SentLog | None = None
-        self._ordinals: dict[tuple[str, int], int] = {}
-        self._skip_upto = 0  # finals up to this ordinal were seen on a resumed session
+        self._skip_upto = 0  # finals up to this number were seen on a resumed session
         self._slow = False
         self._parked = False
         self._coalesced = 0
@@ -100,13 +125,9 @@ class Connection:
     def tracks(self) -> frozenset[str]:
         return self._tracks
 
-    def deliver(self, message: DraftMsg | FinalMsg) -> None:
+    def deliver(self, message: Delivery) -> None:
         if self._slow:
             return
-        if isinstance(message, FinalMsg) and self._sent is not None:
-            latest = self.server.history.latest(message.stream)
-            if latest is not None and latest[1] is message:
-                self._ordinals[(message.track, message.window)] = latest[0]
         self.outbox.put(message)
         if self.outbox.overflowed and not self._holding:  # a hold is short: it may take a burst
             self._too_slow()
@@ -186,25 +207,36 @@ class Connection:
             self._release_hold()
             self._wake.set()
 
-    def take_over(self) -> Trail | None:
-        """Another connection resumes this session: stop delivering, park nothing, close (1001)."""
+    def take_over(self) -> SentLog | None:
+        """Another connection resumes this session: stop delivering, park nothing, close (1001); what
+        this one was sent."""
         if self.stream is None or self._sent is None:
             return None
-        trail = Trail(self.stream, self._tracks, self._sent, time.monotonic())
-        self._parked = True  # the trail goes to the new connection, not to the history
+        sent = self._sent
+        self._parked = True  # its log goes to the new connection, not to the final log
         self._slow = True  # no more deliveries
         self._leave()
-        self._close_soon(CloseCode.GOING_AWAY, "session resumed on another connection")
-        return trail
+        self.outbox.take()  # never sent here: the new connection replays what this one was not sent
+        if self._writer is not None:
+            self._writer.cancel()
+        reason = "session resumed on another connection"
+        self._closer = asyncio.get_running_loop().create_task(self._bye_and_close(reason))
+        return sent
+
+    async def _bye_and_close(self, reason: str) -> None:
+        """``bye`` (best effort: the peer may be gone), then a going-away close (1001)."""
+        if self.protocol.state is not State.CLOSED:
+            self.protocol.finish(reason)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._flush(), TAKEOVER_BYE_TIMEOUT_S)
+        await self.websocket.close(CloseCode.GOING_AWAY, reason[:120])
 
     def _leave(self) -> None:
         if self.stream is not None:
             self.server.hub.leave(self.stream, self)
             if self._sent is not None and not self._parked:
                 self._parked = True
-                self.server.history.park(
-                    self.session_id, Trail(self.stream, self._tracks, self._sent, time.monotonic())
-                )
+                self.server.finals.park(self.session_id, self.stream, self._sent)
         if self._rule is not None:
             self.server.sessions.close(self._rule)
             self._rule = None
@@ -282,64 +314,26 @@ class Connection:
 
     def _hello(self, hello: Hello) -> None:
         server = self.server
-        rule_name, cap = ANONYMOUS, None
-        if server.auth is not None:
-            try:
-                rule = server.auth.authorize(
-                    hello.token or self._header_token, Permission(hello.role.value), hello.stream
-                )
-            except ProtocolError as error:
-                server.metrics.auth_failures.labels(error.code).inc()
-                self._refuse(ErrorCode(error.code), error.message, CloseCode.POLICY)
-                return
-            rule_name, cap = rule.name, rule.max_sessions
-        tracks = frozenset(hello.tracks) or frozenset({CAPTION_TRACK})
-        model = server.model
-        supported = model.card.target_languages if model is not None else ()
-        missing = sorted(t for t in tracks - {CAPTION_TRACK} if match_language(t, supported) is None)
-        if missing:
-            self.protocol.reject(
-                ErrorCode.UNSUPPORTED,
-                f"this server's model translates into {', '.join(supported)} only; "
-                f"no track {', '.join(missing)}",
-                ref="hello",
-            )
+        gate = Gate(server.auth, server.hub, server.sessions, self.limits, server.metrics)
+        admitted = admit(gate, hello, self, header_token=self._header_token, model=server.model)
+        if isinstance(admitted, Refusal):
+            if admitted.close is not None:
+                self._refuse(admitted.code, admitted.message, admitted.close)
+            else:
+                self.protocol.reject(admitted.code, admitted.message, ref="hello")
             return
-        state = server.hub.streams.get(hello.stream)
-        targets = (state.target_tracks() if state is not None else set()) | (tracks - {CAPTION_TRACK})
-        if len(targets) > self.limits.max_tracks_per_stream:
-            server.metrics.limit_hits.labels("tracks").inc()
-            self.protocol.reject(
-                ErrorCode.TOO_MANY_TRACKS,
-                f"stream {hello.stream!r} would be translated into {len(targets)} languages; "
-                f"at most {self.limits.max_tracks_per_stream}",
-                ref="hello",
-            )
-            return
-        if not server.sessions.open(rule_name, cap):
-            server.metrics.limit_hits.labels("sessions_per_token").inc()
-            self._refuse(
-                ErrorCode.TOO_MANY_SESSIONS,
-                f"token {rule_name or '(none)'!r} has {server.sessions.count(rule_name)} sessions open",
-                CloseCode.TRY_AGAIN_LATER,
-            )
-            return
-        try:
-            server.hub.join(
-                hello.stream, self, publisher=hello.role is Role.PUBLISH, source_lang=hello.source_lang
-            )
-        except ProtocolError as error:
-            server.sessions.close(rule_name)
-            self.protocol.reject(error.code, error.message)
-            return
+        state, tracks, rule_name = admitted.stream, admitted.tracks, admitted.rule
         self._rule = rule_name
         self.stream, self.role, self._tracks = hello.stream, hello.role, tracks
-        self._sent = SentLog(server.history.next_ordinal(hello.stream), self.limits.history_finals)
+        self._sent = SentLog(server.finals.next_number, self.limits.history_finals)
         self._holding = True
+        self.outbox.coalesce = False  # held back, not behind: every draft is still due
         self._hold_timer = asyncio.get_running_loop().call_later(RESUME_GRACE_S, self._release_hold)
-        self.protocol.accept(
-            Ready(session=self.session_id, stream=hello.stream, role=hello.role, tracks=tuple(sorted(tracks)))
-        )
+        ready = Ready(
+            session=self.session_id, stream=hello.stream, role=hello.role, tracks=tuple(sorted(tracks)),
+            epoch=state.epoch,
+        )  # fmt: skip
+        self.protocol.accept(ready)
         logger.info(
             "session %s: %s on %r, tracks %s, token %r",
             self.session_id,
@@ -353,14 +347,14 @@ class Connection:
         assert self.stream is not None
         assert self._sent is not None
         server = self.server
-        trail = None
+        sent = None
         if message.session is not None and message.session != self.session_id:
             live = next((c for c in server.connections if c.session_id == message.session), None)
             if live is not None and live.stream == self.stream:
-                trail = live.take_over()
+                sent = live.take_over()
             else:
-                trail = server.history.claim(message.session, self.stream, time.monotonic())
-        if trail is None:
+                sent = server.finals.claim(message.session, self.stream)
+        if sent is None:
             server.metrics.resumes.labels("unknown").inc()
             self.protocol.reject(
                 ErrorCode.RESUME_UNKNOWN,
@@ -370,28 +364,27 @@ class Connection:
             )
             self._release_hold()
             return
-        after, exact = trail.sent.last_seen(message.last_seq)
-        replay = server.history.replay(
-            self.stream, after, self._tracks, self._sent.first_ordinal, exact=exact
-        )
+        after, exact = sent.last_seen(message.last_seq)
+        replay = server.finals.replay(self.stream, after, self._tracks, self._sent.first_number, exact=exact)
         if not replay.complete:
             self.protocol.reject(
                 ErrorCode.RESUME_GAP,
                 "some finals missed since the last seq are no longer kept; the kept ones follow",
                 ref="resume",
             )
-        for ordinal, final in replay.finals:
+        for final in replay.finals:
             self.protocol.send(final)
-            self._sent.add(self.protocol.last_seq, ordinal)
+            self._sent.add(self.protocol.last_seq, final.number)
         server.metrics.resumes.labels("complete" if replay.complete else "gap").inc()
         server.metrics.replayed_finals.inc(len(replay.finals))
         self._skip_upto = max(self._skip_upto, after)
-        self._sent.first_ordinal = min(self._sent.first_ordinal, after + 1)
+        self._sent.first_number = min(self._sent.first_number, after + 1)
         self._release_hold()
 
     def _release_hold(self) -> None:
         if self._holding:
             self._holding = False
+            self.outbox.coalesce = True
             if self._hold_timer is not None:
                 self._hold_timer.cancel()
             if self.protocol.state is not State.CLOSED:
@@ -421,14 +414,12 @@ class Connection:
 
     def _send_pending(self) -> None:
         for message in self.outbox.take():
-            ordinal = None
-            if isinstance(message, FinalMsg):
-                ordinal = self._ordinals.pop((message.track, message.window), None)
-                if ordinal is not None and ordinal <= self._skip_upto:
-                    continue  # seen on the session this one resumed
+            number = message.number if isinstance(message, FinalMsg) else 0  # 0: not a final
+            if 0 < number <= self._skip_upto:
+                continue  # seen on the session this one resumed
             self.protocol.send(message)
-            if ordinal is not None and self._sent is not None:
-                self._sent.add(self.protocol.last_seq, ordinal)
+            if number and self._sent is not None:
+                self._sent.add(self.protocol.last_seq, number)
         coalesced = self.outbox.drafts_coalesced - self._coalesced
         if coalesced:
             self._coalesced = self.outbox.drafts_coalesced

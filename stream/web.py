@@ -8,6 +8,7 @@ whatever its path; any other GET is answered here:
 =============================================  ================================================
 ``/``                                          the viewer page (clients/overlay/viewer.html)
 ``/overlay``                                   the OBS overlay (clients/overlay/overlay.html)
+``/publish``                                   publish from the browser's microphone (publish.html)
 ``/static/<name>``                             the pages' scripts, styles and icon
 ``/streams``                                   JSON: live and remembered streams and their tracks
 ``/captions/<stream>/<track>.vtt|.srt|.json``  a track's finals as WebVTT, SRT or JSON
@@ -20,6 +21,9 @@ With a token table (``auth``), the data endpoints need a token given as ``Author
 ``/captions/...`` a subscribe token for that stream, ``/metrics`` an admin token. A missing or unknown
 token gets 401, a token without the right gets 403. The pages, their assets and ``/healthz`` are
 public: they carry no captions (the pages read the token from their own URL).
+
+The stream list and the captions are read from the hub and the finals it keeps (its ``FinalLog``, the
+same store a WebSocket ``resume`` reads) by stream/captions_view.py.
 
 Routing is sans-I/O: ``HttpSite.route(path, headers)`` returns an ``HttpReply`` (or ``None`` for an
 upgrade) and ``to_response`` turns it into a websockets ``Response``. The assets are read once, at
@@ -46,10 +50,11 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from stream.auth import Permission, TokenRule, TokenTable, token_from_headers
+from stream.captions_view import FORMATS, render, stream_list
 from stream.errors import ErrorCode, ProtocolError
+from stream.hub import StreamHub
 from stream.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from stream.metrics import ServerMetrics
-from stream.transcripts import FORMATS, TranscriptStore
 
 ASSET_PACKAGE: Final = "clients"
 ASSET_DIR: Final = "overlay"
@@ -68,6 +73,7 @@ PAGES: Final[Mapping[str, str]] = {
     "/": "viewer.html",
     "/overlay": "overlay.html",
     "/overlay/": "overlay.html",
+    "/publish": "publish.html",
 }
 _ASSET_NAME: Final = re.compile(r"[a-z0-9][a-z0-9_-]*\.(?:js|css|svg)")
 _CAPTIONS_PATH: Final = re.compile(
@@ -114,7 +120,7 @@ def load_assets() -> dict[str, Asset]:
             body = entry.read_bytes()
             digest = hashlib.sha256(body).hexdigest()[:20]
             assets[entry.name] = Asset(body, CONTENT_TYPES[suffix], f'"{digest}"')
-    if not {"viewer.html", "overlay.html"} <= set(assets):
+    if not set(PAGES.values()) <= set(assets):
         raise FileNotFoundError(f"the overlay pages are missing from the {ASSET_PACKAGE} package data")
     return assets
 
@@ -137,14 +143,14 @@ class HttpSite:
 
     def __init__(
         self,
-        transcripts: TranscriptStore,
+        hub: StreamHub,
         assets: Mapping[str, Asset] | None = None,
         *,
         auth: TokenTable | None = None,
         metrics: ServerMetrics | None = None,
         health: Callable[[], tuple[bool, dict[str, object]]] | None = None,
     ) -> None:
-        self.transcripts = transcripts
+        self.hub = hub
         self.assets = dict(assets) if assets is not None else load_assets()
         self.auth = auth
         self.metrics = metrics
@@ -190,7 +196,7 @@ class HttpSite:
                 return refused
             rows = [
                 row.to_json()
-                for row in self.transcripts.streams()
+                for row in stream_list(self.hub)
                 if rule is None or rule.allows(Permission.SUBSCRIBE, row.stream)
             ]
             return self._json({"streams": rows})
@@ -200,7 +206,7 @@ class HttpSite:
             if refused is not None:
                 return refused
             return self._captions(match["stream"], match["track"], match["fmt"], query)
-        return text_reply(HTTPStatus.NOT_FOUND, "not found: try / (viewer), /overlay, /streams")
+        return text_reply(HTTPStatus.NOT_FOUND, "not found: try / (viewer), /overlay, /publish, /streams")
 
     def _asset(self, name: str, headers: Mapping[str, str], csp: str) -> HttpReply:
         asset = self.assets[name]
@@ -249,7 +255,7 @@ class HttpSite:
     def _captions(self, stream: str, track: str, fmt: str, query: Mapping[str, list[str]]) -> HttpReply:
         if fmt not in FORMATS:
             return text_reply(HTTPStatus.NOT_FOUND, f"captions come as {', '.join(FORMATS)}")
-        text = self.transcripts.render(stream, track, next(f for f in FORMATS if f == fmt))
+        text = render(self.hub, stream, track, next(f for f in FORMATS if f == fmt))
         if text is None:
             return text_reply(HTTPStatus.NOT_FOUND, f"no stream {stream!r} on this server")
         extra = [("Cache-Control", NO_STORE), ("Content-Security-Policy", DATA_CSP)]

@@ -104,7 +104,7 @@ def test_dockerfiles_are_multi_stage_non_root_with_a_healthcheck(name: str) -> N
                 assert f"!{source}" in allowed, f"{name}: .dockerignore leaves {source} out of the context"
 
 
-def test_cpu_image_runs_serve_and_builds_the_default_model() -> None:
+def test_cpu_image_command_parses_as_serve_and_its_build_fetches_the_default_model() -> None:
     ops = dict(final_stage("Dockerfile"))
     args = livecanvas_args(ops["ENTRYPOINT"], ops["CMD"])
     parsed = build_parser().parse_args(args)
@@ -112,7 +112,7 @@ def test_cpu_image_runs_serve_and_builds_the_default_model() -> None:
     assert "load_model('embedded')" in " ".join(a for op, a in instructions("Dockerfile") if op == "RUN")
 
 
-def test_gpu_image_runs_the_26b_model_on_cuda() -> None:
+def test_gpu_image_command_parses_as_the_26b_model_on_cuda() -> None:
     ops = dict(final_stage("Dockerfile.gpu"))
     config = server_config(build_parser().parse_args(livecanvas_args(ops["ENTRYPOINT"], ops["CMD"])))
     assert (config.model, config.device, config.dtype) == (GPU_MODEL, "cuda", "bfloat16")
@@ -161,7 +161,7 @@ def compose_config(service: dict[str, Any]) -> ServerConfig:
     return server_config(build_parser().parse_args([str(a) for a in args]))
 
 
-def test_compose_runs_livecanvas_against_its_mosquitto() -> None:
+def test_compose_file_wires_livecanvas_to_its_mosquitto() -> None:
     compose = load_compose("compose.yaml")
     services = compose["services"]
     assert set(services) == {"livecanvas", "mosquitto"}
@@ -178,7 +178,7 @@ def test_compose_runs_livecanvas_against_its_mosquitto() -> None:
     assert conf_mount[1] == "/mosquitto/config/mosquitto.conf"
 
 
-def test_compose_gpu_override_runs_the_26b_model_from_the_mounted_cache() -> None:
+def test_compose_gpu_override_names_the_26b_model_and_the_mounted_cache() -> None:
     service = load_compose("compose.gpu.yaml")["services"]["livecanvas"]
     config = compose_config(service)
     assert (config.model, config.device, config.dtype) == (GPU_MODEL, "cuda", "bfloat16")

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from clients.broadcast.cea608 import Mode
-from clients.broadcast.cues import Caption
 from clients.broadcast.formats import FORMATS, CaptionWriter, Output
+from stream.captions.cues import Caption
 from stream.config import env_str, parse_host_port
 from stream.errors import ProtocolError
 
@@ -131,7 +131,7 @@ async def write_captions(
     captions: AsyncIterator[Caption], writer: CaptionWriter, sink: Sink, *, count: int | None = None
 ) -> None:
     """Feed ``captions`` through ``writer`` into ``sink`` until the source ends, ``count`` finals, or a
-    SIGINT/SIGTERM; then finish the file."""
+    SIGINT/SIGTERM (captions already received are still written); then finish the file."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -159,6 +159,12 @@ async def write_captions(
                 sink.write(writer.poll(time.monotonic_ns() // 1_000_000), writer)
                 continue
             caption = get.result()
+            if caption is None:
+                break
+            seen += 1
+            sink.write(writer.add(caption), writer)
+        while not queue.empty() and (count is None or seen < count):  # received before a stop: kept
+            caption = queue.get_nowait()
             if caption is None:
                 break
             seen += 1

@@ -17,7 +17,7 @@ set lost: ``* \\ ^ _ { } | ~``). ``to_608`` maps text onto it:
    it. ``dropped_characters`` tells which.
 
 Layout. ``Cea608Layout`` wraps each cue's text at word boundaries into rows of at most 32 columns and
-turns cues into ``Screen`` events, with times from the cue's window times (``clients.broadcast.cues``):
+turns cues into ``Screen`` events, with times from the cue's window times (``stream.captions.cues``):
 
 * roll-up with 2, 3 or 4 rows: the cue's rows appear one by one, spread evenly over the cue, each
   rolling the window up by one row (the base row is row 15, column 0); the captions are cleared
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Literal
 
-from clients.broadcast.cues import Cue, wrap
+from stream.captions.cues import Cue, wrap
 
 COLUMNS: Final = 32
 BASE_ROW: Final = 15

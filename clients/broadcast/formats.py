@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from clients.broadcast.cea608 import Cea608Layout, Mode, Screen, render
-from clients.broadcast.cues import Caption, Cue, CueTimer, CueTiming
 from clients.broadcast.scc import SccWriter
-from clients.broadcast.srt import SrtWriter
-from clients.broadcast.webvtt import DEFAULT_MPEGTS, HlsSegmenter, Segment, WebVttWriter
+from stream.captions.cues import Caption, Cue, CueTimer, CueTiming
+from stream.captions.srt import SrtWriter
+from stream.captions.webvtt import DEFAULT_MPEGTS, HlsSegmenter, Segment, WebVttWriter
 
 FORMATS: Final = ("vtt", "srt", "608", "scc")
 

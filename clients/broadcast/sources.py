@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator
 
 import aiomqtt
 
-from clients.broadcast.cues import Caption
 from clients.python.client import connect
+from stream.captions.cues import Caption
 from stream.errors import ProtocolError
-from stream.messages import ErrorMsg, FinalMsg, Role
+from stream.messages import Ended, ErrorMsg, FinalMsg, Role
 from stream.mqtt_codec import Topics, decode_map
 
 logger = logging.getLogger("livecanvas.captions")
@@ -38,6 +38,8 @@ async def websocket_captions(url: str, *, stream: str, track: str, token: str = 
                 yield _caption(message, item.at_ns)
             elif isinstance(message, ErrorMsg):
                 logger.warning("server error %s: %s", message.code, message.message)
+            elif isinstance(message, Ended):
+                logger.info("stream %s ended (%s); waiting for it to start again", stream, message.reason)
 
 
 async def mqtt_captions(

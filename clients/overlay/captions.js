@@ -4,9 +4,13 @@
 // CaptionBoard keys lines by (track, window): a draft replaces the window's previous draft, the final
 // replaces its draft in place and is never shown twice; finals of a track come in window order, so a
 // final at or below the last one shown is a repeat (after a reconnect) and is dropped. Lines roll up
-// (the newest `rows` per track stay) and expire. CaptionClient speaks hello/ready/draft/final/error/
-// stats/bye, reconnects with exponential backoff, and on every ready fetches the finals the server kept
-// (/captions/<stream>/<track>.json) so lines missed while away are filled in, not repeated.
+// (the newest `rows` per track stay) and expire. Windows count from 0 in each *epoch* of the stream
+// (it ended and started again under its name): drafts, finals and the kept finals carry the epoch, and
+// one from a new epoch starts the board afresh: a new programme, not lines to drop as repeats. CaptionClient speaks hello/ready/draft/final/error/
+// stats/ended/bye, reconnects with exponential backoff, and on every ready fetches the finals the server kept
+// (/captions/<stream>/<track>.json) so lines missed while away are filled in, not repeated. `ended` (the
+// publisher is done, after the stream's last final) is a status, "ended", until a draft or final shows
+// the stream going on.
 
 export const PROTOCOL = 1;
 
@@ -26,26 +30,35 @@ export class CaptionBoard {
     this.lastFinal = new Map(); // track -> highest window whose final was taken
   }
 
+  // The stream's epoch of a message or of kept finals (null: not said). A different one than before
+  // means a new programme: the board starts afresh. Returns true when it did.
+  enter(epoch) {
+    if (epoch === null || epoch === undefined) return false;
+    const fresh = this.epoch !== null && epoch !== this.epoch;
+    if (fresh) this.reset();
+    this.epoch = epoch;
+    return fresh;
+  }
+
   // A draft or final message; returns true when the screen changes.
   apply(message, now = Date.now()) {
-    const { track, window } = message;
+    const { type, track, window } = message;
+    if (type !== "draft" && type !== "final") return false;
     if (!this.tracks.includes(track) || !Number.isInteger(window)) return false;
-    if (window <= (this.lastFinal.get(track) ?? -1)) return false; // shown already: never twice
+    const fresh = this.enter(message.epoch); // true: the screen was cleared
+    if (window <= (this.lastFinal.get(track) ?? -1)) return fresh; // shown already: never twice
     const key = `${track}#${window}`;
-    if (message.type === "draft") {
-      if (!this.drafts) return false;
+    if (type === "draft") {
       const line = this.lines.get(key);
-      if (line && line.rev > message.rev) return false;
+      if (!this.drafts || (line && line.rev > message.rev)) return fresh;
       this.lines.set(key, { track, window, rev: message.rev, text: message.text, final: false, at: now });
-    } else if (message.type === "final") {
+    } else {
       this.lastFinal.set(track, window);
       if (message.error || !message.text.trim()) {
         this.lines.delete(key);
       } else {
         this.lines.set(key, { track, window, rev: message.rev, text: message.text, final: true, at: now });
       }
-    } else {
-      return false;
     }
     this.rollUp(track);
     return true;
@@ -53,9 +66,7 @@ export class CaptionBoard {
 
   // The finals a server kept for one track (on connect): `show` false only records them as seen.
   absorb(track, epoch, finals, { show = true, now = Date.now() } = {}) {
-    if (epoch !== null && this.epoch !== null && epoch !== this.epoch) this.reset(); // a new stream
-    if (epoch !== null) this.epoch = epoch;
-    let changed = false;
+    let changed = this.enter(epoch);
     for (const final of finals) {
       if (show) {
         changed = this.apply({ type: "final", track, ...final }, now) || changed;
@@ -113,7 +124,7 @@ export function withToken(url, token) {
 // One subscriber connection that keeps itself open. Callbacks:
 //   onMessage(message)                 every server message, in order, once the backlog is in
 //   onBacklog(track, epoch, finals, first)   kept finals, on every ready (first: the first ready)
-//   onStatus(state, detail)            "connecting" | "live" | "reconnecting" | "refused"
+//   onStatus(state, detail)            "connecting" | "live" | "ended" (detail: its reason) | "reconnecting" | "refused"
 export class CaptionClient {
   constructor({ stream, tracks, token = "", onMessage, onBacklog, onStatus, minDelayMs = 500, maxDelayMs = 10000 }) {
     Object.assign(this, { stream, tracks, token, onMessage, onBacklog, onStatus, minDelayMs, maxDelayMs });
@@ -122,6 +133,7 @@ export class CaptionClient {
     this.socket = null;
     this.timer = null;
     this.stopped = false;
+    this.ended = false; // the stream's publisher is done (an `ended` is the latest news of it)
   }
 
   start() {
@@ -158,12 +170,13 @@ export class CaptionClient {
         this.attempt = 0;
         this.granted = message.tracks;
         const first = this.readyCount++ === 0;
+        this.ended = false; // the server says `ended` again on this connection if the stream still is
         pending = [];
         this.loadBacklog(message.tracks, first).finally(() => {
           const held = pending;
           pending = null;
-          if (this.socket === socket) for (const m of held) this.onMessage?.(m);
           this.onStatus?.("live", message.session);
+          if (this.socket === socket) for (const m of held) this.deliver(m);
         });
         return;
       }
@@ -174,7 +187,7 @@ export class CaptionClient {
         return;
       }
       if (pending) pending.push(message);
-      else this.onMessage?.(message);
+      else this.deliver(message);
     };
     socket.onclose = () => {
       if (this.socket !== socket || this.stopped) return;
@@ -183,6 +196,17 @@ export class CaptionClient {
       if (!refused) this.onStatus?.("reconnecting", `in ${Math.round(delay / 100) / 10} s`);
       this.timer = setTimeout(() => this.connect(), delay);
     };
+  }
+
+  deliver(message) {
+    if (message.type === "ended") {
+      this.ended = true;
+      this.onStatus?.("ended", message.reason);
+    } else if (this.ended && (message.type === "draft" || message.type === "final")) {
+      this.ended = false; // a publisher started again
+      this.onStatus?.("live", "");
+    }
+    this.onMessage?.(message);
   }
 
   backoff() {

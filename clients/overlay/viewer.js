@@ -5,6 +5,8 @@ import { CaptionBoard, CaptionClient, authHeaders, captionsUrl, queryOptions, wi
 
 const TRACK_RE = /^[A-Za-z0-9_-]{1,32}$/;
 const KEEP = 200; // latency samples per track and kind
+// the status line once the server says `ended` (docs/protocol.md, "End of a stream"), by its reason
+const ENDED = { end: "the publisher finished; the transcript is complete", disconnected: "the publisher left" };
 const $ = (id) => document.getElementById(id);
 const statusEl = $("status");
 const TOKEN = queryOptions().text("token", "");
@@ -83,17 +85,15 @@ function open(stream, tracks) {
   renderTrackPicker();
   renderLatency();
   const session = current;
+  // the stream ended and started again under its name (a new epoch): windows count from 0, a new transcript
+  const newTranscript = () => $("transcript").tBodies[0].replaceChildren();
   session.client = new CaptionClient({
     stream,
     tracks,
     token: TOKEN,
-    onStatus: (state, detail) => setStatus(state, detail),
+    onStatus: (state, detail) => setStatus(state, state === "ended" ? (ENDED[detail] ?? detail) : detail),
     onBacklog(track, epoch, finals) {
-      if (board.epoch !== null && epoch !== null && epoch !== board.epoch) {
-        board.reset(); // the stream was restarted under the same name: a new transcript
-        board.epoch = epoch;
-        $("transcript").tBodies[0].replaceChildren();
-      }
+      if (board.enter(epoch)) newTranscript();
       const before = board.lastFinal.get(track) ?? -1;
       board.absorb(track, epoch, finals, { show: true });
       for (const final of finals) if (final.window > before) showCell(track, final.window);
@@ -101,6 +101,7 @@ function open(stream, tracks) {
     onMessage(message) {
       if (current !== session) return;
       if (message.type === "draft" || message.type === "final") {
+        if (board.enter(message.epoch)) newTranscript();
         const fresh = board.apply(message);
         if (fresh) {
           record(message);

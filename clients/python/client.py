@@ -11,7 +11,16 @@ gapless and raises ``ProtocolError("seq_gap")`` if a message went missing.
 
 After a dropped connection, reconnect with ``connect(..., resume=old_session.resume_point)``: the
 server then sends every final missed in between, in order and once, before live updates
-(docs/protocol.md section 5).
+(docs/protocol.md section 5). Drafts and finals carry the stream's *epoch*: if the stream ended and
+started again under its name while the client was away, its windows count from 0 again under a new
+epoch. ``CaptionSession.epoch`` follows it (across a resume too) and ``Received.new_epoch`` marks the
+first message of a new one: a new programme, not finals that were missed (those are announced by a
+``resume_gap`` error).
+
+A subscriber is sent ``Ended`` when the stream's publisher has finished (it sent ``end``, or left and
+did not come back) and every final of the stream has gone out: it comes after the last final, so the
+transcript is complete. The connection stays open; ``CaptionSession.ended`` holds that message until a
+draft or final shows the stream going on (a publisher started again).
 """
 
 from __future__ import annotations
@@ -29,8 +38,11 @@ from stream.errors import ProtocolError
 from stream.messages import (
     Audio,
     Bye,
+    DraftMsg,
     End,
+    Ended,
     ErrorMsg,
+    FinalMsg,
     Flush,
     Hello,
     Ready,
@@ -45,33 +57,45 @@ from stream.protocol import ClientProtocol
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A server message and when it arrived (``time.monotonic_ns``)."""
+    """A server message, when it arrived (``time.monotonic_ns``), and whether it is the first draft or
+    final of a new epoch of the stream (windows count from 0 again)."""
 
     message: ServerMessage
     at_ns: int
+    new_epoch: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class ResumePoint:
-    """Where a connection left off: its session id and the last ``seq`` it received."""
+    """Where a connection left off: its session id, the last ``seq`` it received and the stream's epoch
+    it was in."""
 
     session: str
     last_seq: int
+    epoch: str | None = None
 
 
 class CaptionSession:
     """One open, accepted connection; iterate it for server messages (with arrival times via ``received``)."""
 
-    def __init__(self, websocket: ClientConnection, protocol: ClientProtocol, ready: Ready) -> None:
+    def __init__(
+        self, websocket: ClientConnection, protocol: ClientProtocol, ready: Ready, epoch: str | None = None
+    ) -> None:
         self.websocket = websocket
         self.protocol = protocol
         self.ready = ready
+        # the stream's epoch of the latest draft or final received; before any, of the connection this
+        # one resumed (``epoch``), else of ``ready``
+        self.epoch = epoch if epoch is not None else ready.epoch
+        # the stream's ``ended``, if that is the latest news of it: its publisher's input is over and
+        # every final is out (None while it goes on)
+        self.ended: Ended | None = None
         self._backlog: list[Received] = []
 
     @property
     def resume_point(self) -> ResumePoint:
         """What to pass as ``connect(..., resume=...)`` to pick up after this connection drops."""
-        return ResumePoint(self.ready.session, self.protocol.last_seq)
+        return ResumePoint(self.ready.session, self.protocol.last_seq, self.epoch)
 
     async def send_text(self, segment: str, t_ms: int | None = None) -> None:
         await self._send(Text(segment=segment, t_ms=t_ms))
@@ -109,7 +133,19 @@ class CaptionSession:
                 return
             self.protocol.receive_frame(frame)
             now = time.monotonic_ns()
-            self._backlog.extend(Received(m, now) for m in self.protocol.events_received())
+            self._backlog.extend(Received(m, now, self._enter(m)) for m in self.protocol.events_received())
+
+    def _enter(self, message: ServerMessage) -> bool:
+        """Follow the epoch of a draft or final (``True`` when it starts a new one), and ``ended``."""
+        if isinstance(message, Ended):
+            self.ended = message
+        elif isinstance(message, DraftMsg | FinalMsg):
+            self.ended = None
+        epoch = message.epoch if isinstance(message, DraftMsg | FinalMsg) else None
+        if epoch is None or epoch == self.epoch:
+            return False
+        new, self.epoch = self.epoch is not None, epoch
+        return new
 
     async def _send(self, message: Text | Audio | Flush | End) -> None:
         self.protocol.send(message)
@@ -156,6 +192,6 @@ async def connect(
                     raise ProtocolError(message.code, message.message)
                 else:
                     backlog.append(Received(message, time.monotonic_ns()))
-        session = CaptionSession(websocket, protocol, ready)
+        session = CaptionSession(websocket, protocol, ready, resume.epoch if resume is not None else None)
         session._backlog = backlog
         yield session

@@ -1,6 +1,7 @@
 """The pages' caption model (clients/overlay/captions.js) run in Chromium: keyed lines, drafts replaced
 by finals, no final twice (a repeat after a reconnect, kept finals overlapping live ones), a restarted
-stream's new epoch, roll-up and expiry, and the query-string options."""
+stream's new epoch (in kept finals and in live messages), roll-up and expiry, the "ended" status, and the
+query-string options."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from stream.server import LivecanvasServer
 from tests.e2e.conftest import OpenPage, http_url
 
 SCENARIO = """async () => {
-  const { CaptionBoard, queryOptions, cssColour } = await import("/static/captions.js");
+  const { CaptionBoard, CaptionClient, queryOptions, cssColour } = await import("/static/captions.js");
   const d = (track, window, rev, text) => ({ type: "draft", track, window, rev, text });
   const f = (track, window, text, error = null) => ({ type: "final", track, window, rev: 9, text, error });
   const show = (board, track) =>
@@ -47,6 +48,28 @@ SCENARIO = """async () => {
   resumed.absorb("caption", "e2", kept([0, "New zero."]));
   out.newEpoch = [resumed.epoch, show(resumed, "caption")];
 
+  const live = new CaptionBoard({ tracks: ["caption"], rows: 5 });
+  const e = (epoch, window, text) => ({ ...f("caption", window, text), epoch });
+  out.liveEpochs = [
+    live.apply(e("e1", 0, "Zero."), 0),
+    live.apply(e("e1", 1, "One."), 0),
+    live.apply(e("e1", 1, "One again."), 0),      // a repeat: ignored
+    live.apply(e("e2", 0, "New zero."), 0),       // a new epoch: a new programme, not a repeat
+    live.apply(d("caption", 0, 0, "late"), 0),    // no epoch said: the current one
+  ];
+  out.afterLiveEpoch = [live.epoch, show(live, "caption")];
+  out.endedOnBoard = live.apply({ type: "ended", stream: "s", reason: "end", windows: 1, epoch: "e2" }, 0);
+
+  const statuses = [];
+  const seen = [];
+  const client = new CaptionClient({
+    stream: "s", tracks: ["caption"], onStatus: (state, detail) => statuses.push(`${state}:${detail}`),
+    onMessage: (message) => seen.push(message.type),
+  });
+  for (const message of [f("caption", 0, "Zero."), { type: "ended", reason: "end" }, { type: "stats" },
+                         f("caption", 1, "Again."), f("caption", 2, "More.")]) client.deliver(message);
+  out.endedStatus = [statuses, seen];
+
   const q = queryOptions("?rows=99&size=abc&drafts=0&tracks=caption,pt,caption,&font=%20Serif%20");
   out.options = [q.number("rows", 2, 1, 20), q.number("size", 40, 8, 200), q.flag("drafts", true),
                  q.flag("debug", false), q.list("tracks", []), q.text("font", "x"), q.text("stream", "demo")];
@@ -66,5 +89,9 @@ async def test_caption_board_rules(text_server: LivecanvasServer, open_page: Ope
     assert out["firstConnect"] == []  # history is only remembered on the first connect
     assert out["reconnect"] == ["2:F:Two.", "3:F:Three."]
     assert out["newEpoch"] == ["e2", ["0:F:New zero."]]
+    assert out["liveEpochs"] == [True, True, False, True, False]
+    assert out["afterLiveEpoch"] == ["e2", ["0:F:New zero."]]
+    assert out["endedOnBoard"] is False  # not a line: nothing on screen changes
+    assert out["endedStatus"] == [["ended:end", "live:"], ["final", "ended", "stats", "final", "final"]]
     assert out["options"] == [20, 40, False, False, ["caption", "pt"], "Serif", "demo"]
     assert out["colours"] == ["#ffcc00", "gold", "w", "w"]

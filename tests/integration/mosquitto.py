@@ -2,8 +2,8 @@
 
 ``Mosquitto`` writes a config file into its own directory (a loopback listener on a free port,
 anonymous access, persistence off unless asked for) and runs Debian's ``mosquitto`` binary; ``stop``
-and ``start`` again keep the port, so clients can reconnect. A missing ``mosquitto`` fails the test
-with the command that installs it: nothing is skipped.
+(SIGTERM) or ``kill`` (SIGKILL) and ``start`` again keep the port, so clients can reconnect. A
+missing ``mosquitto`` fails the test with the command that installs it: nothing is skipped.
 """
 
 from __future__ import annotations
@@ -95,6 +95,14 @@ class Mosquitto:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL: the broker vanishes at once and saves nothing; the kernel resets its connections."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        process.kill()
+        process.wait(timeout=10)
 
     def log_tail(self, lines: int = 40) -> str:
         text = ""

@@ -15,9 +15,11 @@ import msgpack
 OP_TEXT, OP_BINARY, OP_CLOSE = 0x1, 0x2, 0x8
 
 
-def client_frame(payload: bytes | str, *, fin: bool = True) -> bytes:
-    """One masked frame (text for ``str``, binary for ``bytes``), as a client must send it."""
-    opcode = OP_TEXT if isinstance(payload, str) else OP_BINARY
+def client_frame(payload: bytes | str, *, fin: bool = True, opcode: int | None = None) -> bytes:
+    """One masked frame (text for ``str``, binary for ``bytes``, or ``opcode`` as given), as a client
+    must send it."""
+    if opcode is None:
+        opcode = OP_TEXT if isinstance(payload, str) else OP_BINARY
     data = payload.encode() if isinstance(payload, str) else payload
     header = bytes([(0x80 if fin else 0) | opcode])
     if len(data) < 126:

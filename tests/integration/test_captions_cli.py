@@ -23,9 +23,9 @@ from tests.integration.test_mqtt import mqtt_server, wait_until
 SENTENCES = ["Good evening from the newsroom.", "Olá, São Paulo — ça va?", "That is all for tonight."]
 
 
-async def start_captions(*args: str) -> asyncio.subprocess.Process:
+async def start_captions(*args: str, log_level: str = "warning") -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "--log-level", "warning", "captions", *args,
+        sys.executable, "-m", "stream.cli", "--log-level", log_level, "captions", *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -99,12 +99,16 @@ async def test_hls_webvtt_segments_finish_on_sigint(server: LivecanvasServer, tm
     hls = tmp_path / "hls"
     process = await start_captions(
         "--source", url_of(server), "--stream", "cli-hls", "--format", "vtt", "--hls", str(hls),
-        "--segment-s", "2", "--mpegts", "126000",
+        "--segment-s", "2", "--mpegts", "126000", log_level="info",
     )  # fmt: skip
     await wait_until(lambda: subscribed(server, "cli-hls"), 60, "the captions client to subscribe")
     await publish(server, "cli-hls", times=[0, 3000, 7000])
-    await wait_until(lambda: (hls / "captions.m3u8").exists(), 30, "the playlist")
-    await asyncio.sleep(0.5)
+    assert process.stderr is not None
+    log: list[str] = []
+    while not any("ended (end)" in line for line in log):  # `ended` follows the stream's last final
+        line = await asyncio.wait_for(process.stderr.readline(), 30)
+        assert line, "the captions client exited before the stream's end:\n" + "".join(log)
+        log.append(line.decode())
     process.send_signal(signal.SIGINT)
     await finished(process)
     playlist = (hls / "captions.m3u8").read_text(encoding="utf-8").splitlines()

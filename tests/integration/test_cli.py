@@ -23,7 +23,9 @@ def test_demo_shows_drafts_then_finals(livecanvas_cache: Path) -> None:
         env={**os.environ, "LIVECANVAS_CACHE": str(livecanvas_cache), "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    lines = result.stdout.splitlines()
+    typed, _, spoken = result.stdout.partition("\nspeech: ")
+    assert spoken, "the demo did not go on to speech"
+    lines = typed.splitlines()
     translation = [line for line in lines if re.search(r"\b(draft|FINAL)\s+pt #", line)]
     windows = {int(m.group(1)) for line in translation if (m := re.search(r"pt #(\d+)", line))}
     assert windows, result.stdout
@@ -38,7 +40,16 @@ def test_demo_shows_drafts_then_finals(livecanvas_cache: Path) -> None:
     captions = [line for line in lines if re.search(r"FINAL\s+caption #", line)]
     assert "Good evening, and welcome to the live broadcast." in captions[0]
     assert any("summary" in line for line in lines)
-    assert "bye" in result.stdout
+    assert "bye" in typed
+    thanks = [line for line in translation if "FINAL" in line and "obrigad" in line.lower()]
+    assert thanks, "'Thank you for joining us.' did not come out as Portuguese:\n" + "\n".join(translation)
+    # the speech part: the LibriVox clip captioned live and translated, then where to speak yourself
+    heard = " ".join(line for line in spoken.splitlines() if re.search(r"FINAL\s+caption #", line)).lower()
+    assert "dashwood" in heard, spoken
+    assert "young" in heard, spoken  # the second sentence (windows may split its phrases)
+    assert re.search(r"FINAL\s+pt #\d+", spoken), spoken
+    assert any("summary" in line for line in spoken.splitlines())
+    assert "/publish" in spoken
 
 
 def test_version_prints_protocol() -> None:

@@ -64,3 +64,33 @@ async def test_mqtt_tracks_the_model_cannot_serve_stop_the_server_at_start(
     with pytest.raises(ValueError, match="MQTT tracks es cannot be served"):
         await server.start()
     assert not server.worker.alive
+
+
+async def test_the_embedded_translator_serves_each_direction_from_its_source_language(
+    server: LivecanvasServer,
+) -> None:
+    """The shipped v2 pair: a ``pt`` track for English sources, an ``en`` track for Portuguese ones."""
+    url = url_of(server)
+    async with connect(url, stream="pt-talk", tracks=("caption", "en"), source_lang="pt-BR") as session:
+        await session.send_text("Obrigado a todos por estarem aqui.")
+        await session.end()
+        finals = {m.track: m for m in [m async for m in session] if isinstance(m, FinalMsg)}
+    assert set(finals) == {"caption", "en"}
+    assert finals["en"].text
+    assert finals["en"].text != finals["caption"].text
+    assert "thank" in finals["en"].text.lower()
+
+
+@pytest.mark.parametrize(
+    ("source_lang", "track"),
+    [("en", "en"), ("pt", "pt"), ("de", "pt"), ("en", "es")],
+)
+async def test_a_pair_the_embedded_translator_cannot_serve_is_refused_at_hello(
+    server: LivecanvasServer, source_lang: str, track: str
+) -> None:
+    with pytest.raises(ProtocolError) as refused:
+        async with connect(url_of(server), stream="s", tracks=("caption", track), source_lang=source_lang):
+            pass
+    assert refused.value.code == ErrorCode.UNSUPPORTED
+    assert "en -> pt-BR, pt-BR -> en" in refused.value.message
+    assert f"no track {track} for {source_lang} sources" in refused.value.message

@@ -10,10 +10,10 @@ import pytest
 import srt
 import webvtt
 
-from clients.broadcast.cues import Caption, Cue, CueTimer, CueTiming, wrap
 from clients.broadcast.formats import CaptionWriter, Output
-from clients.broadcast.srt import SrtWriter, srt_time
-from clients.broadcast.webvtt import HlsSegmenter, WebVttWriter, vtt_time
+from stream.captions.cues import Caption, Cue, CueTimer, CueTiming, wrap
+from stream.captions.srt import SrtWriter, srt_time
+from stream.captions.webvtt import HlsSegmenter, WebVttWriter, vtt_time
 
 TIMING = CueTiming(min_ms=1000, ms_per_char=50, max_ms=6000, floor_ms=500)
 

@@ -18,8 +18,8 @@ from clients.broadcast.cea608 import (
     render,
     to_608,
 )
-from clients.broadcast.cues import Cue
 from clients.broadcast.scc import SccWriter, frames_to_ms, ms_to_frames, odd_parity, timecode, word
+from stream.captions.cues import Cue
 
 TEXTS = [
     "Good evening, and welcome to the live broadcast from the city centre tonight.",

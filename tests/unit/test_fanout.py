@@ -117,3 +117,18 @@ def test_drafts_coalesced_accumulates_across_takes() -> None:
     outbox.put(final(2))
     assert outbox.take() == [final(2)]
     assert outbox.drafts_coalesced == 4
+
+
+def test_with_coalescing_paused_every_draft_is_kept_in_order_and_nothing_counts() -> None:
+    outbox = Outbox()
+    outbox.coalesce = False  # a connection holding messages back for its resume grace
+    held: list[ServerMessage] = [draft(0, 0), draft(0, 1), final(0), draft(1, 0)]
+    for message in held:
+        outbox.put(message)
+    assert outbox.take() == held
+    assert outbox.drafts_coalesced == 0
+    outbox.coalesce = True  # live again: a viewer behind gets the newest draft only
+    outbox.put(draft(2, 0))
+    outbox.put(draft(2, 1))
+    assert outbox.take() == [draft(2, 1)]
+    assert outbox.drafts_coalesced == 1

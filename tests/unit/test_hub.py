@@ -9,63 +9,14 @@ import pytest
 from engine.asr import AsrRequest
 from engine.audio import SpeechDetector
 from engine.prompts import ContextEntry
-from engine.runtime import WindowJob
 from engine.transcriber import LiveTranscriber
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Word
 from stream.errors import ErrorCode, ProtocolError
-from stream.hub import CONTEXT_WINDOWS, StreamHub
+from stream.hub import ORPHANED, StreamHub
 from stream.messages import DraftMsg, FinalMsg
+from stream.stream_state import CONTEXT_WINDOWS
 from tests.speech import librivox_clips, read_wav_16k
-
-MS = 1_000_000  # nanoseconds per millisecond
-START_NS = 5_000 * MS  # the fake clock does not start at zero: stream times are relative to join
-IDLE_MS = 1500
-
-
-class RecordingViewer:
-    """A connection as the hub sees it: fixed tracks, every delivered message recorded."""
-
-    def __init__(self, *tracks: str) -> None:
-        self.tracks = frozenset(tracks)
-        self.messages: list[DraftMsg | FinalMsg] = []
-
-    def deliver(self, message: DraftMsg | FinalMsg) -> None:
-        self.messages.append(message)
-
-    def finals(self, track: str | None = None) -> list[FinalMsg]:
-        return [m for m in self.messages if isinstance(m, FinalMsg) and track in (None, m.track)]
-
-    def drafts(self, track: str | None = None) -> list[DraftMsg]:
-        return [m for m in self.messages if isinstance(m, DraftMsg) and track in (None, m.track)]
-
-
-class Harness:
-    """A hub with a recording ``submit`` and a fake clock (``now[0]`` nanoseconds)."""
-
-    def __init__(self, *, max_window_words: int = 32) -> None:
-        self.now = [START_NS]
-        self.jobs: list[WindowJob] = []
-        self.hub = StreamHub(
-            self.jobs.append, max_window_words=max_window_words, idle_ms=IDLE_MS, clock_ns=lambda: self.now[0]
-        )
-
-    def advance(self, ms: int) -> None:
-        self.now[0] += ms * MS
-
-    def join(self, *tracks: str, publisher: bool = False, stream: str = "s") -> RecordingViewer:
-        viewer = RecordingViewer(*tracks)
-        self.hub.join(stream, viewer, publisher=publisher, source_lang="en")
-        return viewer
-
-    def jobs_for(self, track: str) -> list[WindowJob]:
-        return [job for job in self.jobs if job.target_lang == track]
-
-    def final(self, track: str, window: int, text: str, *, error: str | None = None, rev: int = 1) -> None:
-        key = CanvasKey("s", track, window)
-        self.hub.on_engine_events([Final(key=key, rev=rev, text=text, steps=10, tokens=4, error=error)])
-
-    def draft(self, track: str, window: int, text: str, *, rev: int = 0) -> None:
-        self.hub.on_engine_events([Draft(key=CanvasKey("s", track, window), rev=rev, text=text, steps=2)])
+from tests.unit.hub_harness import IDLE_MS, START_NS, Harness, RecordingViewer
 
 
 @pytest.fixture
@@ -376,6 +327,32 @@ def test_a_new_stream_of_the_same_name_starts_from_window_zero(h: Harness) -> No
     assert [(m.window, m.text) for m in again.finals()] == [(0, "Three.")]
 
 
+def test_drafts_and_finals_carry_the_epoch_and_the_log_gets_every_final_stamped(h: Harness) -> None:
+    publisher = h.join(CAPTION_TRACK, "pt", publisher=True)
+    first = h.hub.streams["s"].epoch
+    observed: list[DraftMsg | FinalMsg] = []
+    h.hub.add_observer(observed.append)
+    h.hub.publish_text("s", "One.", None)
+    h.draft("pt", 0, "Um")
+    h.final("pt", 0, "Um.")
+    assert [(type(m).__name__, m.epoch) for m in publisher.messages] == [
+        ("FinalMsg", first), ("DraftMsg", first), ("FinalMsg", first),
+    ]  # fmt: skip
+    assert observed == publisher.messages
+    assert [f.number for f in publisher.finals()] == [1, 2]  # stamped once, by the hub's log
+    kept = h.hub.finals.transcript("s")
+    assert kept is not None
+    assert [k.final for k in kept.tracks["pt"].finals] == publisher.finals("pt")
+    h.hub.leave("s", publisher)
+    assert h.hub.finals.epoch_of("s") == first  # the hub forgot it; the log has not
+    again = h.join(CAPTION_TRACK, publisher=True)
+    h.hub.publish_text("s", "Two.", None)
+    [restarted] = again.finals()
+    assert restarted.window == 0
+    assert restarted.epoch == h.hub.streams["s"].epoch != first, "a new life of the name, a new epoch"
+    assert restarted.number == 3, "resume numbers go on across epochs"
+
+
 def test_audio_drafts_carry_the_window_they_show_even_after_a_window_closes() -> None:
     """A recognition result can close a window and show the next one's first words at once: that draft
     belongs to the next window. (Numbered with the closed window, a viewer's outbox would drop it as
@@ -409,3 +386,67 @@ def test_audio_drafts_carry_the_window_they_show_even_after_a_window_closes() ->
     assert finals_so_far >= 1
     assert viewer.finals()[0].text == "Good evening everyone."
     assert drafted_windows >= {0, 1}
+
+
+class CancellingHarness(Harness):
+    """A harness whose hub also records the engine cancellations it asks for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled: list[CanvasKey] = []
+        self.hub = StreamHub(
+            self.jobs.append,
+            idle_ms=IDLE_MS,
+            clock_ns=lambda: self.now[0],
+            cancel=self.cancelled.extend,
+            orphan_grace_ms=2000,
+        )
+
+
+def test_a_track_nobody_watches_any_more_is_cancelled_after_the_grace() -> None:
+    h = CancellingHarness()
+    publisher = h.join(CAPTION_TRACK, publisher=True)
+    viewer = h.join("pt", "de")
+    other = h.join("de")
+    h.hub.publish_text("s", "One. Two. Three.", 0)
+    h.hub.flush("s")
+    assert {(j.key.track, j.key.window) for j in h.jobs} == {(t, w) for t in ("pt", "de") for w in range(3)}
+    h.final("pt", 0, "Um.")
+    h.hub.leave("s", viewer)  # pt has nobody now; de still has `other`
+    h.advance(1999)
+    h.hub.tick()
+    assert h.cancelled == []  # within the grace: a reconnect keeps it
+    h.advance(1)
+    h.hub.tick()
+    assert sorted(h.cancelled, key=lambda k: k.window) == [CanvasKey("s", "pt", 1), CanvasKey("s", "pt", 2)]
+    kept = h.hub.finals.replay("s", 0, frozenset({"pt"}), 10**9)
+    assert [(m.window, m.text, m.error) for m in kept.finals] == [
+        (0, "Um.", None),
+        (1, "", ORPHANED),
+        (2, "", ORPHANED),
+    ]  # exactly one final per window, for a client that resumes later
+    h.final("pt", 1, "Dois.")  # a result already on its way is ignored
+    assert len(h.hub.finals.replay("s", 0, frozenset({"pt"}), 10**9).finals) == 3
+    h.advance(10_000)
+    h.hub.tick()
+    assert len(h.cancelled) == 2  # once only
+    assert not [m for m in other.messages if m.track == "pt"]
+    assert publisher.finals(CAPTION_TRACK)
+
+
+def test_a_viewer_back_within_the_grace_keeps_its_track_computed() -> None:
+    h = CancellingHarness()
+    h.join(publisher=True)
+    viewer = h.join("pt")
+    h.hub.publish_text("s", "One. Two.", 0)
+    h.hub.flush("s")
+    h.hub.leave("s", viewer)
+    h.advance(1500)
+    h.hub.tick()
+    back = h.join("pt")  # resumed
+    h.advance(10_000)
+    h.hub.tick()
+    assert h.cancelled == []
+    h.final("pt", 0, "Um.")
+    h.final("pt", 1, "Dois.")
+    assert [m.text for m in back.finals("pt")] == ["Um.", "Dois."]

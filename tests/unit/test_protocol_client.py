@@ -19,6 +19,7 @@ from stream.protocol import (
     ClientProtocol,
     DraftMsg,
     End,
+    Ended,
     ErrorMsg,
     FinalMsg,
     Flush,
@@ -218,6 +219,63 @@ def test_client_rejects_bad_server_frames() -> None:
         client.receive_frame(server_frame(draft | {"t0_ms": 5, "t1_ms": 4, "seq": 2}))
 
 
+@pytest.mark.parametrize("wire", WIRES)
+def test_ended_after_the_last_final_and_the_connection_goes_on(wire: Wire) -> None:
+    client, server = ClientProtocol(wire=wire), ServerProtocol()
+    hello = Hello(stream="talk", role=Role.SUBSCRIBE, tracks=("caption",))
+    client.send(hello)
+    pump(client, server)
+    server.events_received()
+    server.accept(ready_for(hello))
+    final = FinalMsg(
+        stream="talk", track="caption", window=0, rev=0, text="Hi.", t0_ms=0, t1_ms=0, latency_ms=0,
+        epoch="e1",
+    )  # fmt: skip
+    server.send(final)
+    server.send(Ended(stream="talk", reason="end", windows=1, epoch="e1"))
+    frames = server.data_to_send()
+    assert decode(frames[-1]) == {
+        "type": "ended", "stream": "talk", "reason": "end", "windows": 1, "epoch": "e1", "seq": 3,
+    }  # fmt: skip
+    for data in frames:
+        client.receive_frame(data)
+    assert client.events_received()[1:] == [
+        replace(final, seq=2),
+        Ended(stream="talk", reason="end", windows=1, epoch="e1", seq=3),
+    ]
+    assert client.state is State.OPEN  # no bye: the viewer stays
+    assert server.state is State.OPEN
+    server.send(replace(final, window=1))  # a publisher started again
+    pump(server, client)
+    assert [m.TYPE for m in client.events_received()] == ["final"]
+
+
+def test_ended_fields_are_checked_and_its_epoch_is_optional() -> None:
+    base: dict[str, Any] = {"type": "ended", "stream": "s", "reason": "disconnected", "windows": 0}
+    assert "epoch" not in Ended(stream="s", reason="end", windows=0).to_wire("json")
+    client = opened_client()
+    client.receive_frame(server_frame(base | {"seq": 2}))  # from a server that gives no epoch
+    assert client.events_received() == [Ended(stream="s", reason="disconnected", windows=0, seq=2)]
+    for bad, name in [
+        ({"reason": ""}, "reason"),
+        ({"reason": None}, "reason"),
+        ({"windows": -1}, "windows"),
+        ({"windows": True}, "windows"),
+        ({"windows": None}, "windows"),
+        ({"stream": "a b"}, "stream"),
+        ({"epoch": ""}, "epoch"),
+    ]:
+        with pytest.raises(ProtocolError, match=name) as exc_info:
+            client.receive_frame(server_frame(base | bad | {"seq": client.last_seq + 1}))
+        assert exc_info.value.code == ErrorCode.BAD_FIELD
+    with pytest.raises(ProtocolError, match="before ready"):
+        ClientProtocol().receive_frame(server_frame(base | {"seq": 1}))
+    server = open_server(role="subscribe")
+    server.receive_frame(frame(base, "msgpack"))  # a server message, never one a client sends
+    [reply] = [decode(data) for data in server.data_to_send()]
+    assert (reply["code"], reply["ref"]) == (ErrorCode.UNKNOWN_TYPE, "ended")
+
+
 # --------------------------------------------------------------------------- property tests
 
 json_values = st.recursive(
@@ -257,7 +315,7 @@ field_names = st.sampled_from(
 )
 message_like = st.builds(
     lambda t, fields: {**fields, "type": t},
-    st.sampled_from(["hello", "audio", "text", "flush", "end", "resume", "ready", "x"]),
+    st.sampled_from(["hello", "audio", "text", "flush", "end", "resume", "ready", "ended", "x"]),
     st.dictionaries(field_names, msgpack_values, max_size=6),
 )
 
@@ -267,7 +325,9 @@ def _exactly_one_outcome(proto: ServerProtocol, data: bytes | str) -> None:
     events, output = proto.events_received(), proto.data_to_send()
     assert len(events) + len(output) == 1
     if output:
-        assert decode(output[0])["type"] == "error"
+        reply = decode(output[0])
+        assert reply["type"] == "error"
+        assert reply["code"] in {code.value for code in ErrorCode} - {ErrorCode.INTERNAL}, reply  # ours
 
 
 @settings(max_examples=300, deadline=None)

@@ -13,13 +13,15 @@ import math
 from typing import Any
 
 import msgpack
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import CLIENT_MESSAGES, SERVER_MESSAGES
+from stream.messages import CLIENT_MESSAGES, SERVER_MESSAGES, DraftMsg
 from stream.protocol import ClientProtocol, ServerProtocol, State, decode_frame
-from tests.unit.protocol_helpers import HELLO, decode, frame
+from tests.unit.protocol_helpers import HELLO, decode, frame, open_server
+from tests.unit.test_protocol_client import opened_client
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 KNOWN_CODES = {code.value for code in ErrorCode}
@@ -45,7 +47,7 @@ values = st.recursive(
 FIELDS = sorted(
     {"type", "protocol", "stream", "role", "tracks", "token", "source_lang", "segment", "t_ms", "pcm",
      "pcm_b64", "last_seq", "session", "seq", "window", "rev", "text", "t0_ms", "t1_ms", "latency_ms",
-     "code", "message", "ref", "reason", "error"}
+     "code", "message", "ref", "reason", "error", "epoch", "windows"}
 )  # fmt: skip
 message_types = st.sampled_from(sorted({*CLIENT_MESSAGES, *SERVER_MESSAGES, "", "HELLO", "x" * 200}))
 
@@ -161,18 +163,44 @@ def test_truncated_and_corrupted_msgpack(mapping: dict[str, Any], cut: int, junk
 @FUZZ
 @given(st.sampled_from(["protocol", "t_ms", "last_seq", "seq", "window"]), numbers)
 def test_numbers_out_of_range_name_the_field(name: str, number: object) -> None:
-    mapping = {"type": "resume", "last_seq": number} if name != "protocol" else {**HELLO, "protocol": number}
+    """Each field where its range is checked: ``protocol`` in a hello, ``t_ms`` in a publisher's text
+    and ``last_seq`` in a subscriber's resume (both after the hello), ``seq`` and ``window`` in what
+    the client decodes."""
     valid = type(number) is int and 0 <= number <= 2**53 and (name != "protocol" or number == 1)
+    if name in ("seq", "window"):
+        draft = DraftMsg(stream="s", track="pt", window=0, rev=0, text="x", t0_ms=0, t1_ms=0, latency_ms=0)
+        mapping = {**draft.to_wire("msgpack"), "seq": 2, name: number}
+        raw = encodable_msgpack(mapping)
+        if raw is None:
+            return
+        client = opened_client()
+        if valid and (name == "window" or number == 2):
+            client.receive_frame(raw)
+            return
+        with pytest.raises(ProtocolError) as refused:
+            client.receive_frame(raw)
+        expected = ErrorCode.SEQ_GAP if valid else ErrorCode.BAD_FIELD  # an in-range seq that skips
+        assert refused.value.code == expected
+        assert name in refused.value.message
+        return
+    if name == "protocol":
+        server, mapping = ServerProtocol(max_frame_bytes=MAX_FRAME), {**HELLO, "protocol": number}
+    elif name == "t_ms":
+        server, mapping = open_server(), {"type": "text", "segment": "x", "t_ms": number}
+    else:
+        server, mapping = open_server(role="subscribe"), {"type": "resume", "last_seq": number}
     raw = encodable_msgpack(mapping)
     if raw is None:
         return
-    server = ServerProtocol(max_frame_bytes=MAX_FRAME)
     server.receive_frame(raw)
-    if name == "protocol" and not valid:
-        codes = {ErrorCode.BAD_FIELD, ErrorCode.UNSUPPORTED_VERSION}
-        assert decode(server.data_to_send()[0])["code"] in codes
-    elif name != "protocol":
-        assert decode(server.data_to_send()[0])["code"] == ErrorCode.NOT_READY  # resume before hello
+    errors = [reply for reply in map(decode, server.data_to_send()) if reply["type"] == "error"]
+    if valid:
+        assert errors == []
+    elif name == "protocol":
+        assert errors[0]["code"] in {ErrorCode.BAD_FIELD, ErrorCode.UNSUPPORTED_VERSION}
+    else:
+        assert errors[0]["code"] == ErrorCode.BAD_FIELD
+        assert name in errors[0]["message"]
 
 
 @FUZZ

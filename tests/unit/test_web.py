@@ -9,11 +9,10 @@ import pytest
 import srt
 import webvtt
 
-from engine.runtime import WindowJob
-from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final
+from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, WindowJob
+from stream.final_log import FinalLog
 from stream.hub import StreamHub
 from stream.messages import DraftMsg, FinalMsg
-from stream.transcripts import TranscriptStore
 from stream.web import HttpReply, HttpSite, load_assets, to_response
 
 MS = 1_000_000
@@ -29,14 +28,14 @@ class Viewer:
 
 
 class Site:
-    """A real hub (fake clock, jobs collected), its transcript store and the HTTP routes over them."""
+    """A real hub (fake clock, jobs collected), its final log and the HTTP routes over them."""
 
-    def __init__(self, **store_options: int) -> None:
+    def __init__(self, **log_options: int) -> None:
         self.now = [1_000 * MS]
         self.jobs: list[WindowJob] = []
-        self.hub = StreamHub(self.jobs.append, idle_ms=1500, clock_ns=lambda: self.now[0])
-        self.store = TranscriptStore(self.hub, clock_ms=lambda: self.now[0] // MS, **store_options)
-        self.site = HttpSite(self.store)
+        self.log = FinalLog(clock=lambda: self.now[0] / 1e9, **log_options)
+        self.hub = StreamHub(self.jobs.append, idle_ms=1500, clock_ns=lambda: self.now[0], finals=self.log)
+        self.site = HttpSite(self.hub)
 
     def get(self, target: str, **headers: str) -> HttpReply:
         reply = self.site.route(target, {k.replace("_", "-"): v for k, v in headers.items()})
@@ -141,7 +140,7 @@ def test_stream_list_shows_live_streams_tracks_and_counts(s: Site) -> None:
     assert row["tracks"] == ["caption", "es", "pt"]
     assert (row["live"], row["publishing"], row["viewers"]) == (True, True, 2)
     assert row["finals"] == {"caption": 1}
-    assert row["epoch"] == s.store.epoch_of("talk")
+    assert row["epoch"] == s.log.epoch_of("talk")
 
 
 def test_captions_download_as_vtt_srt_and_json(s: Site) -> None:
@@ -165,7 +164,7 @@ def test_captions_download_as_vtt_srt_and_json(s: Site) -> None:
     assert download.header("Content-Disposition") == 'attachment; filename="talk-pt.srt"'
     assert [sub.content for sub in srt.parse(download.body.decode())] == ["Boa noite.", "Bem-vindos."]
     document = json.loads(s.get("/captions/talk/pt.json").body)
-    assert document["epoch"] == s.store.epoch_of("talk")
+    assert document["epoch"] == s.log.epoch_of("talk")
     assert [(f["window"], f["text"]) for f in document["finals"]] == [(0, "Boa noite."), (1, "Bem-vindos.")]
     assert json.loads(s.get("/streams").body)["streams"][0]["finals"] == {"caption": 2, "pt": 2}
     empty = json.loads(s.get("/captions/talk/es.json").body)
@@ -177,7 +176,7 @@ def test_a_restarted_stream_gets_a_new_epoch_and_a_new_transcript(s: Site) -> No
     publisher = Viewer()
     s.hub.join("talk", publisher, publisher=True, source_lang="en")
     s.hub.publish_text("talk", "First life.", None)
-    first = s.store.epoch_of("talk")
+    first = s.log.epoch_of("talk")
     s.hub.leave("talk", publisher)
     assert "talk" not in s.hub.streams  # forgotten by the hub ...
     row = json.loads(s.get("/streams").body)["streams"][0]
@@ -185,7 +184,7 @@ def test_a_restarted_stream_gets_a_new_epoch_and_a_new_transcript(s: Site) -> No
     assert "First life." in s.get("/captions/talk/caption.srt").body.decode()
     s.now[0] += 5 * MS
     s.hub.join("talk", Viewer(), publisher=True, source_lang="en")
-    second = s.store.epoch_of("talk")
+    second = s.log.epoch_of("talk")
     assert second != first
     assert json.loads(s.get("/captions/talk/caption.json").body) == {
         "stream": "talk", "track": CAPTION_TRACK, "epoch": second, "finals": [],
@@ -195,8 +194,8 @@ def test_a_restarted_stream_gets_a_new_epoch_and_a_new_transcript(s: Site) -> No
     assert [(f["window"], f["text"]) for f in finals] == [(0, "Second life.")]
 
 
-def test_the_store_keeps_bounded_history_and_forgets_old_streams_first() -> None:
-    s = Site(max_finals=2, max_streams=2)
+def test_the_log_keeps_bounded_captions_and_forgets_old_streams_first() -> None:
+    s = Site(max_captions=2, max_streams=2)
     for name in ("a", "b", "c"):
         publisher = Viewer()
         s.hub.join(name, publisher, publisher=True, source_lang="en")

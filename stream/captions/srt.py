@@ -7,7 +7,7 @@ are left as they are (players may read them as tags).
 
 from __future__ import annotations
 
-from clients.broadcast.cues import Cue, wrap
+from stream.captions.cues import Cue, wrap
 
 
 def srt_time(ms: int) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from clients.broadcast.cues import Cue, wrap
+from stream.captions.cues import Cue, wrap
 
 DEFAULT_MPEGTS = 900_000  # 10 s at 90 kHz: where many encoders start their video timestamps
 

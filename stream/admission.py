@@ -1,0 +1,113 @@
+"""Admitting a ``hello``: who may do what on which stream, and what the session then joins.
+
+Sans I/O and without an event loop: :func:`admit` takes its dependencies explicitly (the token
+table, the loaded model's card, the hub, the per-token session counter, the limits and the metrics)
+and returns either an :class:`Admission` (the session has joined its stream) or a :class:`Refusal`
+(what to answer; ``close`` set when the connection is closed after it). The checks, in order: the
+token allows the role on the stream (401/403-style codes, close 1008); the model translates every
+requested track from the stream's source language; the stream stays within its track limit; the
+token's session cap; and the hub's own rules (one publisher per stream). A refused hello changes
+nothing; an admitted one has joined the hub and holds one session of its token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from engine.types import CAPTION_TRACK
+from stream.auth import ANONYMOUS, Permission, TokenTable
+from stream.errors import CloseCode, ErrorCode, ProtocolError
+from stream.hub import StreamHub
+from stream.limits import Limits, SessionCounter
+from stream.messages import Hello, Role
+from stream.metrics import ServerMetrics
+from stream.stream_state import StreamState, Viewer
+
+if TYPE_CHECKING:
+    from engine.models import ModelCard
+
+
+class CardHolder(Protocol):
+    """A loaded model, as admission sees it: what it can translate."""
+
+    @property
+    def card(self) -> ModelCard: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    stream: StreamState
+    tracks: frozenset[str]
+    rule: str  # the token rule this session counts against (release it with SessionCounter.close)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: ErrorCode
+    message: str
+    close: CloseCode | None = None  # None: answered, the connection stays open for another hello
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Admission's dependencies (the server's own objects)."""
+
+    auth: TokenTable | None
+    hub: StreamHub
+    sessions: SessionCounter
+    limits: Limits
+    metrics: ServerMetrics
+
+
+def admit(
+    gate: Gate, hello: Hello, viewer: Viewer, *, header_token: str, model: CardHolder | None
+) -> Admission | Refusal:
+    """See the module docstring. ``model`` None: not loaded yet (tracks are not checked)."""
+    rule_name, cap = ANONYMOUS, None
+    if gate.auth is not None:
+        try:
+            rule = gate.auth.authorize(
+                hello.token or header_token, Permission(hello.role.value), hello.stream
+            )
+        except ProtocolError as error:
+            gate.metrics.auth_failures.labels(error.code).inc()
+            return Refusal(ErrorCode(error.code), error.message, CloseCode.POLICY)
+        rule_name, cap = rule.name, rule.max_sessions
+    tracks = frozenset(hello.tracks) or frozenset({CAPTION_TRACK})
+    state = gate.hub.streams.get(hello.stream)
+    # a subscriber gets translations of the stream's language once it has a publisher
+    source_lang = (
+        state.source_lang if state is not None and hello.role is Role.SUBSCRIBE else hello.source_lang
+    )
+    if model is not None:
+        missing = sorted(t for t in tracks - {CAPTION_TRACK} if not model.card.serves(source_lang, t))
+        if missing:
+            return Refusal(
+                ErrorCode.UNSUPPORTED,
+                f"this server's model translates {model.card.describe()} only; "
+                f"no track {', '.join(missing)} for {source_lang} sources",
+            )
+    targets = (state.target_tracks() if state is not None else set()) | (tracks - {CAPTION_TRACK})
+    if len(targets) > gate.limits.max_tracks_per_stream:
+        gate.metrics.limit_hits.labels("tracks").inc()
+        return Refusal(
+            ErrorCode.TOO_MANY_TRACKS,
+            f"stream {hello.stream!r} would be translated into {len(targets)} languages; "
+            f"at most {gate.limits.max_tracks_per_stream}",
+        )
+    if not gate.sessions.open(rule_name, cap):
+        gate.metrics.limit_hits.labels("sessions_per_token").inc()
+        return Refusal(
+            ErrorCode.TOO_MANY_SESSIONS,
+            f"token {rule_name or '(none)'!r} has {gate.sessions.count(rule_name)} sessions open",
+            CloseCode.TRY_AGAIN_LATER,
+        )
+    try:
+        joined = gate.hub.join(
+            hello.stream, viewer, publisher=hello.role is Role.PUBLISH, source_lang=hello.source_lang
+        )
+    except ProtocolError as error:
+        gate.sessions.close(rule_name)
+        return Refusal(ErrorCode(error.code), error.message)
+    return Admission(joined, tracks, rule_name)

@@ -1,0 +1,88 @@
+"""The state the hub keeps per stream, per window and per track (stream/hub.py owns what happens to it).
+
+A stream's *windows* are the committed windows whose translations are not all out yet; each track
+keeps the windows it was asked for in order, the finals that arrived ahead of an earlier window's,
+and the last few committed windows as context for the next job. A stream also remembers why its
+publisher's input is over, if it is, and the ``ended`` message its viewers were sent for that.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, TypeAlias
+
+from engine.prompts import ContextEntry
+from engine.transcriber import LiveTranscriber
+from engine.types import CAPTION_TRACK, Window
+from engine.windows import TextWindower
+from stream.messages import DraftMsg, Ended, FinalMsg
+
+CONTEXT_WINDOWS = 3
+
+Delivery: TypeAlias = DraftMsg | FinalMsg | Ended
+
+
+class Viewer(Protocol):
+    """A connection as the hub sees it."""
+
+    @property
+    def tracks(self) -> frozenset[str]: ...
+
+    def deliver(self, message: Delivery) -> None: ...
+
+
+@dataclass(eq=False)
+class WindowState:
+    window: Window
+    committed_ns: int
+    open_tracks: set[str]
+
+
+@dataclass(eq=False)
+class TrackState:
+    context: deque[ContextEntry] = field(default_factory=lambda: deque(maxlen=CONTEXT_WINDOWS))
+    order: deque[int] = field(default_factory=deque)  # windows submitted, in window order
+    held: dict[int, FinalMsg] = field(default_factory=dict)  # finals waiting for earlier windows
+
+
+@dataclass(eq=False)
+class StreamState:
+    name: str
+    source_lang: str
+    windower: TextWindower
+    started_ns: int
+    epoch: str  # this life of the stream name (FinalLog.begin)
+    publisher: Viewer | None = None
+    viewers: set[Viewer] = field(default_factory=set)
+    windows: dict[int, WindowState] = field(default_factory=dict)
+    tracks: dict[str, TrackState] = field(default_factory=dict)
+    drain_waiters: list[Callable[[], None]] = field(default_factory=list)
+    next_window: int = 0
+    transcriber: LiveTranscriber | None = None
+    audio_started_ns: int = 0  # wall clock of the stream's first audio sample
+    held_audio: bytearray = field(default_factory=bytearray)  # a new publisher's, while the old audio ends
+    caption_draft_rev: int = 0
+    unwatched_since_ns: dict[str, int] = field(default_factory=dict)  # tracks that lost their last viewer
+    # why the publisher's input is over ("end", "disconnected"; None while one publishes, or none ever
+    # did), since when, and the ``ended`` sent for it (also to viewers who join while it holds)
+    input_over: str | None = None
+    input_over_ns: int = 0
+    ended: Ended | None = None
+
+    @property
+    def pending_windows(self) -> int:
+        return len(self.windows)
+
+    @property
+    def drained(self) -> bool:
+        transcribing = self.transcriber is not None and not self.transcriber.finished
+        return not self.windows and not transcribing
+
+    def spoken_ns(self, audio_ms: int) -> int:
+        """Wall-clock time at which the stream's audio reached ``audio_ms`` (audio arrives in real time)."""
+        return self.audio_started_ns + audio_ms * 1_000_000
+
+    def target_tracks(self) -> set[str]:
+        return {t for viewer in self.viewers for t in viewer.tracks} - {CAPTION_TRACK}
