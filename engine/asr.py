@@ -36,6 +36,49 @@ PREPEND_PUNCTUATION = "\"'“¿([{"
 APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001
 
 
+ASR_DRAFT_CHOICES = ("base-short", "tiny.en", "none")
+SHORT_CONTEXT_PAD_S = 1.0  # the base-short draft pass encodes the audio plus this much padding
+
+
+@dataclass(frozen=True, slots=True)
+class RecogniserSettings:
+    """Which models a recogniser loads: whisper base for final passes, and for draft passes ``draft``:
+    ``none``, ``base-short`` (the same model on the audio + 1 s) or ``tiny.en`` (English only).
+    ``final_context_pad_s`` > 0 encodes final passes on the audio plus that padding, not 30 s."""
+
+    draft: str = "none"
+    final_context_pad_s: float = 0.0
+    threads: int = 0  # CTranslate2 threads per model (0: one per core, at most 4)
+
+    def __post_init__(self) -> None:
+        if self.draft not in ASR_DRAFT_CHOICES:
+            raise ValueError(f"the ASR draft pass must be one of {ASR_DRAFT_CHOICES}, got {self.draft!r}")
+
+    def uses_draft_pass(self, language: str) -> bool:
+        """Whether a stream in ``language`` gets draft passes (tiny.en knows English only)."""
+        return self.draft == "base-short" or (self.draft == "tiny.en" and language == "en")
+
+
+def load_recogniser(settings: RecogniserSettings) -> FasterWhisperAsr:
+    """The faster-whisper recogniser ``settings`` name, from the offline model files."""
+    import os
+
+    from engine.asr_models import ensure_whisper_base, whisper_tiny_en
+
+    base = ensure_whisper_base()
+    models = {"final": base}
+    padding: dict[str, float] = {}
+    if settings.draft == "base-short":
+        models["draft"] = base  # the same model, shared; drafts encode just the audio + 1 s
+        padding["draft"] = SHORT_CONTEXT_PAD_S
+    elif settings.draft == "tiny.en":
+        models["draft"] = whisper_tiny_en()
+    if settings.final_context_pad_s > 0:
+        padding["final"] = settings.final_context_pad_s
+    threads = settings.threads or min(4, os.cpu_count() or 1)
+    return FasterWhisperAsr(models, cpu_threads=threads, context_pad_s=padding)
+
+
 @dataclass(frozen=True, slots=True)
 class AsrRequest:
     """Transcribe ``audio`` (float32, 16 kHz mono, at most 30 s) that starts at ``offset_ms``.

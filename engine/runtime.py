@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
@@ -67,7 +66,7 @@ class LoadedModel:
             key=job.key,
             prompt_ids=tuple(prompt),
             max_new_tokens=max_new_tokens,
-            seed=(self.seed + zlib.crc32(str(job.key).encode())) & 0x7FFF_FFFF,
+            seed=job.seed(self.seed),
             diffusion=job.diffusion or self.card.diffusion,
             early_exit=job.early_exit or self.card.early_exit,
             submitted_ns=job.submitted_ns,

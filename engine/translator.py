@@ -17,7 +17,6 @@ window goes to the direction whose source and target languages match its stream'
 from __future__ import annotations
 
 import json
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,7 @@ class CanvasModel:
             key=job.key,
             prompt_ids=prompt,
             max_new_tokens=self.denoiser.canvas_budget(prompt),
-            seed=(self.seed + zlib.crc32(str(job.key).encode())) & 0x7FFF_FFFF,
+            seed=job.seed(self.seed),
             diffusion=job.diffusion or card.diffusion,
             early_exit=job.early_exit or card.early_exit,
             submitted_ns=job.submitted_ns,

@@ -6,6 +6,7 @@ imports torch, so the network layer can use these types without loading the mode
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -134,6 +135,12 @@ class WindowJob:
     submitted_ns: int
     diffusion: DiffusionParams | None = None  # None: the checkpoint's defaults
     early_exit: EarlyExitParams | None = None
+    seed_key: CanvasKey | None = None  # None: ``key``; set where a canvas runs under another key
+
+    def seed(self, base: int) -> int:
+        """The canvas's sampling seed: stable per window key (``seed_key`` when set), so one window
+        gets the same translation wherever it runs."""
+        return (base + zlib.crc32(str(self.seed_key or self.key).encode())) & 0x7FFF_FFFF
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from engine.asr import RecogniserSettings
 from engine.transcriber import TranscriberSettings
 from stream.auth import TokenTable
 from stream.limits import Limits
@@ -37,8 +38,6 @@ def env_int(name: str, default: int) -> int:
         raise SystemExit(f"LIVECANVAS_{name} must be an integer, got {value!r}") from None
 
 
-ASR_DRAFT_CHOICES = ("base-short", "tiny.en", "none")
-SHORT_CONTEXT_PAD_S = 1.0
 MQTT_PAYLOADS = ("json", "msgpack")
 
 
@@ -105,6 +104,9 @@ class ServerConfig:
     asr_audio_context_pad_s: float = 0.0  # >0: final passes encode the audio + this padding, not 30 s
     asr_draft: str = "none"  # extra draft passes: "none", "base-short" (audio + 1 s) or "tiny.en"
     asr_max_batch: int = 8  # recognition requests per round, at most
+    # "local" (this process loads whisper) or ray:<app>[@address], a recogniser deployed on a Ray
+    # cluster (engine/cluster/); the draft-pass settings above then come from that deployment
+    asr_model: str = "local"
     # an audio caption window closes once its words span this long (engine/transcriber.py)
     asr_window_ms: int = TranscriberSettings().max_window_ms
     mqtt: MqttConfig | None = None  # publish to / read from an MQTT broker
@@ -113,9 +115,15 @@ class ServerConfig:
     auth: TokenTable | None = None
     limits: Limits = field(default_factory=Limits)  # stream/limits.py, docs/operations.md
 
+    @property
+    def recogniser(self) -> RecogniserSettings:
+        """The models a local recogniser loads (engine/asr.py)."""
+        return RecogniserSettings(
+            draft=self.asr_draft, final_context_pad_s=self.asr_audio_context_pad_s, threads=self.asr_threads
+        )
+
     def __post_init__(self) -> None:
-        if self.asr_draft not in ASR_DRAFT_CHOICES:
-            raise ValueError(f"asr_draft must be one of {ASR_DRAFT_CHOICES}, got {self.asr_draft!r}")
+        self.recogniser  # noqa: B018 - validates the recogniser settings
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         for name in (

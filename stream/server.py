@@ -34,15 +34,17 @@ from typing import TypeVar
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from engine.asr import Asr, AsrRequest
+from engine.asr import Asr, AsrRequest, load_recogniser
 from engine.asr_worker import AsrWorker
 from engine.audio import SpeechDetector
-from engine.remote import RemoteEngineWorker, RemoteModel, remote_url
+from engine.cluster.frontend import ClusterModel, RayAsrWorker, RayEngineWorker
+from engine.cluster.replicas import RecogniserInfo
+from engine.cluster.spec import ray_spec
 from engine.runtime import ServingModel, load_model
 from engine.transcriber import LiveTranscriber, TranscriberSettings
 from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
-from stream.config import SHORT_CONTEXT_PAD_S, ServerConfig
+from stream.config import ServerConfig
 from stream.errors import ErrorCode
 from stream.final_log import FinalLog
 from stream.hub import StreamHub
@@ -81,10 +83,10 @@ class LivecanvasServer:
                 int8=config.int8,
             )
         )
-        url = remote_url(config.model) if load is None else None
-        self.worker: EngineWorker | RemoteEngineWorker = (
-            RemoteEngineWorker(url, self._from_worker)
-            if url is not None
+        cluster = ray_spec(config.model) if load is None else None
+        self.worker: EngineWorker | RayEngineWorker = (
+            RayEngineWorker(cluster, self._from_worker)
+            if cluster is not None
             else EngineWorker(
                 self._load,
                 self._from_worker,
@@ -93,7 +95,15 @@ class LivecanvasServer:
                 on_step=self._on_step,
             )
         )
-        self.asr_worker = AsrWorker(self._load_asr, max_batch=config.asr_max_batch) if config.asr else None
+        asr_cluster = ray_spec(config.asr_model)
+        self.asr_worker: AsrWorker | RayAsrWorker | None = None
+        if config.asr:
+            self.asr_worker = (
+                RayAsrWorker(asr_cluster)
+                if asr_cluster is not None
+                else AsrWorker(self._load_asr, max_batch=config.asr_max_batch)
+            )
+        self._recogniser = config.recogniser  # a cluster's own, once it has answered
         self._speech_detector: SpeechDetector | None = None
         limits = config.limits
         self.finals = FinalLog(
@@ -122,7 +132,7 @@ class LivecanvasServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.model: ServingModel | RemoteModel | None = None
+        self.model: ServingModel | ClusterModel | None = None
 
     @property
     def port(self) -> int:
@@ -141,9 +151,11 @@ class LivecanvasServer:
         self.worker.start()
         if self.asr_worker is not None:
             self.asr_worker.start()
-            await asyncio.to_thread(self.asr_worker.wait_ready)
+            recogniser = await asyncio.to_thread(self.asr_worker.wait_ready)
+            if isinstance(recogniser, RecogniserInfo):
+                self._recogniser = recogniser.settings
             self._speech_detector = SpeechDetector()
-        model: ServingModel | RemoteModel = await asyncio.to_thread(self.worker.wait_ready)
+        model: ServingModel | ClusterModel = await asyncio.to_thread(self.worker.wait_ready)
         self.model = model
         card = model.card
         mqtt = self.config.mqtt
@@ -259,9 +271,22 @@ class LivecanvasServer:
         self.metrics.on_step(canvases, seconds)
 
     def _health(self) -> tuple[bool, dict[str, object]]:
-        """``/healthz``: ready while listening and not draining."""
+        """``/healthz``: ready while listening, not draining, and (on a cluster) while the translator
+        has a running replica; the cluster's replica states and retries ride along."""
         ready = self._server is not None and not self.draining and self.worker.alive
-        return ready, {"status": "ok" if ready else ("draining" if self.draining else "starting")}
+        detail: dict[str, object] = {}
+        if isinstance(self.worker, RayEngineWorker):
+            replicas = dict(self.worker.replica_states)
+            detail["cluster"] = {
+                "app": self.worker.spec.app,
+                "replicas": replicas,
+                "retries": self.worker.stats.retries,
+            }
+            if ready and not replicas.get("RUNNING"):
+                ready = False
+                detail["status"] = "no_replica"
+        status = "ok" if ready else ("draining" if self.draining else "starting")
+        return ready, {"status": detail.pop("status", status), **detail}
 
     def _snapshot(self) -> Snapshot:
         roles = {"publish": 0, "subscribe": 0, "pending": 0}
@@ -310,30 +335,15 @@ class LivecanvasServer:
         }
 
     def _load_asr(self) -> Asr:
-        from engine.asr import FasterWhisperAsr
-        from engine.asr_models import ensure_whisper_base, whisper_tiny_en
-
-        base = ensure_whisper_base()
-        models = {"final": base}
-        padding: dict[str, float] = {}
-        if self.config.asr_draft == "base-short":
-            models["draft"] = base  # the same model, shared; drafts encode just the audio + 1 s
-            padding["draft"] = SHORT_CONTEXT_PAD_S
-        elif self.config.asr_draft == "tiny.en":
-            models["draft"] = whisper_tiny_en()
-        if self.config.asr_audio_context_pad_s > 0:
-            padding["final"] = self.config.asr_audio_context_pad_s
-        threads = self.config.asr_threads or min(4, os.cpu_count() or 1)
-        return FasterWhisperAsr(models, cpu_threads=threads, context_pad_s=padding)
+        return load_recogniser(self.config.recogniser)
 
     def _make_transcriber(self, source_lang: str) -> LiveTranscriber:
         assert self._speech_detector is not None
         language = source_lang.split("-")[0].lower()
-        # tiny.en knows English only; with it, other languages use the final model alone
-        draft = self.config.asr_draft
-        use_draft = draft == "base-short" or (draft == "tiny.en" and language == "en")
         settings = TranscriberSettings(
-            language=language, use_draft_pass=use_draft, max_window_ms=self.config.asr_window_ms
+            language=language,
+            use_draft_pass=self._recogniser.uses_draft_pass(language),
+            max_window_ms=self.config.asr_window_ms,
         )
         return LiveTranscriber(detector=self._speech_detector, settings=settings)
 

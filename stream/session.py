@@ -52,7 +52,7 @@ from stream.protocol import ServerProtocol, State
 from stream.stream_state import Delivery
 
 if TYPE_CHECKING:
-    from engine.remote import RemoteModel
+    from engine.cluster.frontend import ClusterModel
     from engine.runtime import ServingModel
     from stream.auth import TokenTable
     from stream.config import ServerConfig
@@ -68,7 +68,7 @@ class SessionHost(Protocol):
 
     config: ServerConfig
     auth: TokenTable | None
-    model: ServingModel | RemoteModel | None  # None until the model has loaded
+    model: ServingModel | ClusterModel | None  # None until the model has loaded
     connections: set[Connection]
     finals: FinalLog
     hub: StreamHub

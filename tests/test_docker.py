@@ -23,7 +23,8 @@ import jsonschema
 import pytest
 import yaml
 
-from stream.cli import build_parser, server_config
+from stream.cli import build_parser
+from stream.cli_serve import server_config
 from stream.config import ServerConfig
 from tests.integration.mosquitto import free_port, mosquitto_binary
 

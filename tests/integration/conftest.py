@@ -1,4 +1,5 @@
-"""A real livecanvas server on a free loopback port, on the embedded default model."""
+"""A real livecanvas server on a free loopback port, on the embedded default model; a real Mosquitto
+broker; a real local Ray cluster with livecanvas deployed (``ray_cluster``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from stream.config import ServerConfig
 from stream.server import LivecanvasServer
 from tests.integration.mosquitto import Mosquitto
+from tests.integration.ray_cluster import ray_cluster  # noqa: F401 - a fixture for test_cluster.py
 
 
 @pytest.fixture
