@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from engine.asr import RecogniserSettings
+from engine.cluster.spec import ray_spec
 from engine.transcriber import TranscriberSettings
 from stream.auth import TokenTable
 from stream.limits import Limits
@@ -124,6 +125,8 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         self.recogniser  # noqa: B018 - validates the recogniser settings
+        if self.asr_model != "local" and ray_spec(self.asr_model) is None:
+            raise ValueError(f"asr_model must be 'local' or ray:APP[@ADDRESS], got {self.asr_model!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         for name in (

@@ -31,7 +31,7 @@ from tests.integration.mosquitto import free_port, mosquitto_binary
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
 DOCKERFILES = ["Dockerfile", "Dockerfile.gpu"]
-COMPOSE_FILES = ["compose.yaml", "compose.gpu.yaml"]
+COMPOSE_FILES = ["compose.yaml", "compose.gpu.yaml", "compose.cluster.yaml"]
 GPU_MODEL = "google/diffusiongemma-26B-A4B-it"
 
 
@@ -219,3 +219,48 @@ def test_the_compose_mosquitto_conf_starts_a_real_broker(tmp_path: Path) -> None
         process.wait(timeout=10)
     assert process.returncode == 0
     assert (tmp_path / "mosquitto.db").exists(), "persistence is on: the broker saved its state on SIGTERM"
+
+
+def livecanvas_commands(shell: str) -> list[list[str]]:
+    """Every ``livecanvas ...`` command line in a service's ``sh -c`` script, as argument lists."""
+    commands = []
+    for part in re.split(r"&&|;", shell):
+        words = shlex.split(part)
+        if "livecanvas" in words:
+            commands.append(words[words.index("livecanvas") + 1 :])
+    return commands
+
+
+def test_compose_cluster_runs_the_front_end_on_the_clusters_deployments() -> None:
+    from engine.cluster.spec import ray_spec
+    from stream.cli_deploy import deployment_from_args
+
+    services = load_compose("compose.cluster.yaml")["services"]
+    assert set(services) == {"mosquitto", "ray-head", "ray-worker", "deploy", "livecanvas"}
+    [deploy_args] = livecanvas_commands(services["deploy"]["command"][0])
+    parsed = build_parser().parse_args(deploy_args)
+    assert parsed.command == "deploy"
+    deployment = deployment_from_args(parsed)
+    assert deployment.translator_sizing.max_replicas > deployment.translator_sizing.replicas  # autoscales
+    assert deployment.recogniser is not None
+    [serve_args] = livecanvas_commands(services["livecanvas"]["command"][0])
+    config = server_config(build_parser().parse_args(serve_args))
+    translator, recogniser = ray_spec(config.model), ray_spec(config.asr_model)
+    assert translator is not None
+    assert recogniser is not None
+    assert (translator.app, recogniser.app) == (deployment.app, deployment.recogniser_app)
+    assert config.mqtt is not None
+    assert config.mqtt.host == "mosquitto"
+    for name in ("deploy", "livecanvas"):  # Ray drivers run on cluster nodes: both join first
+        assert "ray start --address=ray-head:6379 --num-cpus=0" in services[name]["command"][0]
+    assert services["livecanvas"]["depends_on"]["deploy"]["condition"] == "service_completed_successfully"
+    assert services["ray-head"]["build"]["args"]["LIVECANVAS_EXTRAS"] == "cluster"
+
+
+def test_compose_cluster_publishes_no_ray_port_and_keeps_the_dashboard_private() -> None:
+    services = load_compose("compose.cluster.yaml")["services"]
+    published = {
+        str(port).split(":")[0] for service in services.values() for port in service.get("ports", [])
+    }
+    assert published == {"1883", "8765"}  # MQTT and the front end only: no GCS, dashboard or client port
+    assert "--dashboard-host=127.0.0.1" in services["ray-head"]["command"]
