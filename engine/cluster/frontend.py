@@ -7,10 +7,12 @@ through the same callbacks as the local workers'.
 
 Faults. A request whose replica dies (or that fails in transit) is sent again, to a replica that Serve
 still routes to, up to ``retries`` times, ``retry_delay_s`` apart; after that the window gets an error
-final (a recognition pass, the exception). Drafts are renumbered here, so a retried window's drafts go
-on from the last revision its viewers saw; a window's final is delivered at most once, and every
-window submitted gets one (a cancelled window gets none, as with the local worker). A background task
-reads the deployment's replica states every ``health_every_s`` for ``/healthz``.
+final (a recognition pass, the exception). A replica that sends nothing for ``stall_timeout_s`` while a
+window is in flight counts as failed for that window (its request is cancelled). Drafts are renumbered
+here, so a retried window's drafts go on from the last revision its viewers saw; a window's final is
+delivered at most once, and every window submitted gets one (a cancelled window gets none, as with the
+local worker). A background task reads the deployment's replica states every ``health_every_s`` for
+``/healthz``.
 """
 
 from __future__ import annotations
@@ -127,9 +129,11 @@ class RayEngineWorker(ModelThread[ClusterModel]):
         *,
         retries: int = 3,
         retry_delay_s: float = 0.5,
+        stall_timeout_s: float = 60.0,
         health_every_s: float = 2.0,
     ) -> None:
         super().__init__(self._connect, name="livecanvas-ray-engine")
+        self._stall_timeout_s = stall_timeout_s
         self.spec = spec
         self._emit = emit
         self._retries = retries
@@ -212,13 +216,22 @@ class RayEngineWorker(ModelThread[ClusterModel]):
                         self.stats.retries += 1
                     logger.warning("window %s: retrying on another replica (%s)", job.key, error)
                     await asyncio.sleep(self._retry_delay_s)
+                stream = model.handle.options(stream=True).translate.remote(job)
                 try:
-                    async for progress in model.handle.options(stream=True).translate.remote(job):
+                    while True:
+                        async with asyncio.timeout(self._stall_timeout_s):
+                            progress = await anext(stream, None)
+                        if progress is None:
+                            error = RuntimeError("the replica ended the window without a final")
+                            break
                         if self._deliver(progress):
                             return
-                    error = RuntimeError("the replica ended the window without a final")
                 except asyncio.CancelledError:
+                    stream.cancel()
                     raise
+                except TimeoutError:
+                    stream.cancel()
+                    error = TimeoutError(f"no word from the replica for {self._stall_timeout_s:g} s")
                 except Exception as failure:
                     error = failure
             reason = f"the cluster could not translate this window: {type(error).__name__}: {error}"

@@ -125,7 +125,14 @@ async def test_a_replica_killed_mid_window_loses_no_final(ray_cluster: RayCluste
         check_session(after, expected_windows=3, tracks=("caption", "pt"))
         for _ in range(300):
             status = serve.status().applications["lc-test"].deployments["translator"]
-            if status.replica_states.get("RUNNING") == 2 and worker.replica_states.get("RUNNING") == 2:
+            names = {a["name"] for a in ray.util.list_named_actors(all_namespaces=True)}
+            current = {name for name in names if "#translator#" in name}
+            replaced = victim["name"] not in current and len(current) == 2
+            if (
+                replaced
+                and status.replica_states == {"RUNNING": 2}
+                and worker.replica_states == {"RUNNING": 2}
+            ):
                 break
             await asyncio.sleep(0.2)
         else:
@@ -186,3 +193,32 @@ async def test_speech_is_recognised_by_the_clusters_recogniser(ray_cluster: RayC
         assert front.asr_worker.stats.rows > 0
         assert finals(messages, "pt")
         assert all(finals(messages, "pt"))
+
+
+def test_a_replica_that_goes_quiet_costs_the_window_an_error_final_not_silence(
+    ray_cluster: RayCluster,
+) -> None:
+    finals_seen: list[Final] = []
+    got_final = threading.Event()
+
+    def emit(batch: list[EngineEvent]) -> None:
+        finals_seen.extend(e for e in batch if isinstance(e, Final))
+        if finals_seen:
+            got_final.set()
+
+    spec = ray_spec(ray_cluster.model)
+    assert spec is not None
+    # no replica answers within a millisecond: every attempt stalls, then the window fails loudly
+    worker = RayEngineWorker(spec, emit, retries=1, retry_delay_s=0.01, stall_timeout_s=0.001)
+    worker.start()
+    worker.wait_ready(120)
+    try:
+        worker.submit(WindowJob(CanvasKey("quiet", "pt", 0), SENTENCES[0], (), "en", "pt", 0))
+        assert got_final.wait(60)
+        [final] = finals_seen
+        assert final.error is not None
+        assert "no word from the replica" in final.error
+        assert worker.stats.retries == 1
+        assert worker.stats.errors == 1
+    finally:
+        worker.stop(drain=False, timeout=60)
