@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from clients.broadcast.captions_cli import add_captions_parser
+from engine.errors import EngineError
 from stream.auth import Permission, TokenTable
 from stream.cli_deploy import add_deploy_parser
 from stream.cli_security import auth_config
@@ -151,7 +152,10 @@ def run_serve(args: argparse.Namespace) -> int:
     from stream.serve import serve_forever
 
     auth = auth_config(args)  # None only with --insecure-dev: the server then warns once
-    run_event_loop(serve_forever(replace(server_config(args), auth=auth)))
+    try:
+        run_event_loop(serve_forever(replace(server_config(args), auth=auth)))
+    except EngineError as error:  # a model that cannot be found, loaded or reached
+        raise SystemExit(f"livecanvas serve: {error}") from None
     return 0
 
 

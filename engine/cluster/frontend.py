@@ -30,6 +30,7 @@ from engine.asr import AsrRequest
 from engine.asr_worker import AsrCallback, AsrStats
 from engine.cluster.replicas import Progress, RecogniserInfo
 from engine.cluster.spec import RaySpec
+from engine.errors import EngineError
 from engine.model_thread import ModelThread
 from engine.models import ModelCard, ResolvedModel
 from engine.types import CanvasKey, Draft, Final, WindowJob
@@ -69,6 +70,15 @@ def replica_states(app: str) -> dict[str, int]:
         for state, count in deployment.replica_states.items():
             counts[str(state)] = counts.get(str(state), 0) + count
     return counts
+
+
+def unreachable(spec: RaySpec, role: str, error: Exception) -> EngineError:
+    """The error a front end reports when the cluster's application cannot be reached at start-up."""
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return EngineError(
+        f"cannot reach the {role} application {spec.app!r} on the Ray cluster at {spec.address} "
+        f"({type(error).__name__}: {first_line}); start the cluster and run `livecanvas deploy` first"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,9 +186,12 @@ class RayEngineWorker(ModelThread[ClusterModel]):
 
     # -- the worker thread --------------------------------------------------------------------------
     def _connect(self) -> ClusterModel:
-        handle = app_handle(self.spec)
-        card: ModelCard = handle.card.remote().result(timeout_s=120)
-        self.replica_states = replica_states(self.spec.app)
+        try:
+            handle = app_handle(self.spec)
+            card: ModelCard = handle.card.remote().result(timeout_s=120)
+            self.replica_states = replica_states(self.spec.app)
+        except Exception as error:
+            raise unreachable(self.spec, "translator", error) from error
         return ClusterModel(ResolvedModel(str(self.spec), Path(self.spec.app)), card, handle)
 
     def _serve(self, model: ClusterModel) -> None:
@@ -300,8 +313,11 @@ class RayAsrWorker(ModelThread[RecogniserInfo]):
         self._join(timeout)
 
     def _connect(self) -> RecogniserInfo:
-        self._handle = app_handle(self.spec)
-        info: RecogniserInfo = self._handle.describe.remote().result(timeout_s=300)
+        try:
+            self._handle = app_handle(self.spec)
+            info: RecogniserInfo = self._handle.describe.remote().result(timeout_s=300)
+        except Exception as error:
+            raise unreachable(self.spec, "recogniser", error) from error
         return info
 
     def _serve(self, model: RecogniserInfo) -> None:

@@ -13,7 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 
 from engine.cluster.frontend import RayEngineWorker
-from engine.cluster.spec import ray_spec
+from engine.cluster.spec import RaySpec, ray_spec
+from engine.errors import EngineError
 from engine.types import CanvasKey, Final, WindowJob
 from engine.worker import EngineEvent
 from stream.config import ServerConfig
@@ -222,3 +223,11 @@ def test_a_replica_that_goes_quiet_costs_the_window_an_error_final_not_silence(
         assert worker.stats.errors == 1
     finally:
         worker.stop(drain=False, timeout=60)
+
+
+def test_an_application_that_is_not_deployed_is_a_clear_start_up_error(ray_cluster: RayCluster) -> None:
+    worker = RayEngineWorker(RaySpec("no-such-app", ray_cluster.address), lambda events: None)
+    worker.start()
+    with pytest.raises(EngineError, match="cannot reach the translator application 'no-such-app'"):
+        worker.wait_ready(120)
+    assert worker.stats.jobs == 0
