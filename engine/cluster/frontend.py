@@ -191,6 +191,7 @@ class RayEngineWorker(ModelThread[ClusterModel]):
             card: ModelCard = handle.card.remote().result(timeout_s=120)
             self.replica_states = replica_states(self.spec.app)
         except Exception as error:
+            self._runner.loop.close()  # never to run
             raise unreachable(self.spec, "translator", error) from error
         return ClusterModel(ResolvedModel(str(self.spec), Path(self.spec.app)), card, handle)
 
@@ -317,6 +318,7 @@ class RayAsrWorker(ModelThread[RecogniserInfo]):
             self._handle = app_handle(self.spec)
             info: RecogniserInfo = self._handle.describe.remote().result(timeout_s=300)
         except Exception as error:
+            self._runner.loop.close()
             raise unreachable(self.spec, "recogniser", error) from error
         return info
 
