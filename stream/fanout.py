@@ -17,53 +17,49 @@ therefore costs at most ``limit`` messages of memory and never slows the publish
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable
 from itertools import count
 
+from stream.coalesce import LatestDrafts
 from stream.messages import DraftMsg, FinalMsg, ServerMessage
-
-_DraftKey = tuple[str, str, int]
 
 
 class Outbox:
     """See the module docstring. ``on_ready`` is called whenever something becomes pending."""
 
     def __init__(self, on_ready: Callable[[], None] = lambda: None, *, limit: int | None = None) -> None:
-        self._pending: OrderedDict[object, ServerMessage] = OrderedDict()
-        self._unique = count()
+        self._drafts = LatestDrafts()  # the coalescing rule (stream/coalesce.py)
+        self._others: list[tuple[int, ServerMessage]] = []  # finals and everything else, in order
+        self._order = count()
         self._on_ready = on_ready
         self.limit = limit
-        self.drafts_coalesced = 0
         self.coalesce = True  # False: every message is kept, in order (the owner is not behind)
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._drafts) + len(self._others)
+
+    @property
+    def drafts_coalesced(self) -> int:
+        """Drafts a slow viewer never got because a newer draft or the final replaced them."""
+        return self._drafts.superseded
 
     def put(self, message: ServerMessage) -> None:
-        if not self.coalesce:
-            self._pending[next(self._unique)] = message
-        elif isinstance(message, DraftMsg):
-            key: object = ("draft", message.stream, message.track, message.window)
-            if key in self._pending:
-                self.drafts_coalesced += 1
-                self._pending[key] = message  # replaced in place: keeps its position
-            else:
-                self._pending[key] = message
+        order = next(self._order)
+        if self.coalesce and isinstance(message, DraftMsg):
+            self._drafts.put(message, order)
         else:
-            if isinstance(message, FinalMsg):
-                stale = ("draft", message.stream, message.track, message.window)
-                if self._pending.pop(stale, None) is not None:
-                    self.drafts_coalesced += 1
-            self._pending[next(self._unique)] = message
+            if self.coalesce and isinstance(message, FinalMsg):
+                self._drafts.settle(message)
+            self._others.append((order, message))
         self._on_ready()
 
     @property
     def overflowed(self) -> bool:
-        return self.limit is not None and len(self._pending) > self.limit
+        return self.limit is not None and len(self) > self.limit
 
     def take(self) -> list[ServerMessage]:
         """Everything pending, in order; the outbox is empty afterwards."""
-        messages = list(self._pending.values())
-        self._pending.clear()
-        return messages
+        pending: list[tuple[int, ServerMessage]] = [*self._drafts.take(), *self._others]
+        self._others = []
+        pending.sort(key=lambda item: item[0])
+        return [message for _, message in pending]

@@ -16,7 +16,8 @@ Finals
     and finals still pending when the process dies are lost.
 Drafts
     Only while connected: the newest draft per (stream, track, window), dropped when that window's
-    final is put, at most ``max_drafts`` (the oldest go first). Drafts of an outage are dropped.
+    final is put, at most ``max_drafts`` (the oldest go first): the coalescing rule every outbox shares
+    (``stream/coalesce.py``). Drafts of an outage are dropped.
 Current
     Per (stream, track), the latest acknowledged final without an error, until it has been published
     (retained) to the track's ``current`` topic.
@@ -29,14 +30,15 @@ from __future__ import annotations
 import json
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from itertools import count
 from pathlib import Path
 from typing import IO
 
+from stream.coalesce import LatestDrafts
 from stream.errors import LivecanvasStreamError
 from stream.messages import DraftMsg, FinalMsg
 
 _TrackKey = tuple[str, str]
-_WindowKey = tuple[str, str, int]
 
 
 class OutboxStateError(LivecanvasStreamError):
@@ -122,8 +124,8 @@ class MqttOutbox:
         self._next_seq = 1
         self._in_flight = False
         self._connected = False
-        self._drafts: OrderedDict[_WindowKey, DraftMsg] = OrderedDict()
-        self._max_drafts = max_drafts
+        self._drafts = LatestDrafts(limit=max_drafts)
+        self._draft_order = count()
         self._current: OrderedDict[_TrackKey, FinalMsg] = OrderedDict()
         self._errors: deque[tuple[str, dict[str, object]]] = deque(maxlen=max_errors)
         self._spilled_total = 0
@@ -133,19 +135,14 @@ class MqttOutbox:
 
     # -- input -------------------------------------------------------------------------------------
     def put(self, message: DraftMsg | FinalMsg) -> None:
-        key = (message.stream, message.track, message.window)
         if isinstance(message, FinalMsg):
-            self._drafts.pop(key, None)
+            self._drafts.settle(message)
             self._put_final(message)
             return
         if not self._connected:
             self._drafts_dropped += 1
             return
-        self._drafts[key] = message
-        self._drafts.move_to_end(key)
-        while len(self._drafts) > self._max_drafts:
-            self._drafts.popitem(last=False)
-            self._drafts_dropped += 1
+        self._drafts.put(message, next(self._draft_order))
 
     def put_error(self, topic: str, fields: dict[str, object]) -> None:
         if self._connected:
@@ -172,8 +169,7 @@ class MqttOutbox:
         answers still waiting are dropped."""
         self._connected = False
         self._in_flight = False
-        self._drafts_dropped += len(self._drafts)
-        self._drafts.clear()
+        self._drafts_dropped += self._drafts.clear()
         self._errors.clear()
 
     # -- output ------------------------------------------------------------------------------------
@@ -209,9 +205,7 @@ class MqttOutbox:
             self._memory.append(_Entry(seq_read, FinalMsg.from_wire(wire, "json")))
 
     def take_drafts(self) -> list[DraftMsg]:
-        drafts = list(self._drafts.values())
-        self._drafts.clear()
-        return drafts
+        return [draft for _, draft in self._drafts.take()]
 
     def take_errors(self) -> list[tuple[str, dict[str, object]]]:
         errors = list(self._errors)
@@ -235,7 +229,7 @@ class MqttOutbox:
     @property
     def idle(self) -> bool:
         """Nothing left to publish (finals, current captions, drafts, error answers)."""
-        return not (self.pending_finals or self._current or self._drafts or self._errors)
+        return not (self.pending_finals or self._current or len(self._drafts) or self._errors)
 
     @property
     def stats(self) -> OutboxStats:
@@ -245,7 +239,7 @@ class MqttOutbox:
             spilled_total=self._spilled_total,
             acked_total=self._acked_total,
             redelivered_total=self._redelivered_total,
-            drafts_dropped=self._drafts_dropped,
+            drafts_dropped=self._drafts_dropped + self._drafts.evicted,
         )
 
     def close(self) -> None:
