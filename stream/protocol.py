@@ -1,12 +1,12 @@
 """Sans-I/O session state machines for wire protocol v1 (no sockets, no asyncio).
 
-This module owns framing (a text frame is JSON, a binary frame msgpack: ``decode_frame`` and
-``encode_frame``) and the life of one connection: its ``State``, the per-connection ``seq``
-numbering of server messages, the choice of wire format, and the rules about which message may be
-sent or received when. ``ServerProtocol`` turns incoming frames into client-message events and
-server messages into outgoing frames; ``ClientProtocol`` is its mirror image for the Python client.
-Both follow python-websockets' pattern: feed ``receive_frame()``, drain ``events_received()``, call
-``send()``, drain ``data_to_send()`` (``bytes`` -> binary frame, ``str`` -> text frame).
+This module owns the life of one connection: its ``State``, the per-connection ``seq`` numbering of
+server messages, the choice of wire format, and the rules about which message may be sent or received
+when (framing, JSON in text frames and msgpack in binary ones, is ``stream.framing``'s).
+``ServerProtocol`` turns incoming frames into client-message events and server messages into outgoing
+frames; ``ClientProtocol`` is its mirror image for the Python client. Both follow python-websockets'
+pattern: feed ``receive_frame()``, drain ``events_received()``, call ``send()``, drain
+``data_to_send()`` (``bytes`` -> binary frame, ``str`` -> text frame).
 
 Message types and their validation live in ``stream.messages`` (re-exported here); the protocol
 itself is specified in docs/protocol.md.
@@ -14,15 +14,20 @@ itself is specified in docs/protocol.md.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
 from dataclasses import replace
 from enum import IntEnum
 from typing import Final, TypeVar
 
-import msgpack
-
 from stream.errors import ErrorCode, ProtocolError
+from stream.framing import (
+    DEFAULT_MAX_FRAME_BYTES,
+    check_max_frame_bytes,
+    decode_frame,
+    encode_checked,
+    encode_frame,
+    frame_wire,
+    quote,
+)
 from stream.messages import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
@@ -76,7 +81,6 @@ __all__ = [
     "frame_wire",
 ]
 
-DEFAULT_MAX_FRAME_BYTES: Final = 1 << 20
 MAX_REF_CHARS: Final = 64  # an unknown ``type`` longer than this is not echoed back as ``ref``
 
 _M = TypeVar("_M", bound=ServerMessage)
@@ -90,72 +94,6 @@ class State(IntEnum):
     OPEN = 1  # ready sent / received; normal traffic
     ENDING = 2  # end received / sent; no more client input, server finalises
     CLOSED = 3  # bye sent / received; nothing more may be sent
-
-
-def frame_wire(frame: bytes | str) -> Wire:
-    """Text frames carry JSON, binary frames msgpack."""
-    return "json" if isinstance(frame, str) else "msgpack"
-
-
-def _frame_size(frame: bytes | str, limit: int) -> int:
-    if not isinstance(frame, str) or len(frame) > limit or frame.isascii():
-        return len(frame)
-    return len(frame.encode("utf-8", "surrogatepass"))
-
-
-def _reject_constant(name: str) -> object:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def decode_frame(frame: bytes | str, *, max_frame_bytes: int) -> tuple[str, Mapping[str, object]]:
-    """Size-check and decode one frame into ``(message type, mapping)``.
-
-    Raises ``ProtocolError`` with ``frame_too_large`` (checked before decoding) or ``bad_frame``
-    (undecodable, not a map, no string ``type``). Never raises anything else.
-    """
-    size = _frame_size(frame, max_frame_bytes)
-    if size > max_frame_bytes:
-        raise ProtocolError(
-            ErrorCode.FRAME_TOO_LARGE, f"frame of {size} bytes exceeds the limit of {max_frame_bytes}"
-        )
-    wire = frame_wire(frame)
-    try:
-        if isinstance(frame, str):
-            obj: object = json.loads(frame, parse_constant=_reject_constant)
-        else:
-            obj = msgpack.unpackb(frame, raw=False, strict_map_key=True)
-    except Exception as exc:  # any decoder failure is the peer's fault, never ours to propagate
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"undecodable {wire} frame ({type(exc).__name__})") from None
-    if not isinstance(obj, dict):
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"a frame must hold a map, not {type(obj).__name__}")
-    msg_type = obj.get("type")
-    if not isinstance(msg_type, str):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "a message needs a string 'type' field")
-    return msg_type, obj
-
-
-def encode_frame(mapping: Mapping[str, object], wire: Wire) -> bytes | str:
-    """Encode a wire mapping: ``bytes`` for a binary (msgpack) frame, ``str`` for a text (JSON) one."""
-    if wire == "json":
-        return json.dumps(mapping, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return msgpack.packb(mapping, use_bin_type=True)
-
-
-def _encode_checked(message: ClientMessage | ServerMessage, wire: Wire) -> bytes | str:
-    """Run the receiver's validation on our own message (so a bad one fails at the sender), then encode."""
-    mapping = message.to_wire("msgpack")
-    type(message).from_wire(mapping, "msgpack")
-    return encode_frame(mapping if wire == "msgpack" else message.to_wire(wire), wire)
-
-
-def _quote(text: str, limit: int = 40) -> str:
-    return ascii(text if len(text) <= limit else text[:limit] + "...")
-
-
-def _check_max_frame_bytes(max_frame_bytes: int) -> int:
-    if max_frame_bytes <= 0:
-        raise ValueError(f"max_frame_bytes must be positive, got {max_frame_bytes}")
-    return max_frame_bytes
 
 
 def _echoable(text: str) -> bool:
@@ -183,7 +121,7 @@ class ServerProtocol:
     """
 
     def __init__(self, *, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        self.max_frame_bytes = _check_max_frame_bytes(max_frame_bytes)
+        self.max_frame_bytes = check_max_frame_bytes(max_frame_bytes)
         self.state = State.AWAITING_HELLO
         self.wire: Wire = "msgpack"
         self.last_seq = 0
@@ -226,7 +164,7 @@ class ServerProtocol:
         msg_type, mapping = decode_frame(frame, max_frame_bytes=self.max_frame_bytes)
         cls = CLIENT_MESSAGES.get(msg_type)
         if cls is None:
-            unknown = ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {_quote(msg_type)}")
+            unknown = ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {quote(msg_type)}")
             if _echoable(msg_type):
                 unknown.ref = msg_type  # the client's own type string, echoed so it can match the error
             raise unknown
@@ -317,7 +255,7 @@ class ServerProtocol:
 
     def _queue(self, message: _M) -> _M:
         message = replace(message, seq=self.last_seq + 1)
-        self._output.append(_encode_checked(message, self.wire))
+        self._output.append(encode_checked(message, self.wire))
         self.last_seq = message.seq
         return message
 
@@ -329,11 +267,13 @@ class ClientProtocol:
     or not allowed now, and from ``receive_frame`` for a frame the server should never have sent.
     A ``seq`` gap raises ``seq_gap`` *after* the message was queued as an event and ``last_seq``
     re-synchronised, so the caller may log it and carry on. After ``send(Resume(n))`` the next
-    server message may jump to ``max(last_seq, n) + 1``; that jump is not a gap.
+    server message may jump to ``max(last_seq, n) + 1``; that jump is not a gap. A message ``type``
+    it does not know (a newer server's) is skipped and counted in ``unknown_types``; its ``seq`` still
+    counts, so what follows is no gap.
     """
 
     def __init__(self, *, wire: Wire = "msgpack", max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
-        self.max_frame_bytes = _check_max_frame_bytes(max_frame_bytes)
+        self.max_frame_bytes = check_max_frame_bytes(max_frame_bytes)
         self.wire: Wire = wire
         self.state = State.AWAITING_HELLO
         self.last_seq = 0
@@ -343,13 +283,14 @@ class ClientProtocol:
         self._resume_from: int | None = None
         self._events: list[ServerMessage] = []
         self._output: list[bytes | str] = []
+        self.unknown_types: dict[str, int] = {}  # message types skipped (a newer server's), with counts
 
     # ---- outgoing
 
     def send(self, message: ClientMessage) -> None:
         """Validate, encode and queue a client message (``seq`` is not used client -> server)."""
         self._check_sendable(message)
-        self._output.append(_encode_checked(message, self.wire))
+        self._output.append(encode_checked(message, self.wire))
         if isinstance(message, Hello):
             self._hello_sent = True
             self.role = message.role
@@ -382,8 +323,14 @@ class ClientProtocol:
             raise ProtocolError(ErrorCode.INVALID_STATE, "frame received after bye")
         msg_type, mapping = decode_frame(frame, max_frame_bytes=self.max_frame_bytes)
         cls = SERVER_MESSAGES.get(msg_type)
-        if cls is None:
-            raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {_quote(msg_type)}")
+        if cls is None:  # from a newer server: skipped, but its seq still counts
+            self.unknown_types[msg_type] = self.unknown_types.get(msg_type, 0) + 1
+            seq = mapping.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+                gap = self._advance_seq(seq)
+                if gap is not None:
+                    raise ProtocolError(ErrorCode.SEQ_GAP, gap, ref=msg_type if len(msg_type) <= 64 else None)
+            return
         message = cls.from_wire(mapping, frame_wire(frame))
         gap = self._advance_seq(message.seq)
         self._check_receivable(message)
