@@ -56,7 +56,7 @@ ENDED_BY_END = "end"  # ``ended.reason``: the publisher sent ``end``
 ENDED_BY_DISCONNECT = "disconnected"  # its connection went away and no publisher came back in time
 
 AsrSubmit = Callable[[AsrRequest, Callable[[list[Word] | Exception], None]], None]
-Observer = Callable[[DraftMsg | FinalMsg], None]
+Observer = Callable[[DraftMsg | FinalMsg | Ended], None]  # every broadcast, ``ended`` included
 
 
 class StreamHub:
@@ -395,6 +395,8 @@ class StreamHub:
             return  # it may come back (resume); tick() looks again
         ended = Ended(stream=stream.name, reason=reason, windows=stream.next_window, epoch=stream.epoch)
         stream.ended = ended
+        for observer in self._observers:
+            observer(ended)
         for viewer in list(stream.viewers):
             if viewer is not stream.publisher:
                 viewer.deliver(ended)

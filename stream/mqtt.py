@@ -52,7 +52,7 @@ from stream.config import MqttConfig
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
 from stream.loop_thread import LoopThread
-from stream.messages import DraftMsg, FinalMsg
+from stream.messages import DraftMsg, Ended, FinalMsg
 from stream.mqtt_client import SocketClient
 from stream.mqtt_codec import (
     InputEvent,
@@ -61,6 +61,7 @@ from stream.mqtt_codec import (
     check_settings,
     draft_fields,
     encode,
+    ended_fields,
     error_fields,
     final_fields,
     parse_payload,
@@ -106,7 +107,7 @@ class MqttBridge:
         self._feeds = MqttFeeds(hub, config.tracks, config.source_lang)
         self._running = False
         # handed over: the server's loop appends, the bridge thread takes (see _observe)
-        self._inbox: deque[DraftMsg | FinalMsg] = deque()
+        self._inbox: deque[DraftMsg | FinalMsg | Ended] = deque()
         self._inbox_armed = False
         # the bridge thread
         self._outbox = MqttOutbox(spill, memory_bound=config.buffer)
@@ -222,7 +223,7 @@ class MqttBridge:
         self._snapshot = _Snapshot(connected=outbox.is_connected, idle=outbox.idle, stats=outbox.stats)
 
     # -- output ------------------------------------------------------------------------------------
-    def _observe(self, message: DraftMsg | FinalMsg) -> None:
+    def _observe(self, message: DraftMsg | FinalMsg | Ended) -> None:
         """The hub observer, on the server's loop: one wake-up of the bridge thread per batch."""
         self._inbox.append(message)
         if not self._inbox_armed:
@@ -307,10 +308,13 @@ class MqttBridge:
             pending = outbox.next_final()
             if pending is not None:
                 final = pending.final
-                fields = final_fields(final, seq=pending.seq, redelivered=pending.redelivered)
-                await client.publish(
-                    topics.final(final.stream, final.track), encode(fields, self.format), qos=1
-                )
+                if isinstance(final, Ended):
+                    fields = ended_fields(final, seq=pending.seq, redelivered=pending.redelivered)
+                    topic = topics.ended(final.stream)
+                else:
+                    fields = final_fields(final, seq=pending.seq, redelivered=pending.redelivered)
+                    topic = topics.final(final.stream, final.track)
+                await client.publish(topic, encode(fields, self.format), qos=1)
                 outbox.acked(pending.seq)  # publish() returned: the broker's PUBACK is in
                 self._refresh()
                 continue

@@ -28,7 +28,7 @@ from typing import Literal, TypeAlias, get_args
 import msgpack
 
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import DraftMsg, FinalMsg
+from stream.messages import DraftMsg, Ended, FinalMsg
 from stream.wire_fields import MAX_INT, MAX_SEGMENT_CHARS, STREAM_RE, TRACK_RE
 
 PayloadFormat: TypeAlias = Literal["json", "msgpack"]
@@ -63,6 +63,9 @@ class Topics:
 
     def final(self, stream: str, track: str) -> str:
         return f"{self.prefix}/{stream}/{track}/final"
+
+    def ended(self, stream: str) -> str:
+        return f"{self.prefix}/{stream}/ended"
 
     def current(self, stream: str, track: str) -> str:
         return f"{self.prefix}/{stream}/{track}/current"
@@ -108,6 +111,10 @@ def encode(fields: Mapping[str, object], payload_format: PayloadFormat) -> bytes
 
 def final_fields(final: FinalMsg, *, seq: int, redelivered: bool) -> dict[str, object]:
     return {**final.to_wire("json"), "seq": seq, "redelivered": redelivered}
+
+
+def ended_fields(ended: Ended, *, seq: int, redelivered: bool) -> dict[str, object]:
+    return {**ended.to_wire("json"), "seq": seq, "redelivered": redelivered}
 
 
 def draft_fields(draft: DraftMsg) -> dict[str, object]:

@@ -6,7 +6,8 @@ with ``acked()`` / ``current_published()``, ``connected()`` and ``disconnected()
 bridge touches it on its own thread only, and publishes ``stats`` snapshots for other threads.
 
 Finals
-    A FIFO of pending finals, numbered ``seq`` 1, 2, ... as they are put. The oldest
+    A FIFO of pending finals, numbered ``seq`` 1, 2, ... as they are put. A stream's ``ended`` rides in
+    the same FIFO (after the stream's last final, exactly once, like a final). The oldest
     ``memory_bound`` are kept in memory; while that many wait, newer ones are appended to a spill file
     (JSON lines) and read back in order as the head drains, so memory stays bounded however long the
     broker is away. One final is in flight at a time: ``next_final()`` hands out the head, and only
@@ -36,7 +37,7 @@ from typing import IO
 
 from stream.coalesce import LatestDrafts
 from stream.errors import LivecanvasStreamError
-from stream.messages import DraftMsg, FinalMsg
+from stream.messages import SERVER_MESSAGES, DraftMsg, Ended, FinalMsg
 
 _TrackKey = tuple[str, str]
 
@@ -47,17 +48,18 @@ class OutboxStateError(LivecanvasStreamError):
 
 @dataclass(frozen=True, slots=True)
 class PendingFinal:
-    """A final to publish now: its bridge ``seq`` and whether an earlier attempt went unacknowledged."""
+    """A final (or a stream's ``ended``) to publish now: its bridge ``seq`` and whether an earlier
+    attempt went unacknowledged."""
 
     seq: int
-    final: FinalMsg
+    final: FinalMsg | Ended
     redelivered: bool
 
 
 @dataclass(slots=True)
 class _Entry:
     seq: int
-    final: FinalMsg
+    final: FinalMsg | Ended
     attempts: int = 0
 
 
@@ -134,7 +136,10 @@ class MqttOutbox:
         self._drafts_dropped = 0
 
     # -- input -------------------------------------------------------------------------------------
-    def put(self, message: DraftMsg | FinalMsg) -> None:
+    def put(self, message: DraftMsg | FinalMsg | Ended) -> None:
+        if isinstance(message, Ended):
+            self._put_final(message)
+            return
         if isinstance(message, FinalMsg):
             self._drafts.settle(message)
             self._put_final(message)
@@ -148,7 +153,7 @@ class MqttOutbox:
         if self._connected:
             self._errors.append((topic, fields))
 
-    def _put_final(self, final: FinalMsg) -> None:
+    def _put_final(self, final: FinalMsg | Ended) -> None:
         seq, self._next_seq = self._next_seq, self._next_seq + 1
         if self._spill.count == 0 and len(self._memory) < self._memory_bound:
             self._memory.append(_Entry(seq, final))
@@ -193,7 +198,7 @@ class MqttOutbox:
         head = self._memory.popleft()
         self._in_flight = False
         self._acked_total += 1
-        if head.final.error is None:
+        if isinstance(head.final, FinalMsg) and head.final.error is None:
             key = (head.final.stream, head.final.track)
             self._current[key] = head.final
             self._current.move_to_end(key)
@@ -202,7 +207,9 @@ class MqttOutbox:
             seq_read, wire = record["seq"], record["final"]
             assert isinstance(seq_read, int)
             assert isinstance(wire, dict)
-            self._memory.append(_Entry(seq_read, FinalMsg.from_wire(wire, "json")))
+            kind = SERVER_MESSAGES[str(wire["type"])]
+            assert kind is FinalMsg or kind is Ended
+            self._memory.append(_Entry(seq_read, kind.from_wire(wire, "json")))
 
     def take_drafts(self) -> list[DraftMsg]:
         return [draft for _, draft in self._drafts.take()]

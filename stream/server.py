@@ -49,7 +49,7 @@ from stream.errors import ErrorCode
 from stream.final_log import FinalLog
 from stream.hub import StreamHub
 from stream.limits import SessionCounter
-from stream.messages import DraftMsg, FinalMsg
+from stream.messages import DraftMsg, Ended, FinalMsg
 from stream.metrics import ServerMetrics, Snapshot
 from stream.mqtt import MqttBridge
 from stream.session import Connection
@@ -263,9 +263,10 @@ class LivecanvasServer:
             )
         return self.http.process_request(connection, request)
 
-    def _observe(self, message: DraftMsg | FinalMsg) -> None:
+    def _observe(self, message: DraftMsg | FinalMsg | Ended) -> None:
         """Every draft and final the hub sends (the finals already in ``finals``): measured."""
-        self.metrics.observe(message)
+        if not isinstance(message, Ended):
+            self.metrics.observe(message)
 
     def _on_step(self, canvases: int, seconds: float) -> None:
         self.metrics.on_step(canvases, seconds)

@@ -222,7 +222,15 @@ async def test_text_over_mqtt_becomes_caption_and_translation_finals(
     assert captions[1]["t0_ms"] == 900
     pt = [m.fields() for m in recorder.on("studio-1/pt/final")]
     assert [f["window"] for f in pt] == [0, 1, 0]
-    assert [f["seq"] for f in sorted(pt + captions, key=lambda f: int(str(f["seq"])))] == list(range(1, 7))
+    # the stream's end goes out once, on <prefix>/<stream>/ended, after its last final (QoS 1, numbered
+    # in the same sequence as the finals)
+    ended = [m.fields() for m in recorder.on("livecanvas/studio-1/ended")]
+    assert ended
+    assert (ended[0]["type"], ended[0]["reason"], ended[0]["windows"]) == ("ended", "end", 2)
+    first_epoch = [int(str(f["seq"])) for f in pt[:2] + captions[:2]]
+    assert int(str(ended[0]["seq"])) == max(first_epoch) + 1
+    numbered = sorted(int(str(f["seq"])) for f in pt + captions + ended)
+    assert numbered == list(range(1, len(numbered) + 1))
     assert all(f["type"] == "final" and f["redelivered"] is False for f in pt)
     assert recorder.on("studio-1/pt/draft"), "translation drafts go out too (QoS 0)"
     for message in recorder.messages:
@@ -263,7 +271,9 @@ async def test_finals_pending_at_shutdown_are_flushed_once_the_broker_is_back(
                 await session.end()
                 assert isinstance([m async for m in session][-1], Bye)
             await wait_until(
-                lambda: server.stats()["mqtt_pending_finals"] == 2, 10, "two finals pending in the bridge"
+                lambda: server.stats()["mqtt_pending_finals"] == 3,
+                10,
+                "two finals and the stream's ended pending in the bridge",
             )
             broker.start()
         # leaving the block shut the server down: it gave the bridge time to reconnect and deliver

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.messages import DraftMsg, FinalMsg
+from stream.messages import DraftMsg, Ended, FinalMsg
 from stream.mqtt_outbox import MqttOutbox, OutboxStateError, SpillFile
 
 
@@ -26,7 +26,7 @@ def draft(window: int, rev: int, *, track: str = "pt") -> DraftMsg:
     )  # fmt: skip
 
 
-def deliver_all(outbox: MqttOutbox) -> list[tuple[int, FinalMsg, bool]]:
+def deliver_all(outbox: MqttOutbox) -> list[tuple[int, FinalMsg | Ended, bool]]:
     delivered = []
     while (pending := outbox.next_final()) is not None:
         delivered.append((pending.seq, pending.final, pending.redelivered))
@@ -199,3 +199,20 @@ def test_close_discards_the_spill_file(tmp_path: Path) -> None:
     assert (tmp_path / "spill.jsonl").exists()
     outbox.close()
     assert not (tmp_path / "spill.jsonl").exists()
+
+
+def test_a_streams_ended_follows_its_finals_once_even_through_the_spill_file(tmp_path: Path) -> None:
+    outbox = MqttOutbox(tmp_path / "spill.jsonl", memory_bound=1)
+    ended = Ended(stream="s", reason="end", windows=2, epoch="e1")
+    for message in (final(0), final(1), ended, final(0, stream="t")):
+        outbox.put(message)
+    assert outbox.stats.spilled_now == 3  # the ended among them, read back as an Ended
+    delivered = deliver_all(outbox)
+    assert [seq for seq, _, _ in delivered] == [1, 2, 3, 4]
+    assert delivered[2][1] == ended
+    assert [(m.stream, m.track) for _, m, _ in delivered if isinstance(m, FinalMsg)] == [
+        ("s", "pt"),
+        ("s", "pt"),
+        ("t", "pt"),
+    ]
+    assert [f.stream for f in outbox.current()] == ["s", "t"]  # an ended is no caption
