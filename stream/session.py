@@ -14,7 +14,7 @@ Rules enforced here (settings in ``stream.limits.Limits``, docs/operations.md):
   the audio rate (throttled: the reader waits, so TCP pushes back on the publisher);
 * a viewer whose outbox overflows is cut off with 1008 (``slow_consumer``), never slowing others;
 * ``resume``: for ``RESUME_GRACE_S`` after ``ready`` live drafts and finals are held back, so that
-  the finals a resume replays come first and in order.
+  the finals a resume replays come first and in order (the rules: ``stream/resumption.py``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, Protocol, assert_never
+from typing import TYPE_CHECKING, assert_never
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -33,13 +33,11 @@ from stream.admission import Gate, Refusal, admit
 from stream.auth import token_from_headers
 from stream.errors import CloseCode, ErrorCode
 from stream.fanout import Outbox
-from stream.final_log import SentLog
 from stream.limits import MIN_TEXT_COST, TokenBucket
 from stream.messages import (
     Audio,
     ClientMessage,
     End,
-    FinalMsg,
     Flush,
     Hello,
     Ready,
@@ -49,38 +47,16 @@ from stream.messages import (
     Text,
 )
 from stream.protocol import ServerProtocol, State
+from stream.resumption import RESUME_GRACE_S, Resumption
 from stream.stream_state import Delivery
 
 if TYPE_CHECKING:
-    from engine.cluster.frontend import ClusterModel
-    from engine.runtime import ServingModel
-    from stream.auth import TokenTable
-    from stream.config import ServerConfig
-    from stream.final_log import FinalLog
-    from stream.hub import StreamHub
-    from stream.limits import SessionCounter
-    from stream.metrics import ServerMetrics
-
-
-class SessionHost(Protocol):
-    """What a connection uses of its server (``stream.server.LivecanvasServer`` is one): no import of
-    the server, which imports this module."""
-
-    config: ServerConfig
-    auth: TokenTable | None
-    model: ServingModel | ClusterModel | None  # None until the model has loaded
-    connections: set[Connection]
-    finals: FinalLog
-    hub: StreamHub
-    metrics: ServerMetrics
-    sessions: SessionCounter
-
-    def stats(self) -> dict[str, int | float]: ...
+    from stream.final_log import SentLog
+    from stream.session_host import SessionHost
 
 
 logger = logging.getLogger("livecanvas.session")
 
-RESUME_GRACE_S = 0.25  # how long after ready live messages wait for a pipelined resume
 TAKEOVER_BYE_TIMEOUT_S = 2.0  # a taken-over connection's bye may meet a dead peer: then close anyway
 
 
@@ -104,10 +80,8 @@ class Connection:
         self._going_away = False
         self._close: tuple[CloseCode, str] | None = None  # close with this once the reader stops
         self._rule: str | None = None  # the token rule this session counts against
-        self._holding = False
+        self._resumption: Resumption | None = None  # from an accepted hello on
         self._hold_timer: asyncio.TimerHandle | None = None
-        self._sent: SentLog | None = None
-        self._skip_upto = 0  # finals up to this number were seen on a resumed session
         self._slow = False
         self._parked = False
         self._coalesced = 0
@@ -124,6 +98,10 @@ class Connection:
     @property
     def tracks(self) -> frozenset[str]:
         return self._tracks
+
+    @property
+    def _holding(self) -> bool:
+        return self._resumption is not None and self._resumption.holding
 
     def deliver(self, message: Delivery) -> None:
         if self._slow:
@@ -210,9 +188,9 @@ class Connection:
     def take_over(self) -> SentLog | None:
         """Another connection resumes this session: stop delivering, park nothing, close (1001); what
         this one was sent."""
-        if self.stream is None or self._sent is None:
+        if self.stream is None or self._resumption is None:
             return None
-        sent = self._sent
+        sent = self._resumption.sent
         self._parked = True  # its log goes to the new connection, not to the final log
         self._slow = True  # no more deliveries
         self._leave()
@@ -234,9 +212,9 @@ class Connection:
     def _leave(self) -> None:
         if self.stream is not None:
             self.server.hub.leave(self.stream, self)
-            if self._sent is not None and not self._parked:
+            if self._resumption is not None and not self._parked:
                 self._parked = True
-                self.server.finals.park(self.session_id, self.stream, self._sent)
+                self.server.finals.park(self.session_id, self.stream, self._resumption.sent)
         if self._rule is not None:
             self.server.sessions.close(self._rule)
             self._rule = None
@@ -325,9 +303,9 @@ class Connection:
         state, tracks, rule_name = admitted.stream, admitted.tracks, admitted.rule
         self._rule = rule_name
         self.stream, self.role, self._tracks = hello.stream, hello.role, tracks
-        self._sent = SentLog(server.finals.next_number, self.limits.history_finals)
-        self._holding = True
-        self.outbox.coalesce = False  # held back, not behind: every draft is still due
+        self._resumption = Resumption(
+            self.outbox, server.finals, hello.stream, tracks, capacity=self.limits.history_finals
+        )
         self._hold_timer = asyncio.get_running_loop().call_later(RESUME_GRACE_S, self._release_hold)
         ready = Ready(
             session=self.session_id, stream=hello.stream, role=hello.role, tracks=tuple(sorted(tracks)),
@@ -344,47 +322,34 @@ class Connection:
         )
 
     def _resume(self, message: Resume) -> None:
-        assert self.stream is not None
-        assert self._sent is not None
-        server = self.server
-        sent = None
-        if message.session is not None and message.session != self.session_id:
-            live = next((c for c in server.connections if c.session_id == message.session), None)
-            if live is not None and live.stream == self.stream:
-                sent = live.take_over()
-            else:
-                sent = server.finals.claim(message.session, self.stream)
-        if sent is None:
-            server.metrics.resumes.labels("unknown").inc()
+        resumption = self._resumption
+        assert resumption is not None
+        metrics = self.server.metrics
+        outcome = resumption.resume(message, self.session_id, self.server.connections)
+        if not outcome.known:
+            metrics.resumes.labels("unknown").inc()
             self.protocol.reject(
                 ErrorCode.RESUME_UNKNOWN,
                 "no session to resume (give the session of the old ready; it may have expired): "
                 "live updates follow",
                 ref="resume",
             )
-            self._release_hold()
-            return
-        after, exact = sent.last_seen(message.last_seq)
-        replay = server.finals.replay(self.stream, after, self._tracks, self._sent.first_number, exact=exact)
-        if not replay.complete:
-            self.protocol.reject(
-                ErrorCode.RESUME_GAP,
-                "some finals missed since the last seq are no longer kept; the kept ones follow",
-                ref="resume",
-            )
-        for final in replay.finals:
-            self.protocol.send(final)
-            self._sent.add(self.protocol.last_seq, final.number)
-        server.metrics.resumes.labels("complete" if replay.complete else "gap").inc()
-        server.metrics.replayed_finals.inc(len(replay.finals))
-        self._skip_upto = max(self._skip_upto, after)
-        self._sent.first_number = min(self._sent.first_number, after + 1)
+        else:
+            if not outcome.complete:
+                self.protocol.reject(
+                    ErrorCode.RESUME_GAP,
+                    "some finals missed since the last seq are no longer kept; the kept ones follow",
+                    ref="resume",
+                )
+            for final in outcome.replay:
+                self.protocol.send(final)
+                resumption.record(self.protocol.last_seq, final)
+            metrics.resumes.labels("complete" if outcome.complete else "gap").inc()
+            metrics.replayed_finals.inc(len(outcome.replay))
         self._release_hold()
 
     def _release_hold(self) -> None:
-        if self._holding:
-            self._holding = False
-            self.outbox.coalesce = True
+        if self._resumption is not None and self._resumption.release():
             if self._hold_timer is not None:
                 self._hold_timer.cancel()
             if self.protocol.state is not State.CLOSED:
@@ -413,13 +378,13 @@ class Connection:
                 return
 
     def _send_pending(self) -> None:
+        resumption = self._resumption
         for message in self.outbox.take():
-            number = message.number if isinstance(message, FinalMsg) else 0  # 0: not a final
-            if 0 < number <= self._skip_upto:
+            if resumption is not None and not resumption.due(message):
                 continue  # seen on the session this one resumed
             self.protocol.send(message)
-            if number and self._sent is not None:
-                self._sent.add(self.protocol.last_seq, number)
+            if resumption is not None:
+                resumption.record(self.protocol.last_seq, message)
         coalesced = self.outbox.drafts_coalesced - self._coalesced
         if coalesced:
             self._coalesced = self.outbox.drafts_coalesced
