@@ -83,7 +83,7 @@ from rapidfuzz.distance import Levenshtein
 from bench.server_process import free_port, percentile, start_server
 from clients.python.audio_source import SAMPLE_RATE, paced_chunks, read_wav_pcm16_16k
 from clients.python.client import connect
-from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
+from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests/ is not installed: run as `python -m bench.audio_latency`

@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.server_process import free_port, percentile, start_server
 from clients.python.client import connect
-from stream.messages import DraftMsg, FinalMsg, StatsMsg
+from stream.wire.messages import DraftMsg, FinalMsg, StatsMsg
 
 SENTENCES = [
     "The council meets again on Monday to discuss the new budget.",

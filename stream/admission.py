@@ -20,9 +20,9 @@ from stream.auth import ANONYMOUS, Permission, TokenTable
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.hub import StreamHub
 from stream.limits import Limits, SessionCounter
-from stream.messages import Hello, Role
 from stream.metrics import ServerMetrics
 from stream.stream_state import StreamState, Viewer
+from stream.wire.messages import Hello, Role
 
 if TYPE_CHECKING:
     from engine.models import ModelCard

@@ -3,7 +3,7 @@
 Both are read from the hub's ``FinalLog`` (stream/final_log.py), the one store of finals, and the
 ``StreamHub``, which knows who is on a stream now. ``stream_list`` gives live streams and those the hub
 has forgotten but the log remembers; ``render(hub, stream, track, fmt)`` gives a track of the stream's
-current transcript, timed by the caption writers' ``CueTimer`` (clients/broadcast/cues.py) for WebVTT and
+current transcript, timed by the caption writers' ``CueTimer`` (stream/captions/cues.py) for WebVTT and
 SRT. Every row and document carries the stream's *epoch* (docs/overlay.md). Sans-I/O.
 """
 

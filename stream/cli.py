@@ -313,7 +313,7 @@ def run_version(args: argparse.Namespace) -> int:
     import torch
     import transformers
 
-    from stream.messages import PROTOCOL_VERSION
+    from stream.wire.messages import PROTOCOL_VERSION
 
     print(f"livecanvas {package_version()} (protocol {PROTOCOL_VERSION})")
     print(

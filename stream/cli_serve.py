@@ -134,7 +134,7 @@ def add_mqtt_flags(parser: argparse.ArgumentParser) -> None:
 def mqtt_config(args: argparse.Namespace) -> MqttConfig | None:
     if not args.mqtt:
         return None
-    from stream.mqtt_codec import check_settings
+    from stream.mqtt.codec import check_settings
 
     try:
         host, port = parse_host_port(args.mqtt, 1883)

@@ -1,5 +1,5 @@
 """The one coalescing rule for drafts, shared by every outbox: the viewers' (``stream/fanout.py``) and
-the MQTT bridge's (``stream/mqtt_outbox.py``).
+the MQTT bridge's (``stream/mqtt/outbox.py``).
 
 Per window (stream, track, window) only the newest pending draft is kept, and it keeps the place of
 the window's first pending draft; when the window's final is queued, its pending draft is dropped (the
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from stream.messages import DraftMsg, FinalMsg
+from stream.wire.messages import DraftMsg, FinalMsg
 
 WindowKey = tuple[str, str, int]
 

@@ -57,7 +57,7 @@ def parse_host_port(value: str, default_port: int) -> tuple[str, int]:
 
 @dataclass(frozen=True, slots=True)
 class MqttConfig:
-    """The MQTT bridge (stream/mqtt.py, docs/broadcast.md); the server runs one when configured."""
+    """The MQTT bridge (stream/mqtt/bridge.py, docs/broadcast.md); the server runs one when configured."""
 
     host: str
     port: int = 1883

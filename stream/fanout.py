@@ -21,7 +21,7 @@ from collections.abc import Callable
 from itertools import count
 
 from stream.coalesce import LatestDrafts
-from stream.messages import DraftMsg, FinalMsg, ServerMessage
+from stream.wire.messages import DraftMsg, FinalMsg, ServerMessage
 
 
 class Outbox:

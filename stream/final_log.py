@@ -38,7 +38,7 @@ from dataclasses import dataclass, field, replace
 from typing import Final
 
 from stream.limits import Limits
-from stream.messages import FinalMsg
+from stream.wire.messages import FinalMsg
 
 _LIMITS: Final = Limits()  # the defaults of the resume limits
 CAPTION_FINALS: Final = 5000  # finals kept per track for /captions ...

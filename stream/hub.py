@@ -47,8 +47,8 @@ from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window
 from engine.windows import TextWindower
 from stream.errors import ProtocolError
 from stream.final_log import FinalLog
-from stream.messages import DraftMsg, Ended, FinalMsg
 from stream.stream_state import StreamState, TrackState, Viewer, WindowState
+from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 ORPHAN_GRACE_MS = 5000
 ORPHANED = "cancelled: nobody is subscribed to this track any more"

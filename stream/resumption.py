@@ -23,7 +23,7 @@ from typing import Final, Protocol
 
 from stream.fanout import Outbox
 from stream.final_log import FinalLog, SentLog
-from stream.messages import FinalMsg, Resume, ServerMessage
+from stream.wire.messages import FinalMsg, Resume, ServerMessage
 
 RESUME_GRACE_S: Final = 0.25
 

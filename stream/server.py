@@ -5,7 +5,7 @@ Start-up loads the model on the worker thread (the loop stays free) and only the
 refuses new WebSocket sessions (HTTP 503 ``draining``) while plain HTTP, ``/healthz`` included, keeps
 answering, closes every publisher's open text into windows, waits up to ``drain_timeout_s`` for
 their finals, says ``bye`` to every connection, stops listening, gives the MQTT bridge (when
-configured, stream/mqtt.py; its broker connection runs on a thread and event loop of its own, never on
+configured, stream/mqtt/bridge.py; its broker connection runs on a thread and event loop of its own, never on
 this loop) up to its flush timeout to deliver pending finals, and stops the worker.
 
 Plain HTTP GETs on the same port (the overlay and viewer pages, the stream list, caption downloads,
@@ -49,11 +49,11 @@ from stream.errors import ErrorCode
 from stream.final_log import FinalLog
 from stream.hub import StreamHub
 from stream.limits import SessionCounter
-from stream.messages import DraftMsg, Ended, FinalMsg
 from stream.metrics import ServerMetrics, Snapshot
-from stream.mqtt import MqttBridge
+from stream.mqtt.bridge import MqttBridge
 from stream.session import Connection
 from stream.web import HttpSite, is_upgrade, text_reply, to_response
+from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 logger = logging.getLogger("livecanvas.server")
 _T = TypeVar("_T")

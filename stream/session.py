@@ -34,7 +34,9 @@ from stream.auth import token_from_headers
 from stream.errors import CloseCode, ErrorCode
 from stream.fanout import Outbox
 from stream.limits import MIN_TEXT_COST, TokenBucket
-from stream.messages import (
+from stream.resumption import RESUME_GRACE_S, Resumption
+from stream.stream_state import Delivery
+from stream.wire.messages import (
     Audio,
     ClientMessage,
     End,
@@ -46,9 +48,7 @@ from stream.messages import (
     StatsMsg,
     Text,
 )
-from stream.protocol import ServerProtocol, State
-from stream.resumption import RESUME_GRACE_S, Resumption
-from stream.stream_state import Delivery
+from stream.wire.protocol import ServerProtocol, State
 
 if TYPE_CHECKING:
     from stream.final_log import SentLog

@@ -17,7 +17,7 @@ from engine.prompts import ContextEntry
 from engine.transcriber import LiveTranscriber
 from engine.types import CAPTION_TRACK, Window
 from engine.windows import TextWindower
-from stream.messages import DraftMsg, Ended, FinalMsg
+from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 CONTEXT_WINDOWS = 3
 

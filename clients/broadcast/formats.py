@@ -1,6 +1,6 @@
 """One caption format end to end, without I/O: captions in, file text (and HLS segments) out.
 
-``CaptionWriter`` strings the pieces together: ``CueTimer`` (clients/broadcast/cues.py) turns finals
+``CaptionWriter`` strings the pieces together: ``CueTimer`` (stream/captions/cues.py) turns finals
 into cues, then the format writes them: WebVTT (``vtt``, or HLS segments with ``hls_segment_ms``),
 SubRip (``srt``), CEA-608 screens as text (``608``, for reading and diffing) or Scenarist SCC
 (``scc``). ``start()`` gives the file's header, ``add``/``poll``/``finish`` what to append after it.

@@ -20,8 +20,8 @@ import aiomqtt
 from clients.python.client import connect
 from stream.captions.cues import Caption
 from stream.errors import ProtocolError
-from stream.messages import Ended, ErrorMsg, FinalMsg, Role
-from stream.mqtt_codec import Topics, decode_map
+from stream.mqtt.codec import Topics, decode_map
+from stream.wire.messages import Ended, ErrorMsg, FinalMsg, Role
 
 logger = logging.getLogger("livecanvas.captions")
 

@@ -14,7 +14,17 @@ views and ``audio_source`` WAV and microphone input.
 """
 
 from clients.python.client import CaptionSession, Received, connect
-from stream.messages import Bye, DraftMsg, Ended, ErrorMsg, FinalMsg, Ready, Role, ServerMessage, StatsMsg
+from stream.wire.messages import (
+    Bye,
+    DraftMsg,
+    Ended,
+    ErrorMsg,
+    FinalMsg,
+    Ready,
+    Role,
+    ServerMessage,
+    StatsMsg,
+)
 
 __all__ = [
     "Bye",

@@ -35,7 +35,7 @@ from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed
 
 from stream.errors import ProtocolError
-from stream.messages import (
+from stream.wire.messages import (
     Audio,
     Bye,
     DraftMsg,
@@ -52,7 +52,7 @@ from stream.messages import (
     Text,
     Wire,
 )
-from stream.protocol import ClientProtocol
+from stream.wire.protocol import ClientProtocol
 
 
 @dataclass(frozen=True, slots=True)

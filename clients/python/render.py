@@ -19,7 +19,7 @@ import time
 import unicodedata
 from typing import Protocol
 
-from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage, StatsMsg
+from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage, StatsMsg
 
 CLEAR_LINE = "\x1b[2K"
 CURSOR_UP = "\x1b[1A"

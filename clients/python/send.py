@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from clients.python.client import CaptionSession, connect
 from clients.python.render import JsonView, LiveView, LogView, View
 from stream.errors import ProtocolError
-from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage
+from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage
 
 
 @dataclass(frozen=True, slots=True)

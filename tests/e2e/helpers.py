@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image
 
 from clients.python.client import connect
-from stream.messages import FinalMsg, ServerMessage
+from stream.wire.messages import FinalMsg, ServerMessage
 
 Key = tuple[str, int]
 

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from clients.python.client import connect
-from stream.messages import DraftMsg, FinalMsg, Role, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import DraftMsg, FinalMsg, Role, ServerMessage
 from tests.e2e.conftest import OpenPage, http_url
 from tests.e2e.helpers import (
     cancel,

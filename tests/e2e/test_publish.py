@@ -19,8 +19,8 @@ import pytest
 
 from stream.auth import Permission, TokenTable
 from stream.config import ServerConfig
-from stream.messages import Role
 from stream.server import LivecanvasServer
+from stream.wire.messages import Role
 from tests.e2e.conftest import RECORDER_JS, require_chromium
 from tests.e2e.helpers import drafted_in_place, line_log
 from tests.speech import librivox_clips, silence, wer, write_wav_16k

@@ -12,8 +12,8 @@ import srt
 import webvtt
 
 from clients.python.client import connect
-from stream.messages import FinalMsg, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import FinalMsg, ServerMessage
 from tests.e2e.conftest import OpenPage, http_url
 
 EARLY = ["The meeting is now open.", "First on the agenda is the new bridge."]

@@ -13,8 +13,8 @@ import pytest
 
 from clients.python.client import connect
 from stream.config import ServerConfig
-from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage
 from tests.speech import audioeval_clips, cer, librivox_clips, read_wav_16k, silence, synthesize, wer
 
 SPEED = 1.0  # real time, as a live caption service is used

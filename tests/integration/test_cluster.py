@@ -18,8 +18,8 @@ from engine.errors import EngineError
 from engine.types import CanvasKey, Final, WindowJob
 from engine.worker import EngineEvent
 from stream.config import ServerConfig
-from stream.messages import DraftMsg, FinalMsg, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import DraftMsg, FinalMsg, ServerMessage
 from tests.integration.conftest import url_of
 from tests.integration.ray_cluster import RayCluster
 from tests.integration.test_audio import caption_finals, check_windows, stream_audio

@@ -18,8 +18,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from clients.python.client import CaptionSession, connect
 from stream.config import ServerConfig
-from stream.messages import Bye, Ended, FinalMsg, Role, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, Ended, FinalMsg, Role, ServerMessage
 from tests.integration.conftest import url_of
 
 TIMEOUT_S = 60.0

@@ -16,8 +16,8 @@ from clients.python.client import CaptionSession, connect
 from stream.config import ServerConfig
 from stream.errors import CloseCode
 from stream.limits import Limits
-from stream.messages import Bye, FinalMsg, Role, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, FinalMsg, Role, ServerMessage
 from tests.integration.conftest import url_of
 from tests.integration.rawws import client_frame, open_raw
 

@@ -13,8 +13,8 @@ import pytest
 from clients.python.client import connect
 from stream.config import MqttConfig, ServerConfig
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import FinalMsg
 from stream.server import LivecanvasServer
+from stream.wire.messages import FinalMsg
 from tests.integration.conftest import url_of
 
 

@@ -24,9 +24,9 @@ from clients.python.client import connect
 from engine.types import CAPTION_TRACK
 from stream.config import MqttConfig, ServerConfig
 from stream.hub import StreamHub
-from stream.messages import Bye, DraftMsg, FinalMsg
-from stream.mqtt import MqttBridge
+from stream.mqtt.bridge import MqttBridge
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, DraftMsg, FinalMsg
 from tests.integration.conftest import url_of
 from tests.integration.mosquitto import Mosquitto, Received, Recorder
 

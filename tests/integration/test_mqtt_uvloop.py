@@ -3,8 +3,8 @@
 Under uvloop a file descriptor number registered with the loop by aiomqtt, but closed and handed to a
 new WebSocket connection before the registration ran, made uvloop refuse it ("File descriptor N is
 used by transport", MagicStack/uvloop#653): one step from one connection's bytes going into another's
-socket. The bridge now keeps its connection on a thread and loop of its own (stream/mqtt.py), and its
-client registers a socket only while paho holds it (stream/mqtt_client.py; the exact race is replayed
+socket. The bridge now keeps its connection on a thread and loop of its own (stream/mqtt/bridge.py), and its
+client registers a socket only while paho holds it (stream/mqtt/client.py; the exact race is replayed
 in tests/unit/test_mqtt_client.py).
 
 Here: the bridge's socket is not on the server's uvloop at all; and ``livecanvas serve`` (uvloop, as
@@ -24,8 +24,8 @@ from clients.python.client import CaptionSession, connect
 from engine.types import CAPTION_TRACK
 from stream.config import MqttConfig
 from stream.hub import StreamHub
-from stream.messages import Bye, DraftMsg, Ended, FinalMsg, Role
-from stream.mqtt import MqttBridge
+from stream.mqtt.bridge import MqttBridge
+from stream.wire.messages import Bye, DraftMsg, Ended, FinalMsg, Role
 from tests.integration.mosquitto import Mosquitto, Received, Recorder
 from tests.integration.serve_process import running_serve
 from tests.integration.test_mqtt import wait_until

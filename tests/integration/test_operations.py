@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 
 from clients.python.client import connect
-from stream.messages import FinalMsg
 from stream.server import LivecanvasServer
+from stream.wire.messages import FinalMsg
 from tests.integration.conftest import url_of
 
 

@@ -17,8 +17,8 @@ from clients.python.client import connect
 from engine.types import CAPTION_TRACK
 from stream.config import ServerConfig
 from stream.hub import ORPHANED
-from stream.messages import Bye, DraftMsg, FinalMsg
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, DraftMsg, FinalMsg
 from tests.integration.conftest import url_of
 
 SENTENCES = [

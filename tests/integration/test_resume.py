@@ -16,8 +16,8 @@ from clients.python.client import CaptionSession, Received, connect
 from stream.config import ServerConfig
 from stream.errors import ErrorCode
 from stream.limits import Limits
-from stream.messages import Bye, ErrorMsg, FinalMsg, Role, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, ErrorMsg, FinalMsg, Role, ServerMessage
 from tests.integration.conftest import url_of
 
 TRACKS = ("caption", "pt")

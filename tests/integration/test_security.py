@@ -19,8 +19,8 @@ from stream.auth import TokenTable
 from stream.config import ServerConfig
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.limits import Limits
-from stream.messages import ErrorMsg, FinalMsg, Role
 from stream.server import LivecanvasServer
+from stream.wire.messages import ErrorMsg, FinalMsg, Role
 from tests.integration.conftest import url_of
 from tests.integration.rawws import open_raw
 

@@ -12,8 +12,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from clients.python.client import connect
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, Role, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, Role, ServerMessage
 from tests.integration.conftest import url_of
 
 SENTENCES = [

@@ -18,8 +18,8 @@ from websockets.exceptions import InvalidStatus
 from clients.python.client import CaptionSession, connect
 from stream.config import ServerConfig
 from stream.errors import CloseCode
-from stream.messages import Bye, ErrorMsg, FinalMsg, Role, ServerMessage
 from stream.server import LivecanvasServer
+from stream.wire.messages import Bye, ErrorMsg, FinalMsg, Role, ServerMessage
 from tests.integration.serve_process import running_serve
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from clients.python.client import CaptionSession, connect
-from stream.messages import Bye, ErrorMsg, FinalMsg, Role, ServerMessage
+from stream.wire.messages import Bye, ErrorMsg, FinalMsg, Role, ServerMessage
 from tests.integration.serve_process import running_serve
 
 DURATION_S = float(os.environ.get("LIVECANVAS_SOAK_S", "120"))

@@ -10,8 +10,8 @@ import urllib.request
 import pytest
 
 from clients.python.client import connect
-from stream.messages import FinalMsg
 from stream.server import LivecanvasServer
+from stream.wire.messages import FinalMsg
 from tests.integration.conftest import url_of
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from engine.types import CanvasKey, Draft, Final, WindowJob
 from stream.hub import ORPHAN_GRACE_MS, StreamHub
-from stream.messages import DraftMsg, FinalMsg
 from stream.stream_state import Delivery
+from stream.wire.messages import DraftMsg, FinalMsg
 
 MS = 1_000_000  # nanoseconds per millisecond
 START_NS = 5_000 * MS  # the fake clock does not start at zero: stream times are relative to join

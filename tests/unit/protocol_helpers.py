@@ -8,7 +8,7 @@ from typing import Any
 
 import msgpack
 
-from stream.protocol import (
+from stream.wire.protocol import (
     ClientProtocol,
     Hello,
     Ready,

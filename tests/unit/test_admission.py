@@ -15,8 +15,8 @@ from stream.auth import Permission, TokenRule, TokenTable
 from stream.errors import CloseCode, ErrorCode
 from stream.hub import StreamHub
 from stream.limits import Limits, SessionCounter
-from stream.messages import Hello, Role
 from stream.metrics import ServerMetrics, Snapshot
+from stream.wire.messages import Hello, Role
 from tests.unit.hub_harness import RecordingViewer
 
 CARD = ModelCard(

@@ -8,8 +8,8 @@ import pytest
 
 from stream.coalesce import LatestDrafts
 from stream.fanout import Outbox
-from stream.messages import DraftMsg, FinalMsg
-from stream.mqtt_outbox import MqttOutbox
+from stream.mqtt.outbox import MqttOutbox
+from stream.wire.messages import DraftMsg, FinalMsg
 from tests.unit.test_fanout import draft, final
 
 

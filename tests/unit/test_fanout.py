@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from stream.fanout import Outbox
-from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage, StatsMsg
+from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, ServerMessage, StatsMsg
 
 
 def draft(window: int, rev: int, *, track: str = "pt", stream: str = "s") -> DraftMsg:

@@ -4,7 +4,7 @@ finals a resumed session gets, and what /captions keeps."""
 from __future__ import annotations
 
 from stream.final_log import FinalLog, SentLog
-from stream.messages import FinalMsg
+from stream.wire.messages import FinalMsg
 
 
 class Clock:

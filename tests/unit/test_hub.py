@@ -13,8 +13,8 @@ from engine.transcriber import LiveTranscriber
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Word
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import ORPHANED, StreamHub
-from stream.messages import DraftMsg, FinalMsg
 from stream.stream_state import CONTEXT_WINDOWS
+from stream.wire.messages import DraftMsg, FinalMsg
 from tests.speech import librivox_clips, read_wav_16k
 from tests.unit.hub_harness import IDLE_MS, START_NS, Harness, RecordingViewer
 

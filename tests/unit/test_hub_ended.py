@@ -7,7 +7,7 @@ import pytest
 
 from engine.types import CAPTION_TRACK
 from stream.hub import ENDED_BY_DISCONNECT, ENDED_BY_END
-from stream.messages import Ended, FinalMsg
+from stream.wire.messages import Ended, FinalMsg
 from tests.unit.hub_harness import Harness, RecordingViewer
 
 GRACE_MS = 1000

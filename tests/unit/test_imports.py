@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 
-@pytest.mark.parametrize("module", ["stream.hub", "stream.messages", "engine.types", "engine.windows"])
+@pytest.mark.parametrize("module", ["stream.hub", "stream.wire.messages", "engine.types", "engine.windows"])
 def test_the_sans_io_core_imports_without_torch(module: str) -> None:
     probe = f"import sys, {module}; sys.exit(3 if 'torch' in sys.modules else 0)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)

@@ -1,4 +1,4 @@
-"""SocketClient (stream/mqtt_client.py): paho's socket is watched only while paho holds it, never by a
+"""SocketClient (stream/mqtt/client.py): paho's socket is watched only while paho holds it, never by a
 number that another connection has taken over (MagicStack/uvloop#653).
 
 Paho is replaced by a stand-in that has just what the callbacks use (``socket()``, ``loop_read()``,
@@ -18,7 +18,7 @@ import aiomqtt
 import pytest
 import uvloop
 
-from stream.mqtt_client import SocketClient
+from stream.mqtt.client import SocketClient
 
 _T = TypeVar("_T")
 LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {

@@ -13,8 +13,7 @@ from stream.cli_serve import server_config
 from stream.config import MqttConfig, parse_host_port
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
-from stream.messages import DraftMsg, FinalMsg
-from stream.mqtt_codec import (
+from stream.mqtt.codec import (
     EndInput,
     FlushInput,
     TextInput,
@@ -26,6 +25,7 @@ from stream.mqtt_codec import (
     final_fields,
     parse_payload,
 )
+from stream.wire.messages import DraftMsg, FinalMsg
 
 T = Topics("studio/livecanvas")
 

@@ -1,4 +1,4 @@
-"""The MQTT bridge's thread and event loop (stream/loop_thread.py): asyncio's own loop even when the
+"""The MQTT bridge's thread and event loop (stream/mqtt/loop_thread.py): asyncio's own loop even when the
 caller runs uvloop, coroutines run there and awaited here, cancellation both ways, a clean stop."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import threading
 import pytest
 import uvloop
 
-from stream.loop_thread import LoopThread
+from stream.mqtt.loop_thread import LoopThread
 
 
 async def _where() -> tuple[threading.Thread, asyncio.AbstractEventLoop]:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.messages import DraftMsg, Ended, FinalMsg
-from stream.mqtt_outbox import MqttOutbox, OutboxStateError, SpillFile
+from stream.mqtt.outbox import MqttOutbox, OutboxStateError, SpillFile
+from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 
 def final(window: int, *, track: str = "pt", stream: str = "s", error: str | None = None) -> FinalMsg:

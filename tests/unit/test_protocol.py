@@ -1,4 +1,5 @@
-"""Sans-I/O tests of the v1 session protocol (stream.protocol, stream.messages): no event loop, no sockets."""
+"""Sans-I/O tests of the v1 session protocol (stream.wire.protocol, stream.wire.messages): no event
+loop, no sockets."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import msgpack
 import pytest
 
 from stream.errors import ProtocolError
-from stream.protocol import (
+from stream.wire.protocol import (
     Audio,
     ClientMessage,
     DraftMsg,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.errors import ErrorCode, LivecanvasStreamError, ProtocolError
-from stream.protocol import (
+from stream.wire.protocol import (
     Audio,
     Bye,
     ClientMessage,

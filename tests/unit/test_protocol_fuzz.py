@@ -1,4 +1,4 @@
-"""Property-based fuzzing of the protocol decoder (stream/protocol.py, stream/messages.py).
+"""Property-based fuzzing of the protocol decoder (stream/wire/protocol.py, stream/wire/messages.py).
 
 Whatever arrives - random bytes, broken msgpack or JSON, maps with wrong types, huge and negative
 numbers, NaN, lone surrogates, deep nesting - the decoder raises only ``ProtocolError`` with a known
@@ -18,8 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import CLIENT_MESSAGES, SERVER_MESSAGES, DraftMsg
-from stream.protocol import ClientProtocol, ServerProtocol, State, decode_frame
+from stream.wire.messages import CLIENT_MESSAGES, SERVER_MESSAGES, DraftMsg
+from stream.wire.protocol import ClientProtocol, ServerProtocol, State, decode_frame
 from tests.unit.protocol_helpers import HELLO, decode, frame, open_server
 from tests.unit.test_protocol_client import opened_client
 

@@ -10,7 +10,7 @@ from dataclasses import replace
 
 from clients.python.render import JsonView, LiveView, LogView, bar, cells, fit_tail
 from clients.python.send import SendOptions, Tally, make_view, summary
-from stream.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
+from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
 
 SGR = re.compile(r"\x1b\[[0-9;]*m")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from stream.fanout import Outbox
 from stream.final_log import FinalLog, SentLog
-from stream.messages import Resume
 from stream.resumption import Resumption
+from stream.wire.messages import Resume
 from tests.unit.test_fanout import draft
 from tests.unit.test_final_log import final, make_log
 

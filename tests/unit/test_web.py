@@ -12,8 +12,8 @@ import webvtt
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, WindowJob
 from stream.final_log import FinalLog
 from stream.hub import StreamHub
-from stream.messages import DraftMsg, FinalMsg
 from stream.web import HttpReply, HttpSite, load_assets, to_response
+from stream.wire.messages import DraftMsg, FinalMsg
 
 MS = 1_000_000
 

@@ -1,9 +1,9 @@
 """Wire protocol v1 messages: typed dataclasses and their pure codecs.
 
 This module owns what a message *is*: which fields it has and their types (checked in exactly one
-place, the message's ``from_wire`` classmethod, with the field readers of ``stream.wire_fields``) and
+place, the message's ``from_wire`` classmethod, with the field readers of ``stream.wire.fields``) and
 how it maps onto a wire mapping (``to_wire``). Everything here is stateless; framing, who may send
-what and when, and ``seq`` numbering live in ``stream.protocol``. The normative description is
+what and when, and ``seq`` numbering live in ``stream.wire.protocol``. The normative description is
 docs/protocol.md.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, ClassVar, Final, Self, TypeAlias, cast
 
-from stream.wire_fields import (
+from stream.wire.fields import (
     MAX_NAME_CHARS,
     MAX_SEGMENT_CHARS,
     MAX_TOKEN_CHARS,

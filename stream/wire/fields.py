@@ -4,7 +4,7 @@ This module owns what a single *field* may hold on the wire (docs/protocol.md se
 rules*): the limits and name patterns, the ``Role`` and ``Wire`` value types, and the stateless
 readers that take one field out of a decoded mapping, check it and raise ``ProtocolError``
 (``bad_field``, or ``unsupported_version`` for ``protocol``) naming that field. Which fields make up
-which message is ``stream.messages``' business; nothing here knows a message type.
+which message is ``stream.wire.messages``' business; nothing here knows a message type.
 """
 
 from __future__ import annotations

@@ -2,13 +2,13 @@
 
 This module owns the life of one connection: its ``State``, the per-connection ``seq`` numbering of
 server messages, the choice of wire format, and the rules about which message may be sent or received
-when (framing, JSON in text frames and msgpack in binary ones, is ``stream.framing``'s).
+when (framing, JSON in text frames and msgpack in binary ones, is ``stream.wire.framing``'s).
 ``ServerProtocol`` turns incoming frames into client-message events and server messages into outgoing
 frames; ``ClientProtocol`` is its mirror image for the Python client. Both follow python-websockets'
 pattern: feed ``receive_frame()``, drain ``events_received()``, call ``send()``, drain
 ``data_to_send()`` (``bytes`` -> binary frame, ``str`` -> text frame).
 
-Message types and their validation live in ``stream.messages`` (re-exported here); the protocol
+Message types and their validation live in ``stream.wire.messages`` (re-exported here); the protocol
 itself is specified in docs/protocol.md.
 """
 
@@ -19,7 +19,7 @@ from enum import IntEnum
 from typing import Final, TypeVar
 
 from stream.errors import ErrorCode, ProtocolError
-from stream.framing import (
+from stream.wire.framing import (
     DEFAULT_MAX_FRAME_BYTES,
     check_max_frame_bytes,
     decode_frame,
@@ -28,7 +28,7 @@ from stream.framing import (
     frame_wire,
     quote,
 )
-from stream.messages import (
+from stream.wire.messages import (
     CLIENT_MESSAGES,
     PROTOCOL_VERSION,
     SERVER_MESSAGES,

@@ -1,7 +1,7 @@
 """Frames of wire protocol v1: a text frame holds JSON, a binary frame msgpack; the size limit is
 checked before anything is decoded. ``decode_frame`` never raises anything but ``ProtocolError``
 (``frame_too_large`` or ``bad_frame``). The session state machines that use these are in
-``stream.protocol``; the protocol itself is specified in docs/protocol.md.
+``stream.wire.protocol``; the protocol itself is specified in docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Final
 import msgpack
 
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import ClientMessage, ServerMessage, Wire
+from stream.wire.messages import ClientMessage, ServerMessage, Wire
 
 DEFAULT_MAX_FRAME_BYTES: Final = 1 << 20
 

@@ -2,12 +2,12 @@
 
 Threading rules:
 
-* the MQTT connection lives on the bridge's own thread and event loop (stream/loop_thread.py: always
+* the MQTT connection lives on the bridge's own thread and event loop (stream/mqtt/loop_thread.py: always
   the standard library's loop): the aiomqtt client and its socket, the connection loop, the publisher,
   the reader and the sans-I/O ``MqttOutbox`` are touched on that thread only. The server's loop (uvloop
   under ``livecanvas serve``) never has the broker's socket registered, so a descriptor number it
   reuses for a WebSocket can never be taken for the broker's (MagicStack/uvloop#653); on its own loop
-  the client registers its socket only while paho still holds it (stream/mqtt_client.py);
+  the client registers its socket only while paho still holds it (stream/mqtt/client.py);
 * the hub, and everything that touches it (the observer, the MQTT feeds, applying input), stays on the
   server's loop: the hub observer ``_observe`` (synchronous, never raises) appends each draft and final
   to a thread-safe inbox and wakes the bridge thread (``call_soon_threadsafe``, once per batch);
@@ -20,16 +20,16 @@ Threading rules:
   the server's loop.
 
 What goes out, in which order, and what is kept across outages is decided by the outbox
-(stream/mqtt_outbox.py). One task owns the connection, as an explicit loop: connect, subscribe to the
+(stream/mqtt/outbox.py). One task owns the connection, as an explicit loop: connect, subscribe to the
 input topics, publish ``online`` to the retained status topic (the last will says ``offline``), then
 run a publisher (drafts QoS 0, finals QoS 1 one at a time, each removed only after its PUBACK, then
 the retained ``current`` captions) beside a reader of input messages. Any ``MqttError`` ends the
 connection; the loop waits (0.1 s doubling up to ``reconnect_max_s``, with jitter) and connects again.
 
-Input (``<prefix>/<stream>/in/text|flush|end``) is applied to the hub by stream/mqtt_feeds.py: it makes
+Input (``<prefix>/<stream>/in/text|flush|end``) is applied to the hub by stream/mqtt/feeds.py: it makes
 the bridge the stream's publisher, with the tracks ``caption`` + ``MqttConfig.tracks``. Bad input is
 logged and answered on ``<prefix>/<stream>/error`` (or ``<prefix>/error``); it never ends the bridge.
-The topic tree and payloads are in stream/mqtt_codec.py and docs/broadcast.md.
+The topic tree and payloads are in stream/mqtt/codec.py and docs/broadcast.md.
 """
 
 from __future__ import annotations
@@ -51,10 +51,8 @@ import aiomqtt
 from stream.config import MqttConfig
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
-from stream.loop_thread import LoopThread
-from stream.messages import DraftMsg, Ended, FinalMsg
-from stream.mqtt_client import SocketClient
-from stream.mqtt_codec import (
+from stream.mqtt.client import SocketClient
+from stream.mqtt.codec import (
     InputEvent,
     PayloadFormat,
     Topics,
@@ -66,8 +64,10 @@ from stream.mqtt_codec import (
     final_fields,
     parse_payload,
 )
-from stream.mqtt_feeds import MqttFeeds
-from stream.mqtt_outbox import MqttOutbox, OutboxStats
+from stream.mqtt.feeds import MqttFeeds
+from stream.mqtt.loop_thread import LoopThread
+from stream.mqtt.outbox import MqttOutbox, OutboxStats
+from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 logger = logging.getLogger("livecanvas.mqtt")
 

@@ -1,4 +1,4 @@
-"""A private asyncio event loop on a thread of its own (the MQTT bridge's, stream/mqtt.py).
+"""A private asyncio event loop on a thread of its own (the MQTT bridge's, stream/mqtt/bridge.py).
 
 The loop is always the standard library's selector loop, whatever loop its owner runs (uvloop under
 ``livecanvas serve``): file descriptors registered with it are never seen by the owner's loop, nor the

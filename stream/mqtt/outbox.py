@@ -37,7 +37,7 @@ from typing import IO
 
 from stream.coalesce import LatestDrafts
 from stream.errors import LivecanvasStreamError
-from stream.messages import SERVER_MESSAGES, DraftMsg, Ended, FinalMsg
+from stream.wire.messages import SERVER_MESSAGES, DraftMsg, Ended, FinalMsg
 
 _TrackKey = tuple[str, str]
 

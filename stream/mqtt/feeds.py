@@ -1,12 +1,12 @@
 """The streams the MQTT bridge publishes into the hub (input over MQTT), on the server's event loop.
 
-``MqttFeeds.apply`` applies one parsed input event (stream/mqtt_codec.py) to the hub. The first text
+``MqttFeeds.apply`` applies one parsed input event (stream/mqtt/codec.py) to the hub. The first text
 for a stream makes the bridge its publisher, with the tracks ``caption`` + ``MqttConfig.tracks`` (so
 those translations are computed); ``flush`` closes the open window; ``end`` finishes the stream, and
 the bridge leaves it once its last final is out. Input that cannot be applied raises ``ProtocolError``
 (another publisher owns the stream, ``flush``/``end`` before any text, the server shutting down).
 
-Everything here runs on the hub's thread, the server's loop; stream/mqtt.py hands input over to it.
+Everything here runs on the hub's thread, the server's loop; stream/mqtt/bridge.py hands input over to it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import assert_never
 from engine.types import CAPTION_TRACK
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
-from stream.mqtt_codec import EndInput, FlushInput, InputEvent, TextInput
+from stream.mqtt.codec import EndInput, FlushInput, InputEvent, TextInput
 from stream.stream_state import Delivery
 
 logger = logging.getLogger("livecanvas.mqtt")

@@ -28,8 +28,8 @@ from typing import Literal, TypeAlias, get_args
 import msgpack
 
 from stream.errors import ErrorCode, ProtocolError
-from stream.messages import DraftMsg, Ended, FinalMsg
-from stream.wire_fields import MAX_INT, MAX_SEGMENT_CHARS, STREAM_RE, TRACK_RE
+from stream.wire.fields import MAX_INT, MAX_SEGMENT_CHARS, STREAM_RE, TRACK_RE
+from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 PayloadFormat: TypeAlias = Literal["json", "msgpack"]
 PAYLOAD_FORMATS: tuple[str, ...] = get_args(PayloadFormat)
