@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from clients.python.client import connect
 from engine.cluster.frontend import RayEngineWorker
 from engine.cluster.spec import RaySpec, ray_spec
 from engine.errors import EngineError
@@ -49,6 +50,23 @@ def finals(messages: list[ServerMessage], track: str) -> list[str]:
     return [m.text for m in messages if isinstance(m, FinalMsg) and m.track == track]
 
 
+async def one_window_at_a_time(url: str, stream: str, sentences: list[str]) -> list[str]:
+    """Each sentence as its own window, the next sent once the previous one's translation is final."""
+    texts: list[str] = []
+    async with connect(url, stream=stream, tracks=("pt",)) as session:
+        for sentence in sentences:
+            await session.send_text(sentence)
+            await session.flush()
+            async for message in session:
+                if isinstance(message, FinalMsg) and message.track == "pt":
+                    texts.append(message.text)
+                    break
+        await session.end()
+        async for _ in session:
+            pass
+    return texts
+
+
 def healthz(server: LivecanvasServer) -> tuple[int, dict[str, object]]:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/healthz", timeout=10) as reply:
@@ -63,14 +81,18 @@ async def test_the_cluster_translates_like_the_local_engine(
     assert front_end.model is not None
     assert server.model is not None
     assert front_end.model.card == server.model.card  # the card came from a replica, pairs and all
-    clustered, local = await asyncio.gather(
-        publish_and_collect(url_of(front_end), "alpha", SENTENCES),
-        publish_and_collect(url_of(server), "alpha", SENTENCES),
-    )
+    clustered = await publish_and_collect(url_of(front_end), "alpha", SENTENCES)
     check_session(clustered, expected_windows=3, tracks=("caption", "pt"))  # drafts first, finals once
     assert any(isinstance(m, DraftMsg) and m.track == "pt" for m in clustered)
-    assert finals(clustered, "pt") == finals(local, "pt")  # seeds follow the window, not the replica
     assert all(finals(clustered, "pt"))
+    # one window in flight at a time, so both engines step it alone (a float32 batch of another size
+    # may flip a near-tie): the same translation, since the seed follows the window, not the replica
+    on_cluster, on_local = await asyncio.gather(
+        one_window_at_a_time(url_of(front_end), "beta", SENTENCES),
+        one_window_at_a_time(url_of(server), "beta", SENTENCES),
+    )
+    assert on_cluster == on_local
+    assert len(on_cluster) == len(SENTENCES)
     status, body = await asyncio.to_thread(healthz, front_end)
     assert status == 200
     assert body["cluster"] == {"app": "lc-test", "replicas": {"RUNNING": 2}, "retries": 0}
