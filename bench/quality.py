@@ -4,14 +4,16 @@ Both directions, beside the teacher, on the same sentences and threads. Sentence
 with their human translations (the model cards' human set: English -> pt-BR, and reversed), or with
 ``--references teacher`` the benchmark's caption sentences against the teacher's raw outputs. Each
 setting (1, 2, 3, 4, 8 fixed steps; the card's adaptive default; adaptive without the shortlist;
-adaptive with int8 layers) goes through the service's own scheduler and batched denoiser
-(:func:`engine.training.canvas_export.run_set`); latency is a lone window's final, median over the
-first 40 sentences, next to the teacher's one-sentence calls in its native engine.
+adaptive with int8 layers; with ``--fill F:SHARE``, the adaptive default whose canvas is filled by
+step F and then refined, its first draft at step F) goes through the service's own scheduler and
+batched denoiser (:func:`engine.training.canvas_export.run_set`); latency is a lone window's final,
+median over the first 40 sentences, next to the teacher's one-sentence calls in its native engine.
 
 Prints JSON and writes ``bench/results/quality.json`` (``quality_teacher.json``) and the PNG beside.
 
     python -m bench.quality
     python -m bench.quality --references teacher
+    python -m bench.quality --fill 3:0.5 4:0.5
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--model", default=None)
     parser.add_argument("--references", choices=("human", "teacher"), default="human")
+    parser.add_argument(
+        "--fill",
+        nargs="*",
+        default=[],
+        metavar="F:SHARE",
+        help="also the adaptive default filled by step F, then refined re-masking at most SHARE",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -86,10 +95,16 @@ def main() -> None:
         one = CanvasDenoiser([model.denoiser.directions[index]])
         card = model.directions[index]
         rows = []
-        settings = {str(n): fixed(n) for n in FIXED_STEPS} | {"adaptive": card.diffusion}
-        for name, params in settings.items():
-            row = {"steps": name, **run_set(one, sources, references, params, card.early_exit)}
-            row["lone_final_ms"] = lone_latency(one, sources[:40], params, card.early_exit)
+        settings = {str(n): (fixed(n), card.early_exit) for n in FIXED_STEPS}
+        settings["adaptive"] = (card.diffusion, card.early_exit)
+        for spec in args.fill:
+            fill, share = spec.split(":")
+            filled = replace(card.diffusion, fill_steps=int(fill), refine_share=float(share))
+            draft = replace(card.early_exit, draft_step=int(fill), draft_confidence=0.0)
+            settings[f"adaptive, filled by {fill}, refine {share}"] = (filled, draft)
+        for name, (params, early) in settings.items():
+            row = {"steps": name, **run_set(one, sources, references, params, early)}
+            row["lone_final_ms"] = lone_latency(one, sources[:40], params, early)
             rows.append(row)
             print(direction, json.dumps(row), flush=True)
         off = CanvasDenoiser([replace(model.denoiser.directions[index], shortlist=None)])

@@ -59,6 +59,11 @@ class DiffusionParams:
     ``t_max`` at the first step to ``t_min`` at the last; ``entropy_bound`` drives acceptance; a block
     stops early once its argmax canvas has been stable for ``stability_threshold`` steps and the mean
     token entropy is below ``confidence_threshold``.
+
+    ``fill_steps`` and ``refine_share`` shape the canvas translator's re-masking schedule (the
+    DiffusionGemma backend does not read them): the canvas is filled by step ``fill_steps`` (None: by
+    the last step, Mask-Predict's linear schedule), then later steps re-mask at most ``refine_share``
+    of it, falling linearly to none at the last step.
     """
 
     max_denoising_steps: int = 48
@@ -67,8 +72,14 @@ class DiffusionParams:
     entropy_bound: float = 0.1
     stability_threshold: int = 1
     confidence_threshold: float = 0.005
+    fill_steps: int | None = None
+    refine_share: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.fill_steps is not None and self.fill_steps <= 0:
+            raise ValueError(f"fill_steps must be positive, got {self.fill_steps}")
+        if not 0 <= self.refine_share <= 1:
+            raise ValueError(f"refine_share must be in [0, 1], got {self.refine_share}")
         if self.max_denoising_steps <= 0:
             raise ValueError(f"max_denoising_steps must be positive, got {self.max_denoising_steps}")
         if not 0 <= self.t_min < self.t_max:

@@ -13,8 +13,10 @@ Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an a
 * ``step``: the decoder reads the whole canvas; only masked slots get logits, over the window's
   shortlist alone (Bergamot's lexical shortlist); each takes its most likely piece, its probability
   and its entropy;
-* re-masking: with ``n`` steps left of ``N``, at most ``floor(T * (n - 1) / N)`` slots are masked
-  again, the least probable first, but never a slot that the entropy-bound rule
+* re-masking: after step ``k`` of ``N``, at most :func:`remask_quota` slots are masked again
+  (``floor(T * (N - k) / N)``, Mask-Predict's linear schedule, unless the request's
+  ``fill_steps``/``refine_share`` fill the canvas sooner and then refine it), the least probable first,
+  but never a slot that the entropy-bound rule
   (:func:`engine.diffusion.rules.acceptance_mask`, the same rule as DiffusionGemma's) accepts. After
   the first step at least its least probable slot is masked again, so every window shows a draft
   (its one-step canvas) before its final; a window whose pieces are all confident then finishes
@@ -40,7 +42,7 @@ from engine.diffusion.rules import acceptance_mask, stable_and_confident
 from engine.errors import EngineError
 from engine.marian.binary import Shortlist
 from engine.marian.teacher import EOS_ID, pad_batch
-from engine.types import CanvasRequest
+from engine.types import CanvasRequest, DiffusionParams
 
 MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrapolate
 
@@ -240,7 +242,8 @@ class CanvasDenoiser:
         params = window.request.diffusion
         length = window.tokens.shape[0]
         accepted = acceptance_mask(window.entropy[None], torch.tensor([params.entropy_bound]))[0]  # (T,)
-        quota = math.floor(length * (steps_remaining - 1) / params.max_denoising_steps)
+        step = params.max_denoising_steps - steps_remaining + 1
+        quota = remask_quota(length, step, params)
         doubtful = (~accepted).nonzero().squeeze(-1)
         order = torch.argsort(window.probability[doubtful])
         remask = doubtful[order[:quota]]
@@ -265,6 +268,23 @@ class CanvasDenoiser:
             stopped=not bool(window.masked.any()),
             mean_entropy=float(mean_entropy),
         )
+
+
+def remask_quota(length: int, step: int, params: DiffusionParams) -> int:
+    """How many of a canvas's ``length`` slots may be masked again after step ``step`` (1-based).
+
+    Filling by step ``F`` (``params.fill_steps``, at most ``N`` steps): ``floor(T * (F - k) / F)``
+    before it, so step ``F``'s canvas is what an ``F``-step decode would finish with (the window's
+    draft when its first draft goes out at ``F``); from step ``F`` on, refinement re-masks at most
+    ``floor(T * share * (N - k) / (N - F))``, none after the last step. ``F = N`` is the plain linear
+    schedule ``floor(T * (N - k) / N)``."""
+    last = params.max_denoising_steps
+    fill = last if params.fill_steps is None else min(params.fill_steps, last)
+    if step < fill:
+        return math.floor(length * (fill - step) / fill)
+    if step >= last:
+        return 0
+    return math.floor(length * params.refine_share * (last - step) / (last - fill))
 
 
 def _stack(rows: list[torch.Tensor], fill: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -14,7 +14,7 @@ import torch
 
 from engine.batch_round import run_round
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for, from_teacher
-from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
+from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction, remask_quota
 from engine.errors import EngineError
 from engine.marian.teacher import EOS_ID, PortedTeacher, load_ported, pad_batch, wheel_students
 from engine.scheduler import Scheduler
@@ -146,6 +146,39 @@ def test_a_loose_entropy_bound_settles_every_slot_after_the_draft_step(
     assert result.stopped
     length = canvas_length_for(len(denoiser.encode_source(0, SENTENCES[0])) - 1)
     assert len(result.argmax) == length
+
+
+def test_the_remask_schedule_is_linear_or_fills_early_then_refines() -> None:
+    linear = DiffusionParams(max_denoising_steps=8)
+    assert [remask_quota(16, k, linear) for k in range(1, 9)] == [14, 12, 10, 8, 6, 4, 2, 0]
+    assert remask_quota(16, 8, replace(linear, fill_steps=8)) == 0  # fill at the last step: the same
+    early = replace(linear, fill_steps=3, refine_share=0.5)
+    assert [remask_quota(16, k, early) for k in range(1, 9)] == [10, 5, 8, 6, 4, 3, 1, 0]
+    assert [remask_quota(16, k, replace(early, refine_share=0.0)) for k in range(3, 9)] == [0] * 6
+    with pytest.raises(ValueError, match="refine_share"):
+        DiffusionParams(refine_share=1.5)
+    with pytest.raises(ValueError, match="fill_steps"):
+        DiffusionParams(fill_steps=0)
+
+
+def test_filling_early_makes_the_draft_step_an_early_decode_that_refinement_continues(
+    teachers: dict[str, PortedTeacher], student: CanvasTranslator
+) -> None:
+    """Filled by step 3 of 8, step 3's canvas is a 3-step decode's final, and later steps refine it."""
+    short = denoiser_for(teachers, student)
+    early = denoiser_for(teachers, student)
+    strict = {"entropy_bound": 1e-9, "confidence_threshold": 1e-30}
+    short.start(0, request(short, 0, SENTENCES[0], 0, max_denoising_steps=3, **strict))
+    params = {"max_denoising_steps": 8, "fill_steps": 3, "refine_share": 0.5, **strict}
+    early.start(0, request(early, 0, SENTENCES[0], 0, **params))
+    three = [short.step([0], [n])[0] for n in (3, 2, 1)]
+    filled = [early.step([0], [n])[0] for n in (8, 7, 6)]
+    assert three[-1].stopped  # the 3-step decode ends here
+    assert not filled[-1].stopped  # the filled-early one goes on refining
+    assert filled[-1].argmax == three[-1].argmax
+    refined = [early.step([0], [n])[0] for n in (5, 4, 3, 2, 1)]
+    assert [r.stopped for r in refined] == [False] * 4 + [True]
+    assert len(refined[-1].argmax) == len(three[-1].argmax)
 
 
 def test_the_output_keeps_to_the_shortlist_and_its_direction(
