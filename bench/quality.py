@@ -150,6 +150,13 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         axis.plot(xs, [r["draft"]["chrf"] for r in rows], marker="x", linestyle=":", label="first draft")
         for row, x in zip(rows, xs, strict=True):
             axis.annotate(row["steps"], (x, row["final"]["chrf"]), textcoords="offset points", xytext=(4, 4))
+        for row in (r for r in summary[direction]["rows"] if r["steps"].startswith("adaptive, filled")):
+            x, label = row["lone_final_ms"], row["steps"].removeprefix("adaptive, ")
+            axis.scatter([x], [row["final"]["chrf"]], color="tab:green", marker="D")
+            axis.scatter([x], [row["draft"]["chrf"]], color="tab:green", marker="d")
+            axis.annotate(
+                label, (x, row["draft"]["chrf"]), textcoords="offset points", xytext=(4, -10), fontsize=7
+            )
         teacher = summary[direction]["teacher"]
         axis.scatter(
             [teacher["lone_final_ms"]], [teacher["final"]["chrf"]], color="black", marker="s", label="teacher"
