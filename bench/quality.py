@@ -38,6 +38,19 @@ from engine.training.evaluate import scores
 from engine.translator import CanvasModel, load_canvas_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
+FILLED = "adaptive, filled by"  # the label of a --fill setting's row, then "F, refine SHARE"
+
+
+def fill_spec(text: str) -> tuple[int, float]:
+    """``F:SHARE`` from the command line: a positive fill step and a refine share in [0, 1]."""
+    try:
+        fill, share = text.split(":")
+        spec = int(fill), float(share)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected F:SHARE such as 3:0.5, got {text!r}") from None
+    if spec[0] <= 0 or not 0 <= spec[1] <= 1:
+        raise argparse.ArgumentTypeError(f"need F >= 1 and 0 <= SHARE <= 1, got {text!r}")
+    return spec
 
 
 def sets(references: str) -> dict[str, tuple[list[str], list[str]]]:
@@ -74,6 +87,7 @@ def main() -> None:
     parser.add_argument(
         "--fill",
         nargs="*",
+        type=fill_spec,
         default=[],
         metavar="F:SHARE",
         help="also the adaptive default filled by step F, then refined re-masking at most SHARE",
@@ -97,11 +111,10 @@ def main() -> None:
         rows = []
         settings = {str(n): (fixed(n), card.early_exit) for n in FIXED_STEPS}
         settings["adaptive"] = (card.diffusion, card.early_exit)
-        for spec in args.fill:
-            fill, share = spec.split(":")
-            filled = replace(card.diffusion, fill_steps=int(fill), refine_share=float(share))
-            draft = replace(card.early_exit, draft_step=int(fill), draft_confidence=0.0)
-            settings[f"adaptive, filled by {fill}, refine {share}"] = (filled, draft)
+        for fill, share in args.fill:
+            filled = replace(card.diffusion, fill_steps=fill, refine_share=share)
+            draft = replace(card.early_exit, draft_step=fill, draft_confidence=0.0)
+            settings[f"{FILLED} {fill}, refine {share}"] = (filled, draft)
         for name, (params, early) in settings.items():
             row = {"steps": name, **run_set(one, sources, references, params, early)}
             row["lone_final_ms"] = lone_latency(one, sources[:40], params, early)
@@ -150,7 +163,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         axis.plot(xs, [r["draft"]["chrf"] for r in rows], marker="x", linestyle=":", label="first draft")
         for row, x in zip(rows, xs, strict=True):
             axis.annotate(row["steps"], (x, row["final"]["chrf"]), textcoords="offset points", xytext=(4, 4))
-        for row in (r for r in summary[direction]["rows"] if r["steps"].startswith("adaptive, filled")):
+        for row in (r for r in summary[direction]["rows"] if r["steps"].startswith(FILLED)):
             x, label = row["lone_final_ms"], row["steps"].removeprefix("adaptive, ")
             axis.scatter([x], [row["final"]["chrf"]], color="tab:green", marker="D")
             axis.scatter([x], [row["draft"]["chrf"]], color="tab:green", marker="d")
