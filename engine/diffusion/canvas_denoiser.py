@@ -23,12 +23,16 @@ Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an a
   after two steps, and none takes more than ``N``;
 * the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule.
 
+Re-masking and stopping run for all the windows of a step at once, and the windows' stacked
+cross-attention context is kept while the same windows step together.
+
 Decoding drops a piece that repeats its left neighbour (the usual remedy for the repeated tokens of
 parallel decoders; subword pieces almost never repeat in real text).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,6 +48,7 @@ from engine.marian.binary import Shortlist
 from engine.marian.teacher import EOS_ID, pad_batch
 from engine.types import CanvasRequest, DiffusionParams
 
+_Context = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (B, H, S, D/H) cross-attention keys, values
 MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrapolate
 
 
@@ -60,6 +65,7 @@ class Direction:
 
 @dataclass(eq=False)
 class _Window:
+    serial: int  # unique over the denoiser's life (a sequence id may be reused after a release)
     direction: int
     request: CanvasRequest
     source: list[int]  # pieces plus </s>
@@ -86,6 +92,9 @@ class CanvasDenoiser:
         self.vocab = directions[0].model.dims.vocab
         self._windows: dict[int, _Window] = {}
         self._generator = torch.Generator().manual_seed(0)  # uniform noise only
+        # per direction: the windows last stepped together and their stacked context (see _context)
+        self._serials = itertools.count()
+        self._stacked: dict[int, tuple[tuple[int, ...], _Context, torch.Tensor]] = {}
         self.forwards = 0
         self.rows_stepped = 0
 
@@ -134,6 +143,7 @@ class CanvasDenoiser:
         length = min(request.max_new_tokens, MAX_CANVAS)
         threshold = request.diffusion.stability_threshold
         self._windows[seq_id] = _Window(
+            serial=next(self._serials),
             direction=direction,
             request=request,
             source=pieces,
@@ -217,12 +227,10 @@ class CanvasDenoiser:
     ) -> list[StepResult]:
         model = self.directions[direction].model
         canvas, canvas_mask = _stack([w.tokens for w in windows], MASK_ID)  # (B, T)
-        context, source_mask = _stack_context(windows)
+        context, source_mask = self._context(direction, windows)
         wanted, _ = _stack([w.masked for w in windows], False)  # (B, T): the slots that get logits
         hidden, _ = model.wanted_states(canvas, canvas_mask, context, source_mask, wanted)  # (B, W, D)
-        offset = direction * self.vocab
-        results: list[StepResult] = []
-        for row, (window, remaining) in enumerate(zip(windows, steps_remaining, strict=True)):
+        for row, window in enumerate(windows):
             slots = window.masked.nonzero().squeeze(-1)  # (M,), in slot order: hidden[row, :M]
             if slots.numel():
                 logits = torch.nn.functional.linear(
@@ -234,40 +242,85 @@ class CanvasDenoiser:
                 window.tokens[slots] = pieces
                 window.probability[slots] = best.exp()
                 window.entropy[slots] = -(log_probs.exp() * log_probs).sum(dim=-1)
-            results.append(self._settle(window, remaining, offset))
-        return results
+        return self._settle(windows, steps_remaining, direction * self.vocab)
 
-    def _settle(self, window: _Window, steps_remaining: int, offset: int) -> StepResult:
-        """Choose the slots to mask again and decide whether the canvas is done."""
-        params = window.request.diffusion
-        length = window.tokens.shape[0]
-        accepted = acceptance_mask(window.entropy[None], torch.tensor([params.entropy_bound]))[0]  # (T,)
-        step = params.max_denoising_steps - steps_remaining + 1
-        quota = remask_quota(length, step, params)
-        doubtful = (~accepted).nonzero().squeeze(-1)
-        order = torch.argsort(window.probability[doubtful])
-        remask = doubtful[order[:quota]]
-        first = steps_remaining == params.max_denoising_steps > 1
-        if first and remask.numel() == 0:  # at least two steps: the first one is the window's draft
-            remask = window.probability.argmin()[None]
-        argmax = window.tokens.clone()
-        mean_entropy = window.entropy.mean()
-        stop, window.history = stable_and_confident(
-            window.history,
-            argmax[None],
-            mean_entropy[None],
-            torch.tensor([params.confidence_threshold]),
+    def _context(
+        self, direction: int, windows: list[_Window]
+    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """The windows' stacked cross-attention keys/values, kept while the same windows step together
+        (the usual case between a round's joins and leaves)."""
+        members = tuple(w.serial for w in windows)
+        cached = self._stacked.get(direction)
+        if cached is None or cached[0] != members:
+            cached = (members, *_stack_context(windows))
+            self._stacked[direction] = cached
+        return cached[1], cached[2]
+
+    def _settle(self, windows: list[_Window], steps_remaining: list[int], offset: int) -> list[StepResult]:
+        """Choose every window's slots to mask again and decide whether its canvas is done, for all the
+        windows of a step at once (right-padded to the longest canvas; padding is never chosen)."""
+        params = [w.request.diffusion for w in windows]
+        lengths = [w.tokens.shape[0] for w in windows]
+        tokens, real = _stack([w.tokens for w in windows], -1)  # (B, T)
+        probability, _ = _stack([w.probability for w in windows], math.inf)
+        entropy, _ = _stack([w.entropy for w in windows], math.inf)
+        accepted = acceptance_mask(entropy, torch.tensor([p.entropy_bound for p in params]))  # (B, T)
+        doubtful = real & ~accepted
+        quota = torch.tensor(
+            [
+                remask_quota(length, p.max_denoising_steps - remaining + 1, p)
+                for length, p, remaining in zip(lengths, params, steps_remaining, strict=True)
+            ]
         )
-        window.masked = torch.zeros(length, dtype=torch.bool)
-        if not bool(stop[0]):
-            window.masked[remask] = True
-            window.tokens[remask] = MASK_ID
-            window.tokens = self._noise(window.direction, window.candidates, window.tokens)
-        return StepResult(
-            argmax=tuple((argmax + offset).tolist()),
-            stopped=not bool(window.masked.any()),
-            mean_entropy=float(mean_entropy),
+        # the quota's least probable doubtful slots: rank each slot among its row's doubtful ones
+        order = torch.argsort(torch.where(doubtful, probability, math.inf), dim=1, stable=True)
+        rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
+        remask = doubtful & (rank < quota[:, None])
+        first = torch.tensor(
+            [
+                remaining == p.max_denoising_steps > 1
+                for p, remaining in zip(params, steps_remaining, strict=True)
+            ]
         )
+        lone = first & ~remask.any(dim=1)  # at least two steps: the first one is the window's draft
+        if bool(lone.any()):
+            least = probability.argmin(dim=1)  # padding holds +inf: never the least probable
+            remask[lone, least[lone]] = True
+        mean_entropy = torch.where(real, entropy, 0.0).sum(dim=1) / torch.tensor(lengths)
+        stop = torch.zeros(len(windows), dtype=torch.bool)
+        for threshold in {w.history.shape[1] for w in windows}:
+            rows = [b for b, w in enumerate(windows) if w.history.shape[1] == threshold]
+            history = _stack_rows([windows[b].history[0] for b in rows], tokens.shape[1])
+            stopped, shifted = stable_and_confident(
+                history,
+                tokens[rows],
+                mean_entropy[rows],
+                torch.tensor([params[b].confidence_threshold for b in rows]),
+            )
+            stop[rows] = stopped
+            for index, b in enumerate(rows):
+                windows[b].history = shifted[index : index + 1, :, : lengths[b]]
+        remask &= ~stop[:, None]
+        argmax = (tokens + offset).tolist()
+        entropies = mean_entropy.tolist()
+        results = []
+        for b, window in enumerate(windows):
+            length = lengths[b]
+            window.masked = remask[b, :length].clone()
+            if bool(window.masked.any()):
+                window.tokens = self._noise(
+                    window.direction,
+                    window.candidates,
+                    window.tokens.masked_fill(window.masked, MASK_ID),
+                )
+            results.append(
+                StepResult(
+                    argmax=tuple(argmax[b][:length]),
+                    stopped=not bool(window.masked.any()),
+                    mean_entropy=float(entropies[b]),
+                )
+            )
+        return results
 
 
 def remask_quota(length: int, step: int, params: DiffusionParams) -> int:
@@ -287,15 +340,19 @@ def remask_quota(length: int, step: int, params: DiffusionParams) -> int:
     return math.floor(length * params.refine_share * (last - step) / (last - fill))
 
 
-def _stack(rows: list[torch.Tensor], fill: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _stack(rows: list[torch.Tensor], fill: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad 1-D tensors into (B, T) with ``fill``; the mask is True on real entries."""
-    length = max(r.shape[0] for r in rows)
-    stacked = torch.full((len(rows), length), fill, dtype=rows[0].dtype)
-    mask = torch.zeros((len(rows), length), dtype=torch.bool)
+    stacked = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=fill)
+    lengths = torch.tensor([row.shape[0] for row in rows])
+    return stacked, torch.arange(stacked.shape[1])[None, :] < lengths[:, None]
+
+
+def _stack_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
+    """(S, T_i) histories right-padded with -1 to (B, S, ``length``), as :func:`_stack` pads canvases."""
+    stacked = torch.full((len(rows), rows[0].shape[0], length), -1, dtype=rows[0].dtype)
     for index, row in enumerate(rows):
-        stacked[index, : row.shape[0]] = row
-        mask[index, : row.shape[0]] = True
-    return stacked, mask
+        stacked[index, :, : row.shape[1]] = row
+    return stacked
 
 
 def _stack_context(

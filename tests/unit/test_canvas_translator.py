@@ -215,6 +215,25 @@ def test_a_window_gives_the_same_canvas_alone_or_in_a_batch(
         assert single.argmax == batched.argmax
 
 
+def test_windows_that_leave_and_join_between_steps_read_their_own_source(
+    teachers: dict[str, PortedTeacher], student: CanvasTranslator
+) -> None:
+    """The stacked cross-attention context is kept between steps of the same windows only: a window
+    started under a released one's sequence id reads its own source."""
+    shared = denoiser_for(teachers, student)
+    steps = {"max_denoising_steps": 3, "entropy_bound": 1e-9}
+    for index, text in enumerate(SENTENCES[:2]):
+        shared.start(index, request(shared, 0, text, index, **steps))
+    shared.step([0, 1], [3, 3])
+    shared.step([0, 1], [2, 2])  # the same windows again: the kept context
+    shared.release(1)
+    shared.start(1, request(shared, 0, SENTENCES[2], 1, **steps))
+    joined = shared.step([0, 1], [1, 3])[1]
+    alone = denoiser_for(teachers, student)
+    alone.start(1, request(alone, 0, SENTENCES[2], 1, **steps))
+    assert joined.argmax == alone.step([1], [3])[0].argmax
+
+
 def test_decoding_drops_repeated_pieces_and_the_padding(teachers: dict[str, PortedTeacher]) -> None:
     teacher = teachers["en-pt"]
     denoiser = CanvasDenoiser(
