@@ -200,7 +200,8 @@ def test_a_run_from_an_export_continues_its_weights_and_record(dry_run: Path, tm
         (work / direction).mkdir()
         shutil.copy(dry_run / direction / "teacher.jsonl", work / direction)
     exported = CanvasTranslator.load(out / NAMES[0] / "canvas.safetensors").state_dict()
-    done = dry_train(work, "--direction", "en-pt", "--from-export", "--out", str(out))
+    # with --minutes a run trains on from a hand-off (the dry run stops after its 6 steps)
+    done = dry_train(work, "--direction", "en-pt", "--from-export", "--out", str(out), "--minutes", "5")
     assert "continuing the export" in done.stderr
     after = json.loads((out / NAMES[0] / "evaluation.json").read_text())["training"]
     assert after["step"] == before["step"] + 6
