@@ -12,15 +12,14 @@ learning rate warms up, then decays linearly in
 *time* to ``final_lr_fraction`` of its peak at the end of the planned minutes; an exponential moving
 average of the weights (a running checkpoint average) is what gets evaluated and exported.
 Checkpoints every few minutes; a run resumes from the last one. Beside each checkpoint lies its
-*hand-off*: the averaged trained weights alone (``averaged.safetensors``, about 11 MB, the frozen
-teacher parts left out) and ``state.json`` (steps, minutes, dev curve), which is all that evaluation
-and export need, so a run on another machine (an accelerator) returns two small files. A later run
-with no checkpoint but a hand-off continues from its averaged weights (with a fresh optimiser).
+*hand-off* (:mod:`engine.training.hand_off`, about 11 MB), all that evaluation and export need, so a
+run on another machine (an accelerator) returns two small files. A later run with no checkpoint but a
+hand-off continues from its averaged weights (with a fresh optimiser), keeping the earlier runs on
+its record.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -38,6 +37,7 @@ from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
 from engine.marian.binary import Shortlist
 from engine.marian.teacher import EOS_ID, pad_batch
 from engine.training.distill import Pair
+from engine.training.hand_off import averaged, read_hand_off, save_hand_off, trainable
 
 log = logging.getLogger("livecanvas.train")
 
@@ -266,69 +266,6 @@ def _candidates(batch: Sequence[Example], shortlist: Shortlist) -> tuple[torch.T
     return torch.from_numpy(union), torch.from_numpy(allowed)
 
 
-def trainable(model: CanvasTranslator) -> list[tuple[str, torch.nn.Parameter]]:
-    frozen = {id(p) for p in model.frozen_parameters()}
-    return [(n, p) for n, p in model.named_parameters() if id(p) not in frozen]
-
-
-def averaged(model: CanvasTranslator, ema: dict[str, torch.Tensor]) -> CanvasTranslator:
-    """A copy of ``model`` on the CPU carrying the moving-average weights."""
-    import copy
-
-    copied = copy.deepcopy(model).cpu()
-    with torch.no_grad():
-        for name, parameter in copied.named_parameters():
-            if name in ema:
-                parameter.copy_(ema[name])
-    return copied.eval()
-
-
-HAND_OFF_WEIGHTS = "averaged.safetensors"
-HAND_OFF_STATE = "state.json"
-
-
-def save_hand_off(work_dir: Path, ema: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    """The averaged trained weights and the run's state, beside the checkpoint (module docstring)."""
-    from safetensors.torch import save_file
-
-    weights = {name: tensor.detach().float().cpu().contiguous() for name, tensor in ema.items()}
-    partial = work_dir / (HAND_OFF_WEIGHTS + ".partial")
-    save_file(weights, str(partial))
-    partial.replace(work_dir / HAND_OFF_WEIGHTS)
-    summary: dict[str, Any] = {
-        k: state[k] for k in ("step", "elapsed", "planned", "curve", "earlier", "hardware") if k in state
-    }
-    summary["restarted_at"] = state.get("restarted_at", 0)
-    summary["device"] = state.get("device", "cpu")
-    (work_dir / HAND_OFF_STATE).write_text(json.dumps(summary, indent=1))
-
-
-def load_hand_off(model: CanvasTranslator, work_dir: Path) -> dict[str, Any] | None:
-    """The final state of a run that left only its hand-off in ``work_dir`` (None if there is none):
-    ``model`` (started from the teacher) with the averaged weights, as :func:`train` returns it."""
-    handed = _read_hand_off(model, work_dir)
-    if handed is None:
-        return None
-    weights, state = handed
-    state["averaged"] = averaged(model, weights)
-    return state
-
-
-def _read_hand_off(
-    model: CanvasTranslator, work_dir: Path
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
-    from safetensors.torch import load_file
-
-    weights, summary = work_dir / HAND_OFF_WEIGHTS, work_dir / HAND_OFF_STATE
-    if not (weights.is_file() and summary.is_file()):
-        return None
-    loaded = load_file(str(weights))
-    if set(loaded) != {name for name, _ in trainable(model)}:
-        raise ValueError(f"{weights} does not hold this model's trained weights")
-    state: dict[str, Any] = json.loads(summary.read_text())
-    return loaded, state
-
-
 def learning_rate(settings: TrainSettings, step: int, progress: float) -> float:
     warm = min(1.0, (step + 1) / settings.warmup_steps)
     decay = 1.0 - (1.0 - settings.final_lr_fraction) * min(1.0, progress)
@@ -369,7 +306,7 @@ def train(
         ema = saved["ema"]
         state = saved["state"]
         log.info("%s: resuming at step %d (%.1f min trained)", desc, state["step"], state["elapsed"] / 60)
-    elif (handed := _read_hand_off(model, work_dir)) is not None and minutes != 0 and steps != 0:
+    elif (handed := read_hand_off(model, work_dir)) is not None and minutes != 0 and steps != 0:
         weights, state = handed  # a run elsewhere left only its averaged weights: continue from them
         with torch.no_grad():
             for name, parameter in params:

@@ -33,7 +33,7 @@ from engine.diffusion.canvas import CanvasTranslator, from_teacher
 from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
 from engine.marian.teacher import PortedTeacher, StudentFiles, load_ported, wheel_students
 from engine.models import CANVAS_WEIGHTS
-from engine.training import canvas_export, canvas_train, corpus, distill, evaluate
+from engine.training import canvas_export, canvas_train, corpus, distill, evaluate, hand_off
 from engine.training.card import render_card
 from engine.types import DiffusionParams, EarlyExitParams
 
@@ -153,7 +153,7 @@ def train_direction(recipe: Recipe, direction: str) -> dict[str, Any]:
     if recipe.from_export is not None:
         seed_hand_off(train_dir, model, recipe.from_export / canvas_export.MODEL_NAMES[direction])
     if not (train_dir / "checkpoint.pt").is_file() and not _minutes(recipe, train_dir):
-        handed = canvas_train.load_hand_off(model, train_dir)
+        handed = hand_off.load_hand_off(model, train_dir)
         if handed is not None:
             log.info("%s: evaluating the hand-off of a run on %s", direction, handed["device"])
             return handed
@@ -188,10 +188,10 @@ def seed_hand_off(train_dir: Path, model: CanvasTranslator, exported: Path) -> N
     """``--from-export``: a run with neither checkpoint nor hand-off continues from an exported
     checkpoint's weights, as from a hand-off; its training record (steps, minutes, hardware, dev
     curve) becomes the earlier part of this one's."""
-    if (train_dir / "checkpoint.pt").is_file() or (train_dir / canvas_train.HAND_OFF_STATE).is_file():
+    if (train_dir / "checkpoint.pt").is_file() or (train_dir / hand_off.HAND_OFF_STATE).is_file():
         return
     trained = CanvasTranslator.load(exported / CANVAS_WEIGHTS)
-    weights = {name: trained.state_dict()[name] for name, _ in canvas_train.trainable(model)}
+    weights = {name: trained.state_dict()[name] for name, _ in hand_off.trainable(model)}
     record = json.loads((exported / "evaluation.json").read_text())["training"]
     elapsed = 60 * float(record["minutes"])
     train_dir.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def seed_hand_off(train_dir: Path, model: CanvasTranslator, exported: Path) -> N
         "hardware": record["hardware"],
         "earlier": record.get("earlier", []),
     }
-    canvas_train.save_hand_off(train_dir, weights, state)
+    hand_off.save_hand_off(train_dir, weights, state)
     log.info("%s: continuing the export in %s", train_dir.parent.name, exported)
 
 
@@ -316,7 +316,7 @@ def _minutes(recipe: Recipe, train_dir: Path) -> float | None:
         return recipe.minutes
     if recipe.minutes is not None:
         return recipe.minutes
-    trained = (train_dir / "checkpoint.pt").is_file() or (train_dir / canvas_train.HAND_OFF_STATE).is_file()
+    trained = (train_dir / "checkpoint.pt").is_file() or (train_dir / hand_off.HAND_OFF_STATE).is_file()
     return 0.0 if trained else DEFAULT_MINUTES
 
 

@@ -18,7 +18,7 @@ from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction, remask_q
 from engine.errors import EngineError
 from engine.marian.teacher import EOS_ID, PortedTeacher, load_ported, pad_batch, wheel_students
 from engine.scheduler import Scheduler
-from engine.training import canvas_train
+from engine.training import canvas_train, hand_off
 from engine.training.distill import Pair
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams, Draft, EarlyExitParams, Final
 
@@ -279,7 +279,7 @@ def test_the_objective_learns_a_fixed_batch(teachers: dict[str, PortedTeacher]) 
     assert [len(e.canvas) for e in examples] == [canvas_length_for(len(s) - 1) for s in sources]
     assert all(e.canvas[e.target_length :] == (EOS_ID,) * (len(e.canvas) - e.target_length) for e in examples)
     settings = canvas_train.TrainSettings()
-    params = [p for _, p in canvas_train.trainable(model)]
+    params = [p for _, p in hand_off.trainable(model)]
     for parameter in model.frozen_parameters():
         parameter.requires_grad_(False)
     optimiser = torch.optim.AdamW(params, lr=1e-3)
@@ -332,12 +332,12 @@ def test_loader_processes_feed_training_and_leave_a_hand_off(
     state = canvas_train.train(model, examples, teacher.shortlist, settings, tmp_path, minutes=None, steps=4)
     assert state["step"] == 4
     assert all(math.isfinite(loss) for _, loss in state["losses"])
-    handed = canvas_train.load_hand_off(from_teacher(teacher.model, teacher.multipliers), tmp_path)
+    handed = hand_off.load_hand_off(from_teacher(teacher.model, teacher.multipliers), tmp_path)
     assert handed is not None
     assert handed["step"] == 4
     for name, tensor in state["averaged"].state_dict().items():
         assert torch.equal(handed["averaged"].state_dict()[name], tensor), name
-    assert canvas_train.load_hand_off(model, tmp_path / "elsewhere") is None
+    assert hand_off.load_hand_off(model, tmp_path / "elsewhere") is None
     (tmp_path / "checkpoint.pt").unlink()  # as on the machine the hand-off came back to
     fresh = from_teacher(teacher.model, teacher.multipliers)
     more = canvas_train.train(fresh, examples, teacher.shortlist, settings, tmp_path, minutes=None, steps=2)
