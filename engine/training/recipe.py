@@ -187,12 +187,17 @@ def train_direction(recipe: Recipe, direction: str) -> dict[str, Any]:
 def seed_hand_off(train_dir: Path, model: CanvasTranslator, exported: Path) -> None:
     """``--from-export``: a run with neither checkpoint nor hand-off continues from an exported
     checkpoint's weights, as from a hand-off; its training record (steps, minutes, hardware, dev
-    curve) becomes the earlier part of this one's."""
+    curve) becomes the earlier part of this one's, and its card's notes this run's ``notes.md``."""
     if (train_dir / "checkpoint.pt").is_file() or (train_dir / hand_off.HAND_OFF_STATE).is_file():
         return
     trained = CanvasTranslator.load(exported / CANVAS_WEIGHTS)
     weights = {name: trained.state_dict()[name] for name, _ in hand_off.trainable(model)}
-    record = json.loads((exported / "evaluation.json").read_text())["training"]
+    summary = json.loads((exported / "evaluation.json").read_text())
+    record = summary["training"]
+    notes = train_dir.parent / "notes.md"  # the card's notes go on unless the work directory has its own
+    if summary.get("notes") and not notes.is_file():
+        notes.parent.mkdir(parents=True, exist_ok=True)
+        notes.write_text(summary["notes"])
     elapsed = 60 * float(record["minutes"])
     train_dir.mkdir(parents=True, exist_ok=True)
     state = {

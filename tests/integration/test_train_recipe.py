@@ -193,7 +193,10 @@ def test_a_retune_exports_the_same_weights_with_decoding_chosen_on_dev(dry_run: 
 def test_a_run_from_an_export_continues_its_weights_and_record(dry_run: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     shutil.copytree(dry_run / "export" / NAMES[0], out / NAMES[0])
-    before = json.loads((out / NAMES[0] / "evaluation.json").read_text())["training"]
+    summary_path = out / NAMES[0] / "evaluation.json"
+    before_summary = json.loads(summary_path.read_text()) | {"notes": "**Earlier.** A note of the first run."}
+    summary_path.write_text(json.dumps(before_summary))
+    before = before_summary["training"]
     work = tmp_path / "work"
     shutil.copytree(dry_run / "corpus", work / "corpus")
     for direction in ("en-pt", "pt-en"):
@@ -215,6 +218,7 @@ def test_a_run_from_an_export_continues_its_weights_and_record(dry_run: Path, tm
     ]
     assert after["hardware"].startswith(f"{before['hardware']} ({before['step']} steps")
     assert "; then " in after["hardware"]
+    assert "A note of the first run." in (out / NAMES[0] / "README.md").read_text()  # the notes go on
     assert after["curve"][: len(before["curve"])] == before["curve"]
     continued = CanvasTranslator.load(out / NAMES[0] / "canvas.safetensors").state_dict()
     decoder = [name for name in continued if name.startswith("layers.")]
