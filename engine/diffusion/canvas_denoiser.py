@@ -17,10 +17,10 @@ Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an a
   (``floor(T * (N - k) / N)``, Mask-Predict's linear schedule, unless the request's
   ``fill_steps``/``refine_share`` fill the canvas sooner and then refine it), the least probable first,
   but never a slot that the entropy-bound rule
-  (:func:`engine.diffusion.rules.acceptance_mask`, the same rule as DiffusionGemma's) accepts. After
-  the first step at least its least probable slot is masked again, so every window shows a draft
-  (its one-step canvas) before its final; a window whose pieces are all confident then finishes
-  after two steps, and none takes more than ``N``;
+  (:func:`engine.diffusion.rules.acceptance_mask`, the same rule as DiffusionGemma's) accepts. Up to
+  the request's draft step ``d`` (when below ``N``) at least its least probable slot is masked again, so
+  every window shows a draft (its step-``d`` canvas) before its final; a window whose pieces are all
+  confident then finishes after ``d + 1`` steps, and none takes more than ``N``;
 * the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule.
 
 Re-masking and stopping run for all the windows of a step at once, and the windows' stacked
@@ -276,13 +276,15 @@ class CanvasDenoiser:
         order = torch.argsort(torch.where(doubtful, probability, math.inf), dim=1, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
         remask = doubtful & (rank < quota[:, None])
-        first = torch.tensor(
+        # until the request's draft step, at least one slot stays open: every window shows a draft
+        # (its canvas at that step) before its final
+        before_draft = torch.tensor(
             [
-                remaining == p.max_denoising_steps > 1
-                for p, remaining in zip(params, steps_remaining, strict=True)
+                p.max_denoising_steps - remaining + 1 <= w.request.early_exit.draft_step and remaining > 1
+                for p, remaining, w in zip(params, steps_remaining, windows, strict=True)
             ]
         )
-        lone = first & ~remask.any(dim=1)  # at least two steps: the first one is the window's draft
+        lone = before_draft & ~remask.any(dim=1)
         if bool(lone.any()):
             least = probability.argmin(dim=1)  # padding holds +inf: never the least probable
             remask[lone, least[lone]] = True
@@ -300,6 +302,7 @@ class CanvasDenoiser:
             stop[rows] = stopped
             for index, b in enumerate(rows):
                 windows[b].history = shifted[index : index + 1, :, : lengths[b]]
+        stop &= ~before_draft  # not before the draft step either
         remask &= ~stop[:, None]
         argmax = (tokens + offset).tolist()
         entropies = mean_entropy.tolist()

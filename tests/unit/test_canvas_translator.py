@@ -393,3 +393,13 @@ def test_the_wanted_slots_alone_get_the_states_of_the_whole_canvas(
         states, real = student.wanted_states(canvas, canvas_mask, context, source_mask, wanted)
     assert real.sum(dim=1).tolist() == wanted.sum(dim=1).tolist()
     torch.testing.assert_close(states[real], full[wanted], rtol=1e-4, atol=1e-4)
+
+
+def test_a_confident_window_stays_open_until_its_draft_step(
+    teachers: dict[str, PortedTeacher], student: CanvasTranslator
+) -> None:
+    denoiser = denoiser_for(teachers, student)
+    loose = replace(request(denoiser, 0, SENTENCES[0], 0, max_denoising_steps=8, entropy_bound=1e9))
+    denoiser.start(0, replace(loose, early_exit=EarlyExitParams(draft_step=3)))
+    stopped = [denoiser.step([0], [n])[0].stopped for n in (8, 7, 6, 5)]
+    assert stopped == [False, False, False, True]  # the step-3 canvas is the draft, then the final

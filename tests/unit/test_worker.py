@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from engine.runtime import LoadedModel, load_model
-from engine.types import CanvasKey, DiffusionParams, Draft, Final, WindowJob
+from engine.types import CanvasKey, DiffusionParams, Draft, EarlyExitParams, Final, WindowJob
 from engine.worker import EngineEvent, EngineWorker
 
 WAIT_S = 60.0
@@ -71,6 +71,7 @@ def job(window: int, source: str, *, track: str = "pt") -> WindowJob:
         target_lang=track,
         submitted_ns=0,
         diffusion=THREE_STEPS,
+        early_exit=EarlyExitParams(draft_step=1),
     )
 
 
@@ -117,7 +118,7 @@ def test_each_job_gets_drafts_then_exactly_one_final(worker: EngineWorker, colle
         own = [e for e in events if e.key == window_job.key]
         assert own[-1] is final  # nothing after the final
         drafts = [e for e in own if isinstance(e, Draft)]
-        assert drafts, f"{window_job.key} had no draft"
+        assert drafts, f"{window_job.key} had no draft: {own}"
         assert [d.rev for d in drafts] == list(range(len(drafts)))
         assert final.rev == len(drafts)
         assert [d.steps for d in drafts] == sorted(d.steps for d in drafts)
