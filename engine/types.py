@@ -63,7 +63,10 @@ class DiffusionParams:
     ``fill_steps`` and ``refine_share`` shape the canvas translator's re-masking schedule (the
     DiffusionGemma backend does not read them): the canvas is filled by step ``fill_steps`` (None: by
     the last step, Mask-Predict's linear schedule), then later steps re-mask at most ``refine_share``
-    of it, falling linearly to none at the last step.
+    of it, falling linearly to none at the last step. ``verify`` (canvas translator only): once the
+    canvas is filled, the teacher it came from verifies it instead (speculative decoding,
+    :mod:`engine.diffusion.verifier`); the final is then the teacher's greedy translation, provided the
+    step budget lasts (each verification round settles at least one slot).
     """
 
     max_denoising_steps: int = 48
@@ -74,6 +77,7 @@ class DiffusionParams:
     confidence_threshold: float = 0.005
     fill_steps: int | None = None
     refine_share: float = 1.0
+    verify: bool = False
 
     def __post_init__(self) -> None:
         if self.fill_steps is not None and self.fill_steps <= 0:

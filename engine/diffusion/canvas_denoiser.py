@@ -21,13 +21,17 @@ Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an a
   the request's draft step ``d`` (when below ``N``) at least its least probable slot is masked again, so
   every window shows a draft (its step-``d`` canvas) before its final; a window whose pieces are all
   confident then finishes after ``d + 1`` steps, and none takes more than ``N``;
-* the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule.
+* the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule;
+* with ``DiffusionParams.verify``, a window whose canvas would stop goes on to verification instead:
+  each later step is a round of the teacher's verifier (:mod:`engine.diffusion.verifier`), which
+  settles at least one slot, until the canvas is the teacher's greedy translation (or the budget ends).
 
 Re-masking and stopping run for all the windows of a step at once, and the windows' stacked
 cross-attention context is kept while the same windows step together.
 
-Decoding drops a piece that repeats its left neighbour (the usual remedy for the repeated tokens of
-parallel decoders; subword pieces almost never repeat in real text).
+A denoised canvas's text drops a piece that repeats its left neighbour (the usual remedy for the
+repeated tokens of parallel decoders; subword pieces seldom repeat in real text); a verified canvas's
+text is the teacher's, repeats and all.
 """
 
 from __future__ import annotations
@@ -37,18 +41,19 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
 from engine.diffusion.denoiser import StepResult
+from engine.diffusion.mask_schedule import draft_pending, remask_quota, without_repeats
 from engine.diffusion.rules import acceptance_mask, stable_and_confident
+from engine.diffusion.stacking import Context, stack, stack_context, stack_rows
+from engine.diffusion.verifier import Reading, TeacherVerifier
 from engine.errors import EngineError
 from engine.marian.binary import Shortlist
 from engine.marian.teacher import EOS_ID, pad_batch
-from engine.types import CanvasRequest, DiffusionParams
+from engine.types import CanvasRequest
 
-_Context = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (B, H, S, D/H) cross-attention keys, values
 MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrapolate
 
 
@@ -61,6 +66,7 @@ class Direction:
     tokenizer: object
     shortlist: Shortlist | None  # None: logits over the whole vocabulary
     noise: str = "mask"  # what an unsettled slot holds: "mask" ([MASK]) or "uniform" (a random piece)
+    verifier: TeacherVerifier | None = None  # the teacher's decoder, for requests that verify
 
 
 @dataclass(eq=False)
@@ -80,6 +86,9 @@ class _Window:
     entropy: torch.Tensor  # (T,) entropy (nats) of that distribution
     masked: torch.Tensor  # (T,) bool: slots the next step predicts
     history: torch.Tensor  # (1, S_h, T) last argmax canvases for the stability rule
+    verifier_bias: torch.Tensor | None = None  # (C,) the teacher's output bias rows (verifying requests)
+    teacher_context: Context | None = None  # the teacher's cross-attention keys/values, as ``context``
+    reading: Reading | None = None  # set once the teacher verifies the canvas
 
 
 class CanvasDenoiser:
@@ -94,7 +103,7 @@ class CanvasDenoiser:
         self._generator = torch.Generator().manual_seed(0)  # uniform noise only
         # per direction: the windows last stepped together and their stacked context (see _context)
         self._serials = itertools.count()
-        self._stacked: dict[int, tuple[tuple[int, ...], _Context, torch.Tensor]] = {}
+        self._stacked: dict[tuple[int, bool], tuple[tuple[int, ...], Context, torch.Tensor]] = {}
         self.forwards = 0
         self.rows_stepped = 0
 
@@ -133,13 +142,18 @@ class CanvasDenoiser:
             raise EngineError(f"a window holds at most {self.max_context_tokens} pieces, got {len(pieces)}")
         model = self.directions[direction].model
         shortlist = self.directions[direction].shortlist
+        verifier = self.directions[direction].verifier
+        if request.diffusion.verify and verifier is None:
+            raise EngineError(f"{self.directions[direction].name} ships no teacher verifier: cannot verify")
         with torch.inference_mode():
             weight: torch.Tensor = model.embedding.weight
             bias: torch.Tensor = model.output_bias
+            verifier_bias: torch.Tensor | None = verifier.output_bias if verifier is not None else None
             candidates = None
             if shortlist is not None:
                 candidates = torch.from_numpy(shortlist.candidates(pieces))
                 weight, bias = weight[candidates], bias[candidates]
+                verifier_bias = verifier_bias[candidates] if verifier_bias is not None else None
         length = min(request.max_new_tokens, MAX_CANVAS)
         threshold = request.diffusion.stability_threshold
         self._windows[seq_id] = _Window(
@@ -157,6 +171,7 @@ class CanvasDenoiser:
             entropy=torch.full((length,), math.inf),
             masked=torch.ones(length, dtype=torch.bool),
             history=torch.full((1, threshold, length), -1, dtype=torch.long),
+            verifier_bias=verifier_bias if request.diffusion.verify else None,
         )
 
     def next_block(self, seq_id: int, block: Sequence[int]) -> None:
@@ -169,8 +184,7 @@ class CanvasDenoiser:
         if not tokens:
             return ""
         direction = tokens[0] // self.vocab
-        pieces = [t % self.vocab for t in tokens]
-        kept = [p for i, p in enumerate(pieces) if p != EOS_ID and (i == 0 or p != pieces[i - 1])]
+        kept = [t % self.vocab for t in tokens if t % self.vocab != EOS_ID]
         return str(self.directions[direction].tokenizer.decode(kept))  # type: ignore[attr-defined]
 
     def step(self, seq_ids: Sequence[int], steps_remaining: Sequence[int]) -> list[StepResult]:
@@ -181,11 +195,17 @@ class CanvasDenoiser:
         with torch.inference_mode():
             self._encode([w for w in windows if w.context is None])
             for direction in sorted({w.direction for w in windows}):
-                rows = [k for k, w in enumerate(windows) if w.direction == direction]
-                stepped = self._step_direction(
-                    direction, [windows[k] for k in rows], [steps_remaining[k] for k in rows]
-                )
-                results.update(zip(rows, stepped, strict=True))
+                mine = [k for k, w in enumerate(windows) if w.direction == direction]
+                rows = [k for k in mine if windows[k].reading is None]
+                if rows:
+                    stepped = self._step_direction(
+                        direction, [windows[k] for k in rows], [steps_remaining[k] for k in rows]
+                    )
+                    results.update(zip(rows, stepped, strict=True))
+                rows = [k for k in mine if windows[k].reading is not None]  # the teacher verifies them
+                if rows:
+                    verified = self._verify_direction(direction, [windows[k] for k in rows])
+                    results.update(zip(rows, verified, strict=True))
         self.forwards += 1
         self.rows_stepped += len(seq_ids)
         return [results[k] for k in range(len(seq_ids))]
@@ -197,14 +217,16 @@ class CanvasDenoiser:
         for direction in sorted({w.direction for w in windows}):
             group = [w for w in windows if w.direction == direction]
             model = self.directions[direction].model
+            verifier = self.directions[direction].verifier
             source, mask = pad_batch([w.source for w in group])  # (B, S)
-            context = model.context_keys_values(model.encoder(source, mask))
+            memory = model.encoder(source, mask)
+            context = model.context_keys_values(memory)
+            verifying = [w.request.diffusion.verify for w in group]
+            teacher = verifier.context_keys_values(memory) if verifier and any(verifying) else None
             for row, window in enumerate(group):
-                length = window.source_length
-                window.context = [
-                    (keys[row : row + 1, :, :length], values[row : row + 1, :, :length])
-                    for keys, values in context
-                ]
+                window.context = _row_of(context, row, window.source_length)
+                if teacher is not None and verifying[row]:
+                    window.teacher_context = _row_of(teacher, row, window.source_length)
 
     def _noise(self, direction: int, candidates: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` with each ``MASK_ID`` slot as the direction's noise: ``[MASK]`` itself, or a
@@ -226,9 +248,9 @@ class CanvasDenoiser:
         self, direction: int, windows: list[_Window], steps_remaining: list[int]
     ) -> list[StepResult]:
         model = self.directions[direction].model
-        canvas, canvas_mask = _stack([w.tokens for w in windows], MASK_ID)  # (B, T)
-        context, source_mask = self._context(direction, windows)
-        wanted, _ = _stack([w.masked for w in windows], False)  # (B, T): the slots that get logits
+        canvas, canvas_mask = stack([w.tokens for w in windows], MASK_ID)  # (B, T)
+        context, source_mask = self._context((direction, False), windows)
+        wanted, _ = stack([w.masked for w in windows], False)  # (B, T): the slots that get logits
         hidden, _ = model.wanted_states(canvas, canvas_mask, context, source_mask, wanted)  # (B, W, D)
         for row, window in enumerate(windows):
             slots = window.masked.nonzero().squeeze(-1)  # (M,), in slot order: hidden[row, :M]
@@ -244,14 +266,45 @@ class CanvasDenoiser:
                 window.entropy[slots] = -(log_probs.exp() * log_probs).sum(dim=-1)
         return self._settle(windows, steps_remaining, direction * self.vocab)
 
-    def _context(self, direction: int, windows: list[_Window]) -> tuple[_Context, torch.Tensor]:
-        """The windows' stacked cross-attention keys/values, kept while the same windows step together
-        (the usual case between a round's joins and leaves)."""
+    def _verify_direction(self, direction: int, windows: list[_Window]) -> list[StepResult]:
+        """One round of the teacher's verification for the direction's verifying windows."""
+        verifier = self.directions[direction].verifier
+        assert verifier is not None  # start() refuses verifying requests without one
+        context, source_mask = self._context((direction, True), windows)
+        readings = [w.reading for w in windows if w.reading is not None]
+        outputs = [(w.candidates, w.output_weight, w.verifier_bias) for w in windows]
+        verdicts = verifier.verify(
+            self.directions[direction].model.embedding,
+            [w.tokens for w in windows],
+            readings,
+            context,
+            source_mask,
+            outputs,  # type: ignore[arg-type]  # verifying windows all have verifier_bias
+        )
+        offset = direction * self.vocab
+        results = []
+        for window, verdict in zip(windows, verdicts, strict=True):
+            window.tokens = verdict.tokens
+            results.append(
+                StepResult(
+                    argmax=tuple((verdict.tokens + offset).tolist()), stopped=verdict.final, mean_entropy=0.0
+                )
+            )
+        return results
+
+    def _context(self, key: tuple[int, bool], windows: list[_Window]) -> tuple[Context, torch.Tensor]:
+        """The windows' stacked cross-attention keys/values (``key``: direction, and whether the
+        teacher's), kept while the same windows step together (the usual case between a round's joins
+        and leaves)."""
         members = tuple(w.serial for w in windows)
-        cached = self._stacked.get(direction)
+        cached = self._stacked.get(key)
         if cached is None or cached[0] != members:
-            cached = (members, *_stack_context(windows))
-            self._stacked[direction] = cached
+            teacher = key[1]
+            contexts = [w.teacher_context if teacher else w.context for w in windows]
+            assert all(c is not None for c in contexts)  # encoded at the window's first step
+            stacked = stack_context(contexts, [w.source_length for w in windows])  # type: ignore[arg-type]
+            cached = (members, *stacked)
+            self._stacked[key] = cached
         return cached[1], cached[2]
 
     def _settle(self, windows: list[_Window], steps_remaining: list[int], offset: int) -> list[StepResult]:
@@ -259,9 +312,9 @@ class CanvasDenoiser:
         windows of a step at once (right-padded to the longest canvas; padding is never chosen)."""
         params = [w.request.diffusion for w in windows]
         lengths = [w.tokens.shape[0] for w in windows]
-        tokens, real = _stack([w.tokens for w in windows], -1)  # (B, T)
-        probability, _ = _stack([w.probability for w in windows], math.inf)
-        entropy, _ = _stack([w.entropy for w in windows], math.inf)
+        tokens, real = stack([w.tokens for w in windows], -1)  # (B, T)
+        probability, _ = stack([w.probability for w in windows], math.inf)
+        entropy, _ = stack([w.entropy for w in windows], math.inf)
         accepted = acceptance_mask(entropy, torch.tensor([p.entropy_bound for p in params]))  # (B, T)
         doubtful = real & ~accepted
         quota = torch.tensor(
@@ -275,10 +328,11 @@ class CanvasDenoiser:
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
         remask = doubtful & (rank < quota[:, None])
         # until the request's draft step, at least one slot stays open: every window shows a draft
-        # (its canvas at that step) before its final
+        # (its canvas at that step) before its final (a verifying window goes on to verification at
+        # its draft step, so its draft is that step's canvas)
         before_draft = torch.tensor(
             [
-                p.max_denoising_steps - remaining + 1 <= w.request.early_exit.draft_step and remaining > 1
+                draft_pending(p.max_denoising_steps - remaining + 1, w.request) and remaining > 1
                 for p, remaining, w in zip(params, steps_remaining, windows, strict=True)
             ]
         )
@@ -290,7 +344,7 @@ class CanvasDenoiser:
         stop = torch.zeros(len(windows), dtype=torch.bool)
         for threshold in {w.history.shape[1] for w in windows}:
             rows = [b for b, w in enumerate(windows) if w.history.shape[1] == threshold]
-            history = _stack_rows([windows[b].history[0] for b in rows], tokens.shape[1])
+            history = stack_rows([windows[b].history[0] for b in rows], tokens.shape[1])
             stopped, shifted = stable_and_confident(
                 history,
                 tokens[rows],
@@ -314,64 +368,21 @@ class CanvasDenoiser:
                     window.candidates,
                     window.tokens.masked_fill(window.masked, MASK_ID),
                 )
+            done = not bool(window.masked.any())
+            if done and window.request.diffusion.verify and steps_remaining[b] > 1:
+                verifier = self.directions[window.direction].verifier
+                assert verifier is not None  # start() refuses verifying requests without one
+                window.reading, done = verifier.start(), False  # the teacher reads it from the next step
             results.append(
                 StepResult(
-                    argmax=tuple(argmax[b][:length]),
-                    stopped=not bool(window.masked.any()),
+                    argmax=without_repeats(argmax[b][:length], offset + EOS_ID),
+                    stopped=done,
                     mean_entropy=float(entropies[b]),
                 )
             )
         return results
 
 
-def remask_quota(length: int, step: int, params: DiffusionParams) -> int:
-    """How many of a canvas's ``length`` slots may be masked again after step ``step`` (1-based).
-
-    Filling by step ``F`` (``params.fill_steps``, at most ``N`` steps): ``floor(T * (F - k) / F)``
-    before it, so step ``F``'s canvas is what an ``F``-step decode would finish with (the window's
-    draft when its first draft goes out at ``F``); from step ``F`` on, refinement re-masks at most
-    ``floor(T * share * (N - k) / (N - F))``, none after the last step. ``F = N`` is the plain linear
-    schedule ``floor(T * (N - k) / N)``."""
-    last = params.max_denoising_steps
-    fill = last if params.fill_steps is None else min(params.fill_steps, last)
-    if step < fill:
-        return math.floor(length * (fill - step) / fill)
-    if step >= last:
-        return 0
-    return math.floor(length * params.refine_share * (last - step) / (last - fill))
-
-
-def _stack(rows: list[torch.Tensor], fill: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad 1-D tensors into (B, T) with ``fill``; the mask is True on real entries."""
-    stacked = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=fill)
-    lengths = torch.tensor([row.shape[0] for row in rows])
-    return stacked, torch.arange(stacked.shape[1])[None, :] < lengths[:, None]
-
-
-def _stack_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
-    """(S, T_i) histories right-padded with -1 to (B, S, ``length``), as :func:`_stack` pads canvases."""
-    stacked = torch.full((len(rows), rows[0].shape[0], length), -1, dtype=rows[0].dtype)
-    for index, row in enumerate(rows):
-        stacked[index, :, : row.shape[1]] = row
-    return stacked
-
-
-def _stack_context(
-    windows: list[_Window],
-) -> tuple[_Context, torch.Tensor]:
-    """Every layer's cross-attention keys/values of the windows, right-padded to the longest source."""
-    longest = max(w.source_length for w in windows)
-    source_mask = torch.tensor(
-        np.arange(longest)[None, :] < np.array([w.source_length for w in windows])[:, None]
-    )  # (B, S)
-    layers: _Context = []
-    for layer in range(len(windows[0].context or ())):
-        keys, values = [], []
-        for window in windows:
-            assert window.context is not None  # encoded at its first step
-            key, value = window.context[layer]  # (1, H, S_i, D/H)
-            pad = (0, 0, 0, longest - window.source_length)
-            keys.append(torch.nn.functional.pad(key, pad))
-            values.append(torch.nn.functional.pad(value, pad))
-        layers.append((torch.cat(keys), torch.cat(values)))
-    return layers, source_mask
+def _row_of(context: Context, row: int, length: int) -> Context:
+    """One window's (1, H, S, D/H) keys/values out of a batch's, without the source padding."""
+    return [(keys[row : row + 1, :, :length], values[row : row + 1, :, :length]) for keys, values in context]

@@ -3,9 +3,10 @@
 This module owns the figures of a direction's model card and its shipped directory. Decoding defaults
 are chosen on the dev split (never on a test set): how much of the canvas refinement may re-mask once it
 is filled (the first draft goes out then, at :data:`DRAFT_FILL_STEPS`) and the entropy bound that decides
-how many slots settle per step. Then every setting of the card's table
-(1, 2, 3, 4 and 8 fixed steps, and adaptive) is measured on the test split against the teacher and on
-Django's human translations, with the teacher's own scores and speed beside; the checkpoint, its
+how many slots settle per step. The shipped default then has the teacher verify the filled canvas
+(:func:`verified`). Every setting of the card's table (1, 2, 3, 4 and 8 fixed steps, adaptive, and
+verified) is measured on the test split against the teacher and on Django's human translations, with
+the teacher's own scores and speed beside; the checkpoint, the teacher's decoder as its verifier, its
 tokenizer and shortlist, ``livecanvas.json``, the card and ``SHA256SUMS`` are written atomically.
 """
 
@@ -22,8 +23,10 @@ from typing import Any
 import torch
 
 from engine.diffusion.canvas import CanvasTranslator
-from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
-from engine.marian.teacher import PortedTeacher, StudentFiles
+from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
+from engine.marian.binary import read_model
+from engine.marian.teacher import PortedTeacher, StudentFiles, load_teacher
 from engine.models import CANVAS_WEIGHTS
 from engine.training import evaluate, export
 from engine.training.distill import Pair
@@ -80,6 +83,12 @@ def lone_latency(
     return round(sorted(times)[len(times) // 2], 2)
 
 
+def verified(params: DiffusionParams) -> DiffusionParams:
+    """``params`` with the teacher verifying the filled canvas (the shipped default), under a budget
+    that never cuts a verification short (each round settles at least one slot of a canvas)."""
+    return replace(params, verify=True, max_denoising_steps=(params.fill_steps or 0) + MAX_CANVAS)
+
+
 def tune(
     denoiser: CanvasDenoiser, dev: list[Pair]
 ) -> tuple[DiffusionParams, EarlyExitParams, list[dict[str, Any]]]:
@@ -112,7 +121,10 @@ def evaluate_direction(
     test_size: int,
 ) -> dict[str, Any]:
     """The direction's evaluation summary (see the module docstring)."""
-    denoiser = CanvasDenoiser([Direction(direction, model, teacher.tokenizer, teacher.shortlist)])
+    verifier = TeacherVerifier.from_teacher(teacher.model)
+    denoiser = CanvasDenoiser(
+        [Direction(direction, model, teacher.tokenizer, teacher.shortlist, verifier=verifier)]
+    )
     dev = [pairs[str(r["id"])] for r in parts["dev"]]
     test = [pairs[str(r["id"])] for r in parts["test"][:test_size]]
     human_rows = parts["human_test"][:test_size]
@@ -120,12 +132,13 @@ def evaluate_direction(
     # Django's strings: English msgid, human pt_BR msgstr; reversed for pt-en
     human_refs = [str(r["reference"] if direction == "en-pt" else r["text"]) for r in human_rows]
     params, early, trials = tune(denoiser, dev)
+    shipped = verified(params)
     sets = {
         "test_vs_teacher": ([p.source for p in test], [p.target for p in test]),
         "human_refs": ([p.source for p in human], human_refs),
     }
     table = []
-    settings = {str(n): fixed(n) for n in FIXED_STEPS} | {"adaptive": params}
+    settings = {str(n): fixed(n) for n in FIXED_STEPS} | {"adaptive": params, "verified": shipped}
     for name, setting in settings.items():
         row: dict[str, Any] = {"steps": name}
         for set_name, (sources, references) in sets.items():
@@ -139,7 +152,7 @@ def evaluate_direction(
     }
     return {
         "direction": direction,
-        "decoding": {"diffusion": asdict(params), "early_exit": asdict(early), "dev_trials": trials},
+        "decoding": {"diffusion": asdict(shipped), "early_exit": asdict(early), "dev_trials": trials},
         "quality": table,
         "shortlist_off": shortlist_off,
         "teacher": teacher_figures(teacher, sets["human_refs"][0], human_refs, [p.target for p in human]),
@@ -186,6 +199,8 @@ def export_direction(
 
     def write(staging: Path) -> None:
         model.save(staging / CANVAS_WEIGHTS)
+        teacher = load_teacher(read_model(files.model))
+        TeacherVerifier.from_teacher(teacher).save(staging / VERIFIER_WEIGHTS)
         shutil.copyfile(files.tokenizer, staging / TOKENIZER_FILE)
         shutil.copyfile(files.shortlist, staging / SHORTLIST_FILE)
         (staging / CARD_FILE).write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")

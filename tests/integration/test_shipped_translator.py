@@ -12,6 +12,7 @@ import pytest
 import sacrebleu
 
 from bench.parity import handwritten, native
+from bench.throughput import denoising_alone
 from engine.batch_round import run_round
 from engine.models import PACKAGED_MODELS
 from engine.runtime import load_model
@@ -19,7 +20,10 @@ from engine.scheduler import Scheduler
 from engine.translator import CanvasModel
 from engine.types import CanvasKey, Final, WindowJob
 
-MIN_CHRF = {"en-pt": 55.0, "pt-en": 55.0}  # against the teacher; measured at export: see the cards
+# against the teacher; measured at export: see the cards. The shipped decoding has the teacher verify
+# each final (its port reproduces the native engine's raw output on >= 98% of varied sentences);
+# denoising alone is the drafter's own quality.
+MIN_CHRF = {"verified": 95.0, "denoising alone": 55.0}
 LANGUAGES = {"en-pt": ("en", "pt"), "pt-en": ("pt", "en")}
 
 
@@ -56,14 +60,20 @@ def test_the_default_model_is_the_pair_of_shipped_translators(shipped: CanvasMod
     assert not shipped.card.serves("de", "pt")
 
 
+@pytest.mark.parametrize("mode", ["verified", "denoising alone"])
 @pytest.mark.parametrize("direction", ["en-pt", "pt-en"])
-def test_each_direction_translates_close_to_its_teacher(shipped: CanvasModel, direction: str) -> None:
+def test_each_direction_translates_close_to_its_teacher(
+    shipped: CanvasModel, direction: str, mode: str
+) -> None:
     sentences = handwritten("en" if direction == "en-pt" else "pt")[1::4]
-    outputs = translate(shipped, sentences, *LANGUAGES[direction])
+    model = shipped if mode == "verified" else denoising_alone(shipped)
+    assert model is not None
+    assert all(c.diffusion.verify == (mode == "verified") for c in model.directions)
+    outputs = translate(model, sentences, *LANGUAGES[direction])
     assert all(outputs), outputs
     teacher = native(direction)
     references = [str(teacher.translate(s)) for s in sentences]
     chrf = sacrebleu.corpus_chrf(outputs, [references]).score
-    assert chrf >= MIN_CHRF[direction], list(zip(outputs, references, strict=True))
+    assert chrf >= MIN_CHRF[mode], list(zip(outputs, references, strict=True))
     shifted = sacrebleu.corpus_chrf(outputs, [references[3:] + references[:3]]).score
     assert chrf > shifted + 20, (chrf, shifted)

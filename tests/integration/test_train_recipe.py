@@ -90,10 +90,13 @@ def test_the_exports_are_verified_cards_with_every_figure(dry_run: Path) -> None
             "shortlist.bin",
             "livecanvas.json",
             "README.md",
+            "verifier.safetensors",
         } <= listed
-        assert (directory / "canvas.safetensors").stat().st_size < 60e6
+        assert sum(path.stat().st_size for path in directory.iterdir()) < 60e6
         summary = json.loads((directory / "evaluation.json").read_text())
-        assert [row["steps"] for row in summary["quality"]] == ["1", "2", "3", "4", "8", "adaptive"]
+        assert summary["decoding"]["diffusion"]["verify"]  # the shipped default: the teacher verifies
+        steps = [row["steps"] for row in summary["quality"]]
+        assert steps == ["1", "2", "3", "4", "8", "adaptive", "verified"]
         for row in summary["quality"]:
             assert set(row) == {"steps", "test_vs_teacher", "human_refs", "lone_final_ms"}
         card = (directory / "README.md").read_text()

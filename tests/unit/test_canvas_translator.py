@@ -14,7 +14,8 @@ import torch
 
 from engine.batch_round import run_round
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for, from_teacher
-from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction, remask_quota
+from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
+from engine.diffusion.mask_schedule import remask_quota, without_repeats
 from engine.errors import EngineError
 from engine.marian.teacher import EOS_ID, PortedTeacher, load_ported, pad_batch, wheel_students
 from engine.scheduler import Scheduler
@@ -234,14 +235,20 @@ def test_windows_that_leave_and_join_between_steps_read_their_own_source(
     assert joined.argmax == alone.step([1], [3])[0].argmax
 
 
-def test_decoding_drops_repeated_pieces_and_the_padding(teachers: dict[str, PortedTeacher]) -> None:
+def test_a_denoised_canvas_drops_repeated_pieces_and_decoding_drops_the_padding(
+    teachers: dict[str, PortedTeacher],
+) -> None:
     teacher = teachers["en-pt"]
     denoiser = CanvasDenoiser(
         [Direction("en-pt", CanvasTranslator(teacher.model.dims), teacher.tokenizer, None)]
     )
     pieces = teacher.tokenizer.encode("Obrigado a todos.", add_special_tokens=False).ids
     stuttered = [pieces[0], pieces[0], *pieces[1:], pieces[-1], EOS_ID, EOS_ID]
-    assert denoiser.decode(stuttered) == "Obrigado a todos."
+    collapsed = without_repeats(stuttered, EOS_ID)
+    assert len(collapsed) == len(stuttered)  # padded with </s> to the canvas length
+    assert denoiser.decode(collapsed) == "Obrigado a todos."
+    # a verified canvas is the teacher's text as it stands: decoding drops only the padding
+    assert denoiser.decode(stuttered) == "Obrigado Obrigado a todos.."
 
 
 def test_bad_requests_are_refused_with_a_reason(

@@ -1,0 +1,229 @@
+"""The teacher as verifier (engine/diffusion/verifier.py): verified finals are the teacher's exact greedy
+output whatever the draft, every round settles a slot, and the verifier ships and loads with the model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.diffusion.canvas import CanvasTranslator, from_teacher
+from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
+from engine.errors import EngineError, ModelResolutionError
+from engine.marian.teacher import EOS_ID, PortedTeacher, load_ported, wheel_students
+from engine.models import ResolvedModel
+from engine.scheduler import Scheduler
+from engine.training import evaluate
+from engine.training.export import write_checksums
+from engine.translator import CARD_FILE, DirectionCard, load_canvas_model
+from engine.types import CanvasKey, CanvasRequest, DiffusionParams, EarlyExitParams
+
+SHIPPED = Path(__file__).resolve().parents[2] / "engine" / "models" / "livecanvas-en-ptbr-v2"
+SENTENCES = [
+    "Thank you for joining us.",
+    "The committee will publish its report next Tuesday, after the vote.",
+    "Why didn't anyone tell me the train was cancelled?",
+    "Turn left at the second traffic light and keep going for two kilometres.",
+    "She said: 'I'll be there at 7:30, maybe earlier.'",
+    "Our next speaker has worked on renewable energy for twenty years.",
+    "ok",
+    "The the the weather is is nice.",
+]
+FILL = 4
+
+
+@pytest.fixture(scope="module")
+def teacher() -> PortedTeacher:
+    torch.set_num_threads(1)
+    return load_ported(wheel_students()["en-pt"])
+
+
+@pytest.fixture(scope="module")
+def verifier(teacher: PortedTeacher) -> TeacherVerifier:
+    return TeacherVerifier.from_teacher(teacher.model)
+
+
+def verifying(steps: int = FILL + MAX_CANVAS) -> DiffusionParams:
+    return DiffusionParams(max_denoising_steps=steps, entropy_bound=1.0, fill_steps=FILL, verify=True)
+
+
+def denoiser(teacher: PortedTeacher, drafter: CanvasTranslator, verifier: TeacherVerifier) -> CanvasDenoiser:
+    return CanvasDenoiser(
+        [Direction("en-pt", drafter, teacher.tokenizer, teacher.shortlist, verifier=verifier)]
+    )
+
+
+def greedy(teacher: PortedTeacher, text: str) -> list[int]:
+    source = teacher.encode(text)
+    return teacher.model.greedy([source], [teacher.shortlist.candidates(source)])[0]
+
+
+@pytest.mark.parametrize("drafter_kind", ["shipped", "untrained"])
+def test_verified_finals_are_the_teachers_greedy_translations_whatever_the_draft(
+    teacher: PortedTeacher, verifier: TeacherVerifier, drafter_kind: str
+) -> None:
+    # the shipped drafter, and a drafter that never learned to fill canvases (its drafts are junk)
+    drafter = (
+        CanvasTranslator.load(SHIPPED / "canvas.safetensors")
+        if drafter_kind == "shipped"
+        else from_teacher(teacher.model, teacher.multipliers)
+    )
+    translated = evaluate.canvas_translate(
+        denoiser(teacher, drafter, verifier),
+        0,
+        SENTENCES,
+        diffusion=verifying(),
+        early_exit=EarlyExitParams(draft_step=FILL),
+    )
+    expected = teacher.translate(SENTENCES)
+    assert [t.final for t in translated] == expected
+    for text, result in zip(SENTENCES, translated, strict=True):
+        # the fill steps, then one round per corrected slot at most (plus the one that accepts </s>)
+        assert result.steps <= FILL + len(greedy(teacher, text)) + 1
+    if drafter_kind == "shipped":  # a drafter that translates saves rounds: fewer than one per piece
+        pieces = sum(len(greedy(teacher, text)) for text in SENTENCES)
+        assert sum(t.steps - FILL for t in translated) < pieces
+
+
+def test_a_budget_that_ends_mid_verification_keeps_the_teachers_prefix(
+    teacher: PortedTeacher, verifier: TeacherVerifier
+) -> None:
+    drafter = from_teacher(teacher.model, teacher.multipliers)  # junk drafts: many rounds needed
+    den = denoiser(teacher, drafter, verifier)
+    text = SENTENCES[3]
+    prompt = den.encode_source(0, text)
+    budget = FILL + 3
+    den.start(
+        0,
+        CanvasRequest(
+            key=CanvasKey("s", "pt", 0),
+            prompt_ids=prompt,
+            max_new_tokens=den.canvas_budget(prompt),
+            seed=0,
+            diffusion=verifying(budget),
+            early_exit=EarlyExitParams(draft_step=FILL),
+        ),
+    )
+    for step in range(1, budget + 1):
+        result = den.step([0], [budget - step + 1])[0]
+    assert not result.stopped  # the scheduler ends it at the budget with this canvas as the final
+    settled = den._windows[0].reading.settled  # type: ignore[union-attr]
+    assert settled >= 3  # the fill step's round and two more, at least one slot each
+    assert list(result.argmax[:settled]) == greedy(teacher, text)[:settled]
+
+
+def test_a_draft_with_one_piece_too_many_is_realigned_in_one_round(
+    teacher: PortedTeacher, verifier: TeacherVerifier
+) -> None:
+    text = SENTENCES[1]
+    source = teacher.encode(text)
+    candidates = torch.from_numpy(teacher.shortlist.candidates(source))
+    expected = greedy(teacher, text)
+    extra = int(next(c for c in candidates.tolist() if c not in expected[2:4] and c != EOS_ID))
+    canvas = torch.tensor([*expected[:2], extra, *expected[2:], EOS_ID, EOS_ID])
+    drafter = CanvasTranslator.load(SHIPPED / "canvas.safetensors")
+    memory = drafter.encoder(torch.tensor([source]), torch.ones(1, len(source), dtype=torch.bool))
+    context = verifier.context_keys_values(memory)
+    outputs = [(candidates, drafter.embedding.weight[candidates], verifier.output_bias[candidates])]
+    reading = verifier.start()
+    mask = torch.ones(1, len(source), dtype=torch.bool)
+    with torch.inference_mode():
+        first = verifier.verify(drafter.embedding, [canvas], [reading], context, mask, outputs)[0]
+        assert not first.final
+        assert reading.settled == 3
+        assert first.tokens.tolist()[: len(expected)] == expected  # extra piece dropped, rest moved left
+        rounds = 0
+        verdict = first
+        while not verdict.final:  # the rest is the teacher's: every read is accepted in full
+            settled, read_before = reading.settled, verifier.slots_read
+            verdict = verifier.verify(drafter.embedding, [verdict.tokens], [reading], context, mask, outputs)[
+                0
+            ]
+            assert reading.settled - settled == verifier.slots_read - read_before
+            rounds += 1
+    assert verdict.tokens.tolist()[: len(expected) + 1] == [*expected, EOS_ID]
+    # reads after a correction are capped (max(4, 2 (a + 1)), a = 2 accepted) and then double
+    assert rounds <= 3
+    assert reading.settled == len(expected) + 1
+
+
+def test_verifying_needs_a_verifier(teacher: PortedTeacher) -> None:
+    den = CanvasDenoiser(
+        [Direction("en-pt", from_teacher(teacher.model, teacher.multipliers), teacher.tokenizer, None)]
+    )
+    prompt = den.encode_source(0, "Hello.")
+    with pytest.raises(EngineError, match="no teacher verifier"):
+        den.start(
+            0,
+            CanvasRequest(
+                key=CanvasKey("s", "pt", 0),
+                prompt_ids=prompt,
+                max_new_tokens=den.canvas_budget(prompt),
+                seed=0,
+                diffusion=verifying(),
+                early_exit=EarlyExitParams(draft_step=FILL),
+            ),
+        )
+
+
+def test_the_verifier_round_trips_and_ships_with_the_model(tmp_path: Path, verifier: TeacherVerifier) -> None:
+    verifier.save(tmp_path / VERIFIER_WEIGHTS)
+    loaded = TeacherVerifier.load(tmp_path / VERIFIER_WEIGHTS)
+    for name, tensor in verifier.state_dict().items():
+        assert torch.equal(tensor, loaded.state_dict()[name]), name
+    shipped = SHIPPED / VERIFIER_WEIGHTS
+    assert VERIFIER_WEIGHTS in (SHIPPED / "SHA256SUMS").read_text()
+    shipped_state = TeacherVerifier.load(shipped).state_dict()
+    assert all(torch.equal(t, shipped_state[n]) for n, t in verifier.state_dict().items())
+    assert DirectionCard.read(SHIPPED).diffusion.verify  # the shipped default verifies
+
+
+def test_a_card_that_verifies_without_its_verifier_is_refused(tmp_path: Path) -> None:
+    copy = tmp_path / "en-pt"
+    shutil.copytree(SHIPPED, copy)
+    (copy / VERIFIER_WEIGHTS).unlink()
+    write_checksums(copy)
+    card = json.loads((copy / CARD_FILE).read_text())
+    assert card["diffusion"]["verify"]
+    with pytest.raises(ModelResolutionError, match=r"no verifier\.safetensors"):
+        load_canvas_model(ResolvedModel("en-pt", copy))
+    card["diffusion"] = asdict(replace(DirectionCard.read(copy).diffusion, verify=False))
+    (copy / CARD_FILE).write_text(json.dumps(card))
+    write_checksums(copy)
+    assert load_canvas_model(ResolvedModel("en-pt", copy)).denoiser.directions[0].verifier is None
+
+
+def test_verifying_and_denoising_windows_share_steps_without_changing_each_other(
+    teacher: PortedTeacher, verifier: TeacherVerifier
+) -> None:
+    drafter = CanvasTranslator.load(SHIPPED / "canvas.safetensors")
+    alone = DiffusionParams(max_denoising_steps=8, entropy_bound=1.0, fill_steps=FILL, refine_share=0.5)
+    den = denoiser(teacher, drafter, verifier)
+    scheduler = Scheduler(canvas_length=den.canvas_length, eos_token_ids=den.eos_token_ids, decode=den.decode)
+    for index, text in enumerate(SENTENCES[:4]):
+        prompt = den.encode_source(0, text)
+        scheduler.add(
+            CanvasRequest(
+                key=CanvasKey("s", "pt", index),
+                prompt_ids=prompt,
+                max_new_tokens=den.canvas_budget(prompt),
+                seed=index,
+                diffusion=verifying() if index % 2 else alone,
+                early_exit=EarlyExitParams(draft_step=FILL),
+            )
+        )
+    mixed = evaluate.run_requests(scheduler, den, 4)
+    separate = evaluate.canvas_translate(
+        denoiser(teacher, drafter, verifier),
+        0,
+        SENTENCES[:4:2],
+        diffusion=alone,
+        early_exit=EarlyExitParams(FILL),
+    )
+    assert [mixed[1].final, mixed[3].final] == teacher.translate(SENTENCES[1:4:2])
+    assert [mixed[0].final, mixed[2].final] == [t.final for t in separate]
