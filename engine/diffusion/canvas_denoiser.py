@@ -47,7 +47,7 @@ from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
 from engine.diffusion.denoiser import StepResult
 from engine.diffusion.mask_schedule import draft_pending, remask_quota, without_repeats
 from engine.diffusion.rules import acceptance_mask, stable_and_confident
-from engine.diffusion.stacking import Context, stack, stack_context, stack_rows
+from engine.diffusion.stacking import Context, Outputs, stack, stack_context, stack_outputs, stack_rows
 from engine.diffusion.verifier import Reading, TeacherVerifier
 from engine.errors import EngineError
 from engine.marian.binary import Shortlist
@@ -91,6 +91,16 @@ class _Window:
     reading: Reading | None = None  # set once the teacher verifies the canvas
 
 
+@dataclass(frozen=True)
+class _Batch:
+    """What a group of windows stepping together reads, stacked (see ``CanvasDenoiser._batch``)."""
+
+    members: tuple[int, ...]  # the windows' serials, in row order
+    context: Context
+    source_mask: torch.Tensor
+    outputs: Outputs
+
+
 class CanvasDenoiser:
     """See the module docstring."""
 
@@ -103,7 +113,7 @@ class CanvasDenoiser:
         self._generator = torch.Generator().manual_seed(0)  # uniform noise only
         # per direction: the windows last stepped together and their stacked context (see _context)
         self._serials = itertools.count()
-        self._stacked: dict[tuple[int, bool], tuple[tuple[int, ...], Context, torch.Tensor]] = {}
+        self._stacked: dict[tuple[int, bool], _Batch] = {}
         self.forwards = 0
         self.rows_stepped = 0
 
@@ -249,37 +259,39 @@ class CanvasDenoiser:
     ) -> list[StepResult]:
         model = self.directions[direction].model
         canvas, canvas_mask = stack([w.tokens for w in windows], MASK_ID)  # (B, T)
-        context, source_mask = self._context((direction, False), windows)
+        batch = self._batch((direction, False), windows)
         wanted, _ = stack([w.masked for w in windows], False)  # (B, T): the slots that get logits
-        hidden, _ = model.wanted_states(canvas, canvas_mask, context, source_mask, wanted)  # (B, W, D)
-        for row, window in enumerate(windows):
-            slots = window.masked.nonzero().squeeze(-1)  # (M,), in slot order: hidden[row, :M]
-            if slots.numel():
-                logits = torch.nn.functional.linear(
-                    hidden[row, : slots.numel()], window.output_weight, window.output_bias
-                )  # (M, C)
-                log_probs = torch.log_softmax(logits.float(), dim=-1)
-                best, chosen = log_probs.max(dim=-1)
-                pieces = chosen if window.candidates is None else window.candidates[chosen]
-                window.tokens[slots] = pieces
-                window.probability[slots] = best.exp()
-                window.entropy[slots] = -(log_probs.exp() * log_probs).sum(dim=-1)
-        return self._settle(windows, steps_remaining, direction * self.vocab)
+        hidden, real = model.wanted_states(canvas, canvas_mask, batch.context, batch.source_mask, wanted)
+        log_probs = torch.log_softmax(batch.outputs.logits(hidden).float(), dim=-1)  # (B, W, C)
+        best, chosen = log_probs.max(dim=-1)  # (B, W): row b's wanted slots in slot order
+        entropy = -(log_probs.exp() * log_probs.clamp(min=-1e30)).sum(dim=-1)  # padding candidates: 0
+        order = torch.argsort((~wanted).to(torch.int8), dim=1, stable=True)[:, : hidden.shape[1]]
+
+        def put(stacked: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+            return stacked.scatter(1, order, torch.where(real, new, stacked.gather(1, order)))
+
+        probability, _ = stack([w.probability for w in windows], math.inf)
+        entropies, _ = stack([w.entropy for w in windows], math.inf)
+        filled = (
+            put(canvas, batch.outputs.pieces(chosen)),
+            put(probability, best.exp()),
+            put(entropies, entropy),
+        )
+        return self._settle(windows, filled, steps_remaining, direction * self.vocab)
 
     def _verify_direction(self, direction: int, windows: list[_Window]) -> list[StepResult]:
         """One round of the teacher's verification for the direction's verifying windows."""
         verifier = self.directions[direction].verifier
         assert verifier is not None  # start() refuses verifying requests without one
-        context, source_mask = self._context((direction, True), windows)
+        batch = self._batch((direction, True), windows)
         readings = [w.reading for w in windows if w.reading is not None]
-        outputs = [(w.candidates, w.output_weight, w.verifier_bias) for w in windows]
         verdicts = verifier.verify(
             self.directions[direction].model.embedding,
             [w.tokens for w in windows],
             readings,
-            context,
-            source_mask,
-            outputs,  # type: ignore[arg-type]  # verifying windows all have verifier_bias
+            batch.context,
+            batch.source_mask,
+            batch.outputs,
         )
         offset = direction * self.vocab
         results = []
@@ -292,29 +304,48 @@ class CanvasDenoiser:
             )
         return results
 
-    def _context(self, key: tuple[int, bool], windows: list[_Window]) -> tuple[Context, torch.Tensor]:
-        """The windows' stacked cross-attention keys/values (``key``: direction, and whether the
-        teacher's), kept while the same windows step together (the usual case between a round's joins
-        and leaves)."""
+    def _batch(self, key: tuple[int, bool], windows: list[_Window]) -> _Batch:
+        """The windows' stacked cross-attention keys/values and output layers (``key``: direction, and
+        whether the teacher's), kept while the same windows step together (the usual case between a
+        round's joins and leaves)."""
         members = tuple(w.serial for w in windows)
         cached = self._stacked.get(key)
-        if cached is None or cached[0] != members:
+        if cached is None or cached.members != members:
             teacher = key[1]
             contexts = [w.teacher_context if teacher else w.context for w in windows]
-            assert all(c is not None for c in contexts)  # encoded at the window's first step
-            stacked = stack_context(contexts, [w.source_length for w in windows])  # type: ignore[arg-type]
-            cached = (members, *stacked)
+            biases = [w.verifier_bias if teacher else w.output_bias for w in windows]
+            if any(c is None for c in contexts) or any(b is None for b in biases):
+                raise EngineError("a window stepped before its source was encoded")  # never: see step()
+            context, source_mask = stack_context(
+                [c for c in contexts if c is not None], [w.source_length for w in windows]
+            )
+            outputs = stack_outputs(
+                [
+                    (w.candidates, w.output_weight, b)
+                    for w, b in zip(windows, biases, strict=True)
+                    if b is not None
+                ]
+            )
+            cached = _Batch(members, context, source_mask, outputs)
             self._stacked[key] = cached
-        return cached[1], cached[2]
+        return cached
 
-    def _settle(self, windows: list[_Window], steps_remaining: list[int], offset: int) -> list[StepResult]:
+    def _settle(
+        self,
+        windows: list[_Window],
+        filled: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        steps_remaining: list[int],
+        offset: int,
+    ) -> list[StepResult]:
         """Choose every window's slots to mask again and decide whether its canvas is done, for all the
         windows of a step at once (right-padded to the longest canvas; padding is never chosen)."""
         params = [w.request.diffusion for w in windows]
         lengths = [w.tokens.shape[0] for w in windows]
-        tokens, real = stack([w.tokens for w in windows], -1)  # (B, T)
-        probability, _ = stack([w.probability for w in windows], math.inf)
-        entropy, _ = stack([w.entropy for w in windows], math.inf)
+        tokens, probability, entropy = filled  # (B, T) each, after this step's predictions
+        real = (
+            torch.arange(tokens.shape[1])[None, :]
+            < torch.tensor([w.tokens.shape[0] for w in windows])[:, None]
+        )
         accepted = acceptance_mask(entropy, torch.tensor([p.entropy_bound for p in params]))  # (B, T)
         doubtful = real & ~accepted
         quota = torch.tensor(
@@ -359,16 +390,15 @@ class CanvasDenoiser:
         argmax = (tokens + offset).tolist()
         entropies = mean_entropy.tolist()
         results = []
+        open_slots = remask.any(dim=1).tolist()
+        refilled = tokens.masked_fill(remask, MASK_ID)
         for b, window in enumerate(windows):
             length = lengths[b]
-            window.masked = remask[b, :length].clone()
-            if bool(window.masked.any()):
-                window.tokens = self._noise(
-                    window.direction,
-                    window.candidates,
-                    window.tokens.masked_fill(window.masked, MASK_ID),
-                )
-            done = not bool(window.masked.any())
+            window.probability, window.entropy = probability[b, :length], entropy[b, :length]
+            window.masked, window.tokens = remask[b, :length], refilled[b, :length]
+            if open_slots[b] and self.directions[window.direction].noise != "mask":
+                window.tokens = self._noise(window.direction, window.candidates, window.tokens)
+            done = not open_slots[b]
             if done and window.request.diffusion.verify and steps_remaining[b] > 1:
                 verifier = self.directions[window.direction].verifier
                 assert verifier is not None  # start() refuses verifying requests without one

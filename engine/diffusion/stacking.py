@@ -2,10 +2,13 @@
 
 This module owns how the canvas denoiser stacks its windows: canvases and per-slot figures into
 (B, T) rows, stability histories into (B, S, T), and cross-attention keys/values into (B, H, S, D/H)
-with a source mask.
+with a source mask, and output layers restricted to each window's shortlist.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -43,3 +46,34 @@ def stack_context(contexts: list[Context], lengths: list[int]) -> tuple[Context,
             values.append(torch.nn.functional.pad(value, pad))
         layers.append((torch.cat(keys), torch.cat(values)))
     return layers, source_mask
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The output layers of a batch of windows: per row its shortlist ``candidates`` (B, C) with their
+    ``weight`` rows (B, C, D) and ``bias`` (B, C), right-padded (a padding candidate's bias is -inf:
+    never chosen); or, without shortlists, one shared ``weight`` (V, D) and ``bias`` (V,)."""
+
+    candidates: torch.Tensor | None
+    weight: torch.Tensor
+    bias: torch.Tensor
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, W, D) -> (B, W, C): each row over its own candidates."""
+        if self.candidates is None:
+            return torch.nn.functional.linear(hidden, self.weight, self.bias)
+        return torch.baddbmm(self.bias[:, None, :], hidden, self.weight.transpose(1, 2))
+
+    def pieces(self, chosen: torch.Tensor) -> torch.Tensor:
+        """Column indices (B, W) of :meth:`logits` -> piece ids."""
+        return chosen if self.candidates is None else self.candidates.gather(1, chosen)
+
+
+def stack_outputs(rows: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]) -> Outputs:
+    """Per-window ``(candidates (C_i,) or None, weight rows (C_i, D), bias (C_i,))`` as :class:`Outputs`."""
+    if rows[0][0] is None:
+        return Outputs(None, rows[0][1], rows[0][2])
+    candidates, _ = stack([c for c, _, _ in rows if c is not None], 0)
+    bias, _ = stack([b for _, _, b in rows], -math.inf)
+    weight = torch.nn.utils.rnn.pad_sequence([w for _, w, _ in rows], batch_first=True)
+    return Outputs(candidates, weight, bias)

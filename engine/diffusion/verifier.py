@@ -21,23 +21,24 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from engine.diffusion.stacking import Context, Outputs, stack
 from engine.marian.layers import MarianDims, members, sinusoidal_positions
 from engine.marian.teacher import EOS_ID, MarianTeacher, TeacherDecoderLayer
 
 VERIFIER_WEIGHTS = "verifier.safetensors"
 LOOKAHEAD_FLOOR = 4
+FIRST_READ = 8
+"""The first round reads at most this many slots: the drafter's first error comes after about four
+(measured on the dev split), and a longer first read mostly reads slots that will be read again."""
 """After a correction, a round reads at most ``max(LOOKAHEAD_FLOOR, 2 * (a + 1))`` slots, ``a`` being
 the drafted slots the last round accepted: a draft that went astray (a piece missing or extra) would
 otherwise be read to its end round after round for one settled slot each."""
-
-_Context = list[tuple[torch.Tensor, torch.Tensor]]  # per layer (B, H, S, D/H) keys, values
 
 
 @dataclass
@@ -80,46 +81,44 @@ class TeacherVerifier(nn.Module):
     def layers(self) -> list[TeacherDecoderLayer]:
         return members(self.decoder, TeacherDecoderLayer)
 
-    def context_keys_values(self, memory: torch.Tensor) -> _Context:
+    def context_keys_values(self, memory: torch.Tensor) -> Context:
         """Each layer's cross-attention keys and values for encoder states (B, S, D), once per window."""
         return [layer.context.keys_values(memory) for layer in self.layers]
 
     def start(self) -> Reading:
-        return Reading(settled=0, cells=[torch.zeros(self.dims.dim) for _ in self.layers])
+        cells = [torch.zeros(self.dims.dim) for _ in self.layers]
+        return Reading(settled=0, cells=cells, lookahead=FIRST_READ)
 
     def verify(
         self,
         embedding: nn.Embedding,
         canvases: list[torch.Tensor],
         readings: list[Reading],
-        context: _Context,
+        context: Context,
         source_mask: torch.Tensor,
-        outputs: Sequence[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]],
+        outputs: Outputs,
     ) -> list[Verdict]:
         """One round for a batch of windows: ``canvases`` (T_b,), their ``readings`` (updated in
-        place), their stacked teacher ``context`` with ``source_mask`` (B, S), and per window its
-        output restriction ``(candidates (C,) or None, weight rows (C, D), bias (C,))``."""
+        place), their stacked teacher ``context`` with ``source_mask`` (B, S), and their output layers
+        (the teacher's bias over each window's shortlist)."""
         dim = self.dims.dim
-        starts = [r.settled for r in readings]
-        spans = [
-            min(_drafted_length(c, r.settled), r.lookahead or c.shape[0])
-            for c, r in zip(canvases, readings, strict=True)
-        ]
-        width = max(spans)
-        self.slots_read += sum(spans)
-        # slot i reads the piece in slot i - 1 (slot 0 a zero vector), at position i
-        previous = torch.zeros(len(canvases), width, dtype=torch.long)
-        first = torch.zeros(len(canvases), width, dtype=torch.bool)
-        position = torch.zeros(len(canvases), width, dtype=torch.long)
-        real = torch.arange(width)[None, :] < torch.tensor(spans)[:, None]  # (B, W)
-        for row, (canvas, start, span) in enumerate(zip(canvases, starts, spans, strict=True)):
-            slots = torch.arange(start, start + span)
-            position[row, :span] = slots
-            previous[row, :span] = canvas[(slots - 1).clamp(min=0)]
-            first[row, :span] = slots == 0
-        table = sinusoidal_positions(int(position.max()) + 1, dim)
-        vectors = torch.where(first[..., None], 0.0, embedding(previous))
-        x = vectors * math.sqrt(dim) + table[position]  # (B, W, D)
+        canvas, inside = stack(canvases, EOS_ID)  # (B, T)
+        lengths = torch.tensor([c.shape[0] for c in canvases])
+        starts = torch.tensor([r.settled for r in readings])
+        slots = torch.arange(canvas.shape[1])[None, :]
+        # read from the settled prefix up to the first </s> after it, at most ``lookahead`` slots
+        ends = (canvas == EOS_ID) & inside & (slots >= starts[:, None])
+        drafted = torch.where(ends.any(dim=1), ends.int().argmax(dim=1) + 1, lengths) - starts
+        caps = torch.tensor([r.lookahead or canvas.shape[1] for r in readings])
+        spans = torch.minimum(drafted, caps)  # (B,)
+        width = int(spans.max())
+        self.slots_read += int(spans.sum())
+        position = starts[:, None] + torch.arange(width)[None, :]  # (B, W): slot i is read at i
+        real = torch.arange(width)[None, :] < spans[:, None]
+        position = torch.where(real, position, 0)
+        previous = canvas.gather(1, (position - 1).clamp(min=0))  # slot i reads slot i - 1's piece
+        vectors = torch.where((position == 0)[..., None], 0.0, embedding(previous))  # slot 0: zeros
+        x = vectors * math.sqrt(dim) + sinusoidal_positions(canvas.shape[1], dim)[position]  # (B, W, D)
         key_mask = source_mask[:, None, None, :]
         layer_cells = []
         for index, layer in enumerate(self.layers):
@@ -135,44 +134,52 @@ class TeacherVerifier(nn.Module):
             x = layer.ssru.norm(x + torch.relu(cells))
             x = layer.context(x, context[index], key_mask)
             x = x.masked_scatter(real[..., None], layer.ffn(x[real]))
-        verdicts = []
-        for row, (canvas, reading, span) in enumerate(zip(canvases, readings, spans, strict=True)):
-            candidates, weight, bias = outputs[row]
-            chosen = nn.functional.linear(x[row, :span], weight, bias).argmax(dim=-1)
-            teacher = chosen if candidates is None else candidates[chosen]  # (span,)
-            verdicts.append(self._judge(canvas, reading, teacher, [c[row] for c in layer_cells]))
-        return verdicts
+        taught = outputs.pieces(outputs.logits(x).argmax(dim=-1))  # (B, W): the teacher's pieces
+        differ = (taught != canvas.gather(1, position)) & real
+        wrong = torch.where(differ.any(dim=1), differ.int().argmax(dim=1), spans)  # first disagreement
+        kept = wrong.clamp(max=spans - 1)  # the last slot whose cells the next round starts from
+        rows = torch.arange(len(canvases))
+        kept_cells = [cells[rows, kept] for cells in layer_cells]  # per layer (B, D)
+        return [
+            self._judge(canvases[b], readings[b], taught_row, first, span, [c[b] for c in kept_cells])
+            for b, (taught_row, first, span) in enumerate(
+                zip(taught.tolist(), wrong.tolist(), spans.tolist(), strict=True)
+            )
+        ]
 
     @staticmethod
     def _judge(
-        canvas: torch.Tensor, reading: Reading, teacher: torch.Tensor, cells: list[torch.Tensor]
+        canvas: torch.Tensor,
+        reading: Reading,
+        taught: list[int],
+        wrong: int,
+        span: int,
+        cells: list[torch.Tensor],
     ) -> Verdict:
-        """Accept the canvas's slots while they are the teacher's; correct the first that is not."""
-        start = reading.settled
-        drafted = canvas[start : start + teacher.shape[0]]  # up to its first </s>
-        differ = (teacher != drafted).nonzero()
-        if not differ.numel():
-            reading.settled = start + drafted.shape[0]
-            ended = int(drafted[-1]) == EOS_ID or reading.settled == canvas.shape[0]
+        """Accept the ``span`` slots read while they are the teacher's (``taught``); correct the first
+        that is not (``wrong``, or ``span`` when none)."""
+        start, length = reading.settled, canvas.shape[0]
+        if wrong == span:
+            reading.settled = start + span
+            ended = taught[span - 1] == EOS_ID or reading.settled == length
             if not ended:  # a capped read: every slot it read is the teacher's; read on
-                reading.cells = [layer[drafted.shape[0] - 1].clone() for layer in cells]
-                reading.lookahead = 2 * drafted.shape[0]
+                reading.cells = cells
+                reading.lookahead = 2 * span
             return Verdict(canvas, final=ended)  # accepted up to </s>, or the canvas is full
-        wrong = int(differ[0])
-        tokens = canvas.clone()
-        slot = start + wrong
-        if slot + 1 < canvas.shape[0] and int(canvas[slot + 1]) == int(teacher[wrong]):
+        piece, slot = taught[wrong], start + wrong
+        pieces = canvas.tolist()
+        if piece == EOS_ID:
+            pieces[slot:] = [EOS_ID] * (length - slot)
+        elif slot + 1 < length and pieces[slot + 1] == piece:
             # the draft has one piece too many here: drop it, and the rest moves one slot left
-            tokens[slot:-1] = canvas[slot + 1 :].clone()
-            tokens[-1] = EOS_ID
-        tokens[slot] = teacher[wrong]
-        if int(teacher[wrong]) == EOS_ID:
-            tokens[slot:] = EOS_ID
-        reading.settled = start + wrong + 1
+            pieces[slot:] = [*pieces[slot + 1 :], EOS_ID]
+        else:
+            pieces[slot] = piece
+        reading.settled = slot + 1
         reading.lookahead = max(LOOKAHEAD_FLOOR, 2 * (wrong + 1))
-        reading.cells = [layer[wrong].clone() for layer in cells]
-        final = int(teacher[wrong]) == EOS_ID or reading.settled == canvas.shape[0]
-        return Verdict(tokens, final=final)
+        reading.cells = cells
+        final = piece == EOS_ID or reading.settled == length
+        return Verdict(torch.tensor(pieces), final=final)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -191,9 +198,3 @@ class TeacherVerifier(nn.Module):
         verifier = cls(MarianDims(**json.loads(metadata["dims"])))
         verifier.load_state_dict(state)
         return verifier.eval()
-
-
-def _drafted_length(canvas: torch.Tensor, start: int) -> int:
-    """How many slots from ``start`` the teacher reads: up to and including the first ``</s>``."""
-    ends = (canvas[start:] == EOS_ID).nonzero()
-    return int(ends[0]) + 1 if ends.numel() else canvas.shape[0] - start

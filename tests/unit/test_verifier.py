@@ -13,6 +13,7 @@ import torch
 
 from engine.diffusion.canvas import CanvasTranslator, from_teacher
 from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.stacking import stack_outputs
 from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
 from engine.errors import EngineError, ModelResolutionError
 from engine.marian.teacher import EOS_ID, PortedTeacher, load_ported, wheel_students
@@ -129,7 +130,9 @@ def test_a_draft_with_one_piece_too_many_is_realigned_in_one_round(
     drafter = CanvasTranslator.load(SHIPPED / "canvas.safetensors")
     memory = drafter.encoder(torch.tensor([source]), torch.ones(1, len(source), dtype=torch.bool))
     context = verifier.context_keys_values(memory)
-    outputs = [(candidates, drafter.embedding.weight[candidates], verifier.output_bias[candidates])]
+    outputs = stack_outputs(
+        [(candidates, drafter.embedding.weight[candidates], verifier.output_bias[candidates])]
+    )
     reading = verifier.start()
     mask = torch.ones(1, len(source), dtype=torch.bool)
     with torch.inference_mode():
