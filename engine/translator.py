@@ -113,13 +113,12 @@ def load_canvas_model(
 ) -> CanvasModel:
     """Load every direction at ``resolved.path`` (each verified against its ``SHA256SUMS``).
     ``shortlist`` overrides the cards' choice of output restriction (None: as the card says);
-    ``int8`` quantises every linear layer of encoder and decoder dynamically (faster on a CPU; the
-    activations are scaled per batch, so a window's result may then depend on its batch)."""
+    ``int8`` quantises the decoder's linear layers dynamically (faster on a CPU; the activations are
+    scaled per batch, so a denoised window may then depend on its batch); the encoder and the teacher's
+    verifier stay float32, so verified finals are still the teacher's exactly."""
     from tokenizers import Tokenizer
 
     from engine.marian.binary import read_shortlist
-    from engine.quantize import quantize_int8
-
     found = canvas_dirs(resolved.path)
     if not found:
         raise ModelResolutionError(f"{resolved.path} holds no canvas translator ({CANVAS_WEIGHTS})")
@@ -138,7 +137,7 @@ def load_canvas_model(
         directions.append(
             Direction(
                 name=card.name,
-                model=quantize_int8(model) if int8 else model,
+                model=_with_int8_decoder(model) if int8 else model,
                 tokenizer=Tokenizer.from_file(str(directory / TOKENIZER_FILE)),
                 shortlist=read_shortlist(directory / SHORTLIST_FILE) if use_shortlist else None,
                 verifier=verifier,  # float32 even with int8: its finals must be the teacher's exactly
@@ -156,3 +155,10 @@ def load_canvas_model(
         pairs=pairs,
     )
     return CanvasModel(resolved, CanvasDenoiser(directions), model_card, cards, seed)
+
+
+def _with_int8_decoder(model: CanvasTranslator) -> CanvasTranslator:
+    from engine.quantize import quantize_int8
+
+    model.layers = quantize_int8(model.layers)
+    return model

@@ -230,3 +230,20 @@ def test_verifying_and_denoising_windows_share_steps_without_changing_each_other
     )
     assert [mixed[1].final, mixed[3].final] == teacher.translate(SENTENCES[1:4:2])
     assert [mixed[0].final, mixed[2].final] == [t.final for t in separate]
+
+
+def test_int8_quantises_the_drafter_only_and_verified_finals_stay_exact(teacher: PortedTeacher) -> None:
+    model = load_canvas_model(ResolvedModel("embedded", SHIPPED.parent), int8=True)
+    direction = model.denoiser.directions[model.route("en", "pt-BR")]
+    encoder_layers = {type(m) for m in direction.model.encoder.modules()}
+    decoder_layers = {type(m) for m in direction.model.layers.modules()}
+    assert torch.nn.Linear in encoder_layers  # float32: the verifier reads its states
+    assert torch.nn.Linear not in decoder_layers  # every decoder projection quantised
+    assert direction.verifier is not None
+    assert torch.nn.Linear in {type(m) for m in direction.verifier.modules()}
+    index = model.route("en", "pt-BR")
+    card = model.directions[index]
+    translated = evaluate.canvas_translate(
+        CanvasDenoiser([direction]), 0, SENTENCES[:4], diffusion=card.diffusion, early_exit=card.early_exit
+    )
+    assert [t.final for t in translated] == teacher.translate(SENTENCES[:4])
