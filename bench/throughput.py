@@ -212,8 +212,10 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     rows = summary["rows"]
     xs = [r["concurrency"] for r in rows]
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(xs, [r["windows_per_s"] for r in rows], marker="o", label="canvas translator v2")
-    if "denoise_only_windows_per_s" in rows[0]:
+    verified = "denoise_only_windows_per_s" in rows[0]
+    label = "v2, teacher-verified finals (shipped)" if verified else "canvas translator v2"
+    left.plot(xs, [r["windows_per_s"] for r in rows], marker="o", label=label)
+    if verified:
         alone = [r["denoise_only_windows_per_s"] for r in rows]
         left.plot(xs, alone, marker="^", label="v2, denoising alone")
     left.plot(xs, [r["teacher_windows_per_s"] for r in rows], marker="s", linestyle="--", label="AR teacher")
