@@ -119,6 +119,7 @@ def load_canvas_model(
     from tokenizers import Tokenizer
 
     from engine.marian.binary import read_shortlist
+
     found = canvas_dirs(resolved.path)
     if not found:
         raise ModelResolutionError(f"{resolved.path} holds no canvas translator ({CANVAS_WEIGHTS})")

@@ -13,21 +13,17 @@ Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an a
 * ``step``: the decoder reads the whole canvas; only masked slots get logits, over the window's
   shortlist alone (Bergamot's lexical shortlist); each takes its most likely piece, its probability
   and its entropy;
-* re-masking: after step ``k`` of ``N``, at most :func:`remask_quota` slots are masked again
-  (``floor(T * (N - k) / N)``, Mask-Predict's linear schedule, unless the request's
-  ``fill_steps``/``refine_share`` fill the canvas sooner and then refine it), the least probable first,
-  but never a slot that the entropy-bound rule
-  (:func:`engine.diffusion.rules.acceptance_mask`, the same rule as DiffusionGemma's) accepts. Up to
-  the request's draft step ``d`` (when below ``N``) at least its least probable slot is masked again, so
-  every window shows a draft (its step-``d`` canvas) before its final; a window whose pieces are all
-  confident then finishes after ``d + 1`` steps, and none takes more than ``N``;
+* re-masking (:mod:`engine.diffusion.mask_schedule`): after each step at most ``remask_quota`` slots
+  are masked again, the least probable first, never one that DiffusionGemma's entropy-bound rule
+  (:func:`engine.diffusion.rules.acceptance_mask`) accepts; until the request's draft step at least
+  one stays open, so every window shows a draft before its final;
 * the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule;
 * with ``DiffusionParams.verify``, a window whose canvas would stop goes on to verification instead:
   each later step is a round of the teacher's verifier (:mod:`engine.diffusion.verifier`), which
   settles at least one slot, until the canvas is the teacher's greedy translation (or the budget ends).
 
-Re-masking and stopping run for all the windows of a step at once, and the windows' stacked
-cross-attention context is kept while the same windows step together.
+Re-masking and stopping run for all the windows of a step at once; the windows' stacked context and
+output layers are kept while the same windows step together.
 
 A denoised canvas's text drops a piece that repeats its left neighbour (the usual remedy for the
 repeated tokens of parallel decoders; subword pieces seldom repeat in real text); a verified canvas's
@@ -47,7 +43,7 @@ from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
 from engine.diffusion.denoiser import StepResult
 from engine.diffusion.mask_schedule import draft_pending, remask_quota, without_repeats
 from engine.diffusion.rules import acceptance_mask, stable_and_confident
-from engine.diffusion.stacking import Context, Outputs, stack, stack_context, stack_outputs, stack_rows
+from engine.diffusion.stacking import Batch, Context, row_of, stack, stack_batch, stack_rows
 from engine.diffusion.verifier import Reading, TeacherVerifier
 from engine.errors import EngineError
 from engine.marian.binary import Shortlist
@@ -91,16 +87,6 @@ class _Window:
     reading: Reading | None = None  # set once the teacher verifies the canvas
 
 
-@dataclass(frozen=True)
-class _Batch:
-    """What a group of windows stepping together reads, stacked (see ``CanvasDenoiser._batch``)."""
-
-    members: tuple[int, ...]  # the windows' serials, in row order
-    context: Context
-    source_mask: torch.Tensor
-    outputs: Outputs
-
-
 class CanvasDenoiser:
     """See the module docstring."""
 
@@ -113,7 +99,7 @@ class CanvasDenoiser:
         self._generator = torch.Generator().manual_seed(0)  # uniform noise only
         # per direction: the windows last stepped together and their stacked context (see _context)
         self._serials = itertools.count()
-        self._stacked: dict[tuple[int, bool], _Batch] = {}
+        self._stacked: dict[tuple[int, bool], Batch] = {}
         self.forwards = 0
         self.rows_stepped = 0
 
@@ -234,9 +220,9 @@ class CanvasDenoiser:
             verifying = [w.request.diffusion.verify for w in group]
             teacher = verifier.context_keys_values(memory) if verifier and any(verifying) else None
             for row, window in enumerate(group):
-                window.context = _row_of(context, row, window.source_length)
+                window.context = row_of(context, row, window.source_length)
                 if teacher is not None and verifying[row]:
-                    window.teacher_context = _row_of(teacher, row, window.source_length)
+                    window.teacher_context = row_of(teacher, row, window.source_length)
 
     def _noise(self, direction: int, candidates: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` with each ``MASK_ID`` slot as the direction's noise: ``[MASK]`` itself, or a
@@ -304,7 +290,7 @@ class CanvasDenoiser:
             )
         return results
 
-    def _batch(self, key: tuple[int, bool], windows: list[_Window]) -> _Batch:
+    def _batch(self, key: tuple[int, bool], windows: list[_Window]) -> Batch:
         """The windows' stacked cross-attention keys/values and output layers (``key``: direction, and
         whether the teacher's), kept while the same windows step together (the usual case between a
         round's joins and leaves)."""
@@ -316,17 +302,16 @@ class CanvasDenoiser:
             biases = [w.verifier_bias if teacher else w.output_bias for w in windows]
             if any(c is None for c in contexts) or any(b is None for b in biases):
                 raise EngineError("a window stepped before its source was encoded")  # never: see step()
-            context, source_mask = stack_context(
-                [c for c in contexts if c is not None], [w.source_length for w in windows]
-            )
-            outputs = stack_outputs(
+            cached = stack_batch(
+                members,
+                [c for c in contexts if c is not None],
+                [w.source_length for w in windows],
                 [
                     (w.candidates, w.output_weight, b)
                     for w, b in zip(windows, biases, strict=True)
                     if b is not None
-                ]
+                ],
             )
-            cached = _Batch(members, context, source_mask, outputs)
             self._stacked[key] = cached
         return cached
 
@@ -411,8 +396,3 @@ class CanvasDenoiser:
                 )
             )
         return results
-
-
-def _row_of(context: Context, row: int, length: int) -> Context:
-    """One window's (1, H, S, D/H) keys/values out of a batch's, without the source padding."""
-    return [(keys[row : row + 1, :, :length], values[row : row + 1, :, :length]) for keys, values in context]

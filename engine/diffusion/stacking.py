@@ -31,6 +31,11 @@ def stack_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
     return stacked
 
 
+def row_of(context: Context, row: int, length: int) -> Context:
+    """One window's (1, H, S, D/H) keys/values out of a batch's, without the source padding."""
+    return [(keys[row : row + 1, :, :length], values[row : row + 1, :, :length]) for keys, values in context]
+
+
 def stack_context(contexts: list[Context], lengths: list[int]) -> tuple[Context, torch.Tensor]:
     """Every layer's cross-attention keys/values of several windows (each (1, H, S_i, D/H), ``S_i``
     = ``lengths[i]``), right-padded to the longest source; the source mask (B, S)."""
@@ -77,3 +82,23 @@ def stack_outputs(rows: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tens
     bias, _ = stack([b for _, _, b in rows], -math.inf)
     weight = torch.nn.utils.rnn.pad_sequence([w for _, w, _ in rows], batch_first=True)
     return Outputs(candidates, weight, bias)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What a group of windows stepping together reads, stacked: their context and output layers,
+    keyed by the windows' serials (``members``, in row order)."""
+
+    members: tuple[int, ...]
+    context: Context
+    source_mask: torch.Tensor
+    outputs: Outputs
+
+
+def stack_batch(
+    members: tuple[int, ...],
+    contexts: list[Context],
+    lengths: list[int],
+    outputs: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]],
+) -> Batch:
+    return Batch(members, *stack_context(contexts, lengths), stack_outputs(outputs))

@@ -59,6 +59,18 @@ def denoiser(teacher: PortedTeacher, drafter: CanvasTranslator, verifier: Teache
     )
 
 
+def request(den: CanvasDenoiser, text: str, diffusion: DiffusionParams, window: int = 0) -> CanvasRequest:
+    prompt = den.encode_source(0, text)
+    return CanvasRequest(
+        key=CanvasKey("s", "pt", window),
+        prompt_ids=prompt,
+        max_new_tokens=den.canvas_budget(prompt),
+        seed=window,
+        diffusion=diffusion,
+        early_exit=EarlyExitParams(draft_step=FILL),
+    )
+
+
 def greedy(teacher: PortedTeacher, text: str) -> list[int]:
     source = teacher.encode(text)
     return teacher.model.greedy([source], [teacher.shortlist.candidates(source)])[0]
@@ -97,19 +109,8 @@ def test_a_budget_that_ends_mid_verification_keeps_the_teachers_prefix(
     drafter = from_teacher(teacher.model, teacher.multipliers)  # junk drafts: many rounds needed
     den = denoiser(teacher, drafter, verifier)
     text = SENTENCES[3]
-    prompt = den.encode_source(0, text)
     budget = FILL + 3
-    den.start(
-        0,
-        CanvasRequest(
-            key=CanvasKey("s", "pt", 0),
-            prompt_ids=prompt,
-            max_new_tokens=den.canvas_budget(prompt),
-            seed=0,
-            diffusion=verifying(budget),
-            early_exit=EarlyExitParams(draft_step=FILL),
-        ),
-    )
+    den.start(0, request(den, text, verifying(budget)))
     for step in range(1, budget + 1):
         result = den.step([0], [budget - step + 1])[0]
     assert not result.stopped  # the scheduler ends it at the budget with this canvas as the final
@@ -159,19 +160,8 @@ def test_verifying_needs_a_verifier(teacher: PortedTeacher) -> None:
     den = CanvasDenoiser(
         [Direction("en-pt", from_teacher(teacher.model, teacher.multipliers), teacher.tokenizer, None)]
     )
-    prompt = den.encode_source(0, "Hello.")
     with pytest.raises(EngineError, match="no teacher verifier"):
-        den.start(
-            0,
-            CanvasRequest(
-                key=CanvasKey("s", "pt", 0),
-                prompt_ids=prompt,
-                max_new_tokens=den.canvas_budget(prompt),
-                seed=0,
-                diffusion=verifying(),
-                early_exit=EarlyExitParams(draft_step=FILL),
-            ),
-        )
+        den.start(0, request(den, "Hello.", verifying()))
 
 
 def test_the_verifier_round_trips_and_ships_with_the_model(tmp_path: Path, verifier: TeacherVerifier) -> None:
@@ -209,17 +199,7 @@ def test_verifying_and_denoising_windows_share_steps_without_changing_each_other
     den = denoiser(teacher, drafter, verifier)
     scheduler = Scheduler(canvas_length=den.canvas_length, eos_token_ids=den.eos_token_ids, decode=den.decode)
     for index, text in enumerate(SENTENCES[:4]):
-        prompt = den.encode_source(0, text)
-        scheduler.add(
-            CanvasRequest(
-                key=CanvasKey("s", "pt", index),
-                prompt_ids=prompt,
-                max_new_tokens=den.canvas_budget(prompt),
-                seed=index,
-                diffusion=verifying() if index % 2 else alone,
-                early_exit=EarlyExitParams(draft_step=FILL),
-            )
-        )
+        scheduler.add(request(den, text, verifying() if index % 2 else alone, index))
     mixed = evaluate.run_requests(scheduler, den, 4)
     separate = evaluate.canvas_translate(
         denoiser(teacher, drafter, verifier),
