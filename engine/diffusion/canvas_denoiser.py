@@ -192,16 +192,17 @@ class CanvasDenoiser:
             self._encode([w for w in windows if w.context is None])
             for direction in sorted({w.direction for w in windows}):
                 mine = [k for k, w in enumerate(windows) if w.direction == direction]
-                rows = [k for k in mine if windows[k].reading is None]
-                if rows:
+                # windows that finished denoising in an earlier step: the teacher verifies them
+                verifying = [k for k in mine if windows[k].reading is not None]
+                denoising = [k for k in mine if windows[k].reading is None]
+                if denoising:
                     stepped = self._step_direction(
-                        direction, [windows[k] for k in rows], [steps_remaining[k] for k in rows]
+                        direction, [windows[k] for k in denoising], [steps_remaining[k] for k in denoising]
                     )
-                    results.update(zip(rows, stepped, strict=True))
-                rows = [k for k in mine if windows[k].reading is not None]  # the teacher verifies them
-                if rows:
-                    verified = self._verify_direction(direction, [windows[k] for k in rows])
-                    results.update(zip(rows, verified, strict=True))
+                    results.update(zip(denoising, stepped, strict=True))
+                if verifying:
+                    verified = self._verify_direction(direction, [windows[k] for k in verifying])
+                    results.update(zip(verifying, verified, strict=True))
         self.forwards += 1
         self.rows_stepped += len(seq_ids)
         return [results[k] for k in range(len(seq_ids))]
