@@ -74,15 +74,12 @@ class _Window:
     # per layer (1, H, S, D/H) cross-attention keys and values; None until the first step encodes it
     context: list[tuple[torch.Tensor, torch.Tensor]] | None
     source_length: int
-    candidates: torch.Tensor | None  # (C,) piece ids the output may use
-    output_weight: torch.Tensor  # (C, D) rows of the output layer for them
-    output_bias: torch.Tensor  # (C,)
+    candidates: torch.Tensor | None  # (C,) piece ids the output may use (None: the whole vocabulary)
     tokens: torch.Tensor  # (T,) current piece per slot (MASK_ID where masked)
     probability: torch.Tensor  # (T,) probability of each slot's piece when it was chosen
     entropy: torch.Tensor  # (T,) entropy (nats) of that distribution
     masked: torch.Tensor  # (T,) bool: slots the next step predicts
     history: torch.Tensor  # (1, S_h, T) last argmax canvases for the stability rule
-    verifier_bias: torch.Tensor | None = None  # (C,) the teacher's output bias rows (verifying requests)
     teacher_context: Context | None = None  # the teacher's cross-attention keys/values, as ``context``
     reading: Reading | None = None  # set once the teacher verifies the canvas
 
@@ -136,20 +133,10 @@ class CanvasDenoiser:
         direction, pieces = self._split_ids(request.prompt_ids)
         if len(pieces) > self.max_context_tokens:
             raise EngineError(f"a window holds at most {self.max_context_tokens} pieces, got {len(pieces)}")
-        model = self.directions[direction].model
         shortlist = self.directions[direction].shortlist
-        verifier = self.directions[direction].verifier
-        if request.diffusion.verify and verifier is None:
+        if request.diffusion.verify and self.directions[direction].verifier is None:
             raise EngineError(f"{self.directions[direction].name} ships no teacher verifier: cannot verify")
-        with torch.inference_mode():
-            weight: torch.Tensor = model.embedding.weight
-            bias: torch.Tensor = model.output_bias
-            verifier_bias: torch.Tensor | None = verifier.output_bias if verifier is not None else None
-            candidates = None
-            if shortlist is not None:
-                candidates = torch.from_numpy(shortlist.candidates(pieces))
-                weight, bias = weight[candidates], bias[candidates]
-                verifier_bias = verifier_bias[candidates] if verifier_bias is not None else None
+        candidates = torch.from_numpy(shortlist.candidates(pieces)) if shortlist is not None else None
         length = min(request.max_new_tokens, MAX_CANVAS)
         threshold = request.diffusion.stability_threshold
         self._windows[seq_id] = _Window(
@@ -160,14 +147,11 @@ class CanvasDenoiser:
             context=None,
             source_length=len(pieces),
             candidates=candidates,
-            output_weight=weight,
-            output_bias=bias,
             tokens=self._noise(direction, candidates, torch.full((length,), MASK_ID, dtype=torch.long)),
             probability=torch.zeros(length),
             entropy=torch.full((length,), math.inf),
             masked=torch.ones(length, dtype=torch.bool),
             history=torch.full((1, threshold, length), -1, dtype=torch.long),
-            verifier_bias=verifier_bias if request.diffusion.verify else None,
         )
 
     def next_block(self, seq_id: int, block: Sequence[int]) -> None:
@@ -298,20 +282,17 @@ class CanvasDenoiser:
         members = tuple(w.serial for w in windows)
         cached = self._stacked.get(key)
         if cached is None or cached.members != members:
-            teacher = key[1]
+            direction, teacher = key
+            model, verifier = self.directions[direction].model, self.directions[direction].verifier
             contexts = [w.teacher_context if teacher else w.context for w in windows]
-            biases = [w.verifier_bias if teacher else w.output_bias for w in windows]
-            if any(c is None for c in contexts) or any(b is None for b in biases):
+            if any(c is None for c in contexts):
                 raise EngineError("a window stepped before its source was encoded")  # never: see step()
+            bias = verifier.output_bias if teacher and verifier is not None else model.output_bias
             cached = stack_batch(
                 members,
                 [c for c in contexts if c is not None],
                 [w.source_length for w in windows],
-                [
-                    (w.candidates, w.output_weight, b)
-                    for w, b in zip(windows, biases, strict=True)
-                    if b is not None
-                ],
+                ([w.candidates for w in windows], model.embedding.weight, bias),
             )
             self._stacked[key] = cached
         return cached

@@ -74,14 +74,13 @@ class Outputs:
         return chosen if self.candidates is None else self.candidates.gather(1, chosen)
 
 
-def stack_outputs(rows: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]]) -> Outputs:
-    """Per-window ``(candidates (C_i,) or None, weight rows (C_i, D), bias (C_i,))`` as :class:`Outputs`."""
-    if rows[0][0] is None:
-        return Outputs(None, rows[0][1], rows[0][2])
-    candidates, _ = stack([c for c, _, _ in rows if c is not None], 0)
-    bias, _ = stack([b for _, _, b in rows], -math.inf)
-    weight = torch.nn.utils.rnn.pad_sequence([w for _, w, _ in rows], batch_first=True)
-    return Outputs(candidates, weight, bias)
+def stack_outputs(candidates: list[torch.Tensor | None], weight: torch.Tensor, bias: torch.Tensor) -> Outputs:
+    """The output layer ``weight`` (V, D), ``bias`` (V,) restricted to each window's ``candidates``
+    ((C_i,) piece ids; None: no shortlist, every row reads the whole layer), gathered in one go."""
+    if candidates[0] is None:
+        return Outputs(None, weight, bias)
+    padded, real = stack([c for c in candidates if c is not None], 0)  # (B, C)
+    return Outputs(padded, weight[padded], bias[padded].masked_fill(~real, -math.inf))
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,7 @@ def stack_batch(
     members: tuple[int, ...],
     contexts: list[Context],
     lengths: list[int],
-    outputs: list[tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]],
+    outputs: tuple[list[torch.Tensor | None], torch.Tensor, torch.Tensor],
 ) -> Batch:
-    return Batch(members, *stack_context(contexts, lengths), stack_outputs(outputs))
+    """:class:`Batch` of ``contexts`` (sources ``lengths`` long) and ``outputs`` (:func:`stack_outputs`)."""
+    return Batch(members, *stack_context(contexts, lengths), stack_outputs(*outputs))

@@ -134,9 +134,7 @@ def test_a_draft_with_one_piece_too_many_is_realigned_in_one_round(
     drafter = CanvasTranslator.load(SHIPPED / "canvas.safetensors")
     memory = drafter.encoder(torch.tensor([source]), torch.ones(1, len(source), dtype=torch.bool))
     context = verifier.context_keys_values(memory)
-    outputs = stack_outputs(
-        [(candidates, drafter.embedding.weight[candidates], verifier.output_bias[candidates])]
-    )
+    outputs = stack_outputs([candidates], drafter.embedding.weight, verifier.output_bias)
     reading = verifier.start()
     mask = torch.ones(1, len(source), dtype=torch.bool)
     with torch.inference_mode():
