@@ -176,7 +176,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--sampler", choices=("exact", "fast"), default="fast")
     parser.add_argument(
-        "--int8", action=argparse.BooleanOptionalAction, default=False, help="int8 dynamic quantisation"
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="int8 dynamic quantisation (default: the model's)",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="latency", help="output file stem")
@@ -189,7 +192,7 @@ def main() -> None:
         [
             *("--model", args.model, "--sampler", args.sampler, "--no-asr"),
             *(["--threads", str(args.threads)] if args.threads else []),
-            *(["--int8"] if args.int8 else []),
+            *([] if args.int8 is None else ["--int8" if args.int8 else "--no-int8"]),
         ],
     )
     results = []

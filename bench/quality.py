@@ -5,10 +5,11 @@ with their human translations (the model cards' human set: English -> pt-BR, and
 ``--references teacher`` the benchmark's caption sentences against the teacher's raw outputs. Each
 setting (1, 2, 3, 4, 8 fixed steps; the card's adaptive schedule, denoising alone; the shipped default,
 whose filled canvas the teacher verifies; that default without the shortlist, and with int8 layers
-in the drafter; with ``--fill F:SHARE``, the adaptive schedule whose canvas is filled by step F and
-then refined, its first draft at step F) goes through the service's own scheduler and
-batched denoiser (:func:`engine.training.canvas_export.run_set`); latency is a lone window's final,
-median over the first 40 sentences, next to the teacher's one-sentence calls in its native engine.
+in the drafter, as served by default; with ``--fill F:SHARE``, the adaptive schedule whose canvas is
+filled by step F and then refined, its first draft at step F) goes through the service's own
+scheduler and batched denoiser (:func:`engine.training.canvas_export.run_set`); latency is a lone
+window's final, median over the first 40 sentences, next to the teacher's one-sentence calls in its
+native engine.
 
 Prints JSON and writes ``bench/results/quality.json`` (``quality_teacher.json``) and the PNG beside.
 
@@ -96,7 +97,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = [round(x, 2) for x in os.getloadavg()]
-    model = load_model(args.model)
+    model = load_model(args.model, int8=False)  # float32 rows, as the cards measure them
     if not isinstance(model, CanvasModel):
         raise SystemExit("bench.quality measures a canvas translator (the embedded v2 or its export)")
     summary: dict[str, Any] = {

@@ -126,7 +126,12 @@ def main() -> None:
     parser.add_argument("--direction", choices=tuple(LANGUAGES), default="en-pt")
     parser.add_argument("--threads", type=int, default=2, help="torch threads, and the teacher's pool")
     parser.add_argument("--name", default="throughput", help="output file stem")
-    parser.add_argument("--int8", action="store_true", help="the translator's linear layers in int8")
+    parser.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="the translator's linear layers in int8 (default: the model's; the embedded one: its drafter)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -174,7 +179,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     summary = {
         "model": model.card.name,
-        "int8": args.int8,
+        "int8": args.int8,  # None: the model's default (the embedded v2: an int8 drafter)
         "direction": args.direction,
         "threads": args.threads,
         "runs": args.runs,
@@ -225,7 +230,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     right.plot(xs, [r["final_ms"] for r in rows], marker="o", label="final")
     right.set(xscale="log", xlabel="concurrent windows", ylabel="median ms", title="Latency in a round")
     right.legend()
-    int8 = ", int8" if summary.get("int8") else ""
+    int8 = {"True": ", int8", "False": ", float32"}.get(str(summary.get("int8")), "")
     figure.suptitle(f"{summary['model']} ({summary['direction']}{int8}), {summary['threads']} threads")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

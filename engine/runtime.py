@@ -101,12 +101,13 @@ def load_model(
     dtype: str = "auto",
     seed: int = 0,
     sampler: Sampler = "fast",
-    int8: bool = False,
+    int8: bool | None = None,
 ) -> ServingModel:
     """Resolve ``spec`` offline and load it: a canvas translator (:mod:`engine.translator`), or a
     DiffusionGemma checkpoint with ``from_pretrained``. For DiffusionGemma, ``sampler`` goes to the
     denoiser; ``int8`` quantises the model's linear layers dynamically (CPU; faster, but activations
-    are scaled per batch, so results then depend on the batch and differ from ``generate()``'s)."""
+    are scaled per batch, so results then depend on the batch and differ from ``generate()``'s). None:
+    the model's default (for DiffusionGemma off; for the canvas translator see ``load_canvas_model``)."""
     import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
@@ -118,7 +119,6 @@ def load_model(
             logger.warning(
                 "--device applies to DiffusionGemma checkpoints; the canvas translator runs on the CPU"
             )
-        logger.info("canvas translator: int8 %s", "on" if int8 else "off")
         return load_canvas_model(resolved, seed=seed, int8=int8)
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
     model_class: Any = DiffusionGemmaForBlockDiffusion

@@ -17,6 +17,7 @@ window goes to the direction whose source and target languages match its stream'
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
 from engine.errors import EngineError, ModelResolutionError
 from engine.models import CANVAS_WEIGHTS, ModelCard, ResolvedModel, match_language, verified
 from engine.types import CanvasRequest, DiffusionParams, EarlyExitParams
+
+logger = logging.getLogger("livecanvas.engine")
 
 SHORTLIST_FILE = "shortlist.bin"
 TOKENIZER_FILE = "tokenizer.json"
@@ -109,13 +112,15 @@ class CanvasModel:
 
 
 def load_canvas_model(
-    resolved: ResolvedModel, *, seed: int = 0, shortlist: bool | None = None, int8: bool = False
+    resolved: ResolvedModel, *, seed: int = 0, shortlist: bool | None = None, int8: bool | None = None
 ) -> CanvasModel:
     """Load every direction at ``resolved.path`` (each verified against its ``SHA256SUMS``).
     ``shortlist`` overrides the cards' choice of output restriction (None: as the card says);
     ``int8`` quantises the decoder's linear layers dynamically (faster on a CPU; the activations are
     scaled per batch, so a denoised window may then depend on its batch); the encoder and the teacher's
-    verifier stay float32, so verified finals are still the teacher's exactly."""
+    verifier stay float32, so verified finals are still the teacher's exactly. None (the default):
+    int8 for a direction whose card verifies (only its drafts can change, and they hold their
+    quality: bench/README.md), float32 for one that does not."""
     from tokenizers import Tokenizer
 
     from engine.marian.binary import read_shortlist
@@ -135,10 +140,12 @@ def load_canvas_model(
             verifier = TeacherVerifier.load(directory / VERIFIER_WEIGHTS)
         elif card.diffusion.verify:
             raise ModelResolutionError(f"{directory}'s card verifies finals but it has no {VERIFIER_WEIGHTS}")
+        quantised = card.diffusion.verify if int8 is None else int8
+        logger.info("%s: drafter in %s", card.name, "int8" if quantised else "float32")
         directions.append(
             Direction(
                 name=card.name,
-                model=_with_int8_decoder(model) if int8 else model,
+                model=_with_int8_decoder(model) if quantised else model,
                 tokenizer=Tokenizer.from_file(str(directory / TOKENIZER_FILE)),
                 shortlist=read_shortlist(directory / SHORTLIST_FILE) if use_shortlist else None,
                 verifier=verifier,  # float32 even with int8: its finals must be the teacher's exactly

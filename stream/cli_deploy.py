@@ -49,7 +49,9 @@ def add_deploy_parser(commands: Any) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads per replica (0: default)")
     parser.add_argument("--max-batch", type=int, default=32, help="canvases advanced by one forward at most")
     parser.add_argument("--sampler", choices=("exact", "fast"), default="fast", help="see docs/engine.md")
-    parser.add_argument("--int8", action=argparse.BooleanOptionalAction, default=False, help="int8 (CPU)")
+    parser.add_argument(
+        "--int8", action=argparse.BooleanOptionalAction, default=None, help="int8 (CPU; default: the model's)"
+    )
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16, ...")
     asr = parser.add_argument_group("recogniser (front ends: --asr-model ray:APP-asr)")
     asr.add_argument("--asr", action="store_true", help="also deploy the speech recogniser as APP-asr")

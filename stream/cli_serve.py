@@ -40,9 +40,11 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
     parser.add_argument(
         "--int8",
         action=argparse.BooleanOptionalAction,
-        default=env_optional_bool("INT8") or False,
+        default=env_optional_bool("INT8"),
         help="quantise the translator's linear layers to int8 (CPU): faster steps (figures in "
-        "bench/README.md), but a window's translation may then depend on what it was batched with",
+        "bench/README.md), but a window's translation may then depend on what it was batched with "
+        "(default: the model's; the embedded translator quantises its drafter only, its verified "
+        "finals stay the teacher's exactly)",
     )
     parser.add_argument("--device", default=env_str("DEVICE", defaults.device), help="cpu, cuda, cuda:1, ...")
     parser.add_argument(

@@ -90,8 +90,9 @@ class ServerConfig:
     torch_threads: int = 0  # 0: one per core; half the cores when speech recognition is on
     sampler: str = "fast"  # "exact": generate()'s sampling, bit for bit (see docs/engine.md)
     # int8 dynamic quantisation of the translator's linear layers (CPU): faster, but activations are
-    # scaled per batch, so a canvas's tokens may then depend on what it was batched with
-    int8: bool = False
+    # scaled per batch, so a canvas's tokens may then depend on what it was batched with; None: the
+    # model's default (the embedded translator: its drafter in int8, its verified finals exact)
+    int8: bool | None = None
     max_batch: int = 32  # canvases advanced by one forward at most
     max_frame_bytes: int = 1 << 20
     max_window_words: int = 32

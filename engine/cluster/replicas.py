@@ -45,7 +45,7 @@ class TranslatorSettings:
     device: str = "cpu"  # "cuda" for replicas placed on GPUs
     dtype: str = "auto"
     sampler: str = "fast"
-    int8: bool = False
+    int8: bool | None = None  # None: the model's default (engine.runtime.load_model)
     max_batch: int = 32
     threads: int = 0  # torch threads (0: torch's default)
     seed: int = 0

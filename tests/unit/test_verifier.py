@@ -189,7 +189,10 @@ def test_a_card_that_verifies_without_its_verifier_is_refused(tmp_path: Path) ->
     card["diffusion"] = asdict(replace(DirectionCard.read(copy).diffusion, verify=False))
     (copy / CARD_FILE).write_text(json.dumps(card))
     write_checksums(copy)
-    assert load_canvas_model(ResolvedModel("en-pt", copy)).denoiser.directions[0].verifier is None
+    unverified = load_canvas_model(ResolvedModel("en-pt", copy)).denoiser.directions[0]
+    assert unverified.verifier is None
+    # without a verifier, int8 would change its finals: its drafter stays float32 unless asked
+    assert torch.nn.Linear in {type(m) for m in unverified.model.layers.modules()}
 
 
 def test_verifying_and_denoising_windows_share_steps_without_changing_each_other(
@@ -213,8 +216,11 @@ def test_verifying_and_denoising_windows_share_steps_without_changing_each_other
     assert [mixed[0].final, mixed[2].final] == [t.final for t in separate]
 
 
-def test_int8_quantises_the_drafter_only_and_verified_finals_stay_exact(teacher: PortedTeacher) -> None:
-    model = load_canvas_model(ResolvedModel("embedded", SHIPPED.parent), int8=True)
+@pytest.mark.parametrize("int8", [True, None])  # None: the default for a card that verifies
+def test_int8_quantises_the_drafter_only_and_verified_finals_stay_exact(
+    teacher: PortedTeacher, int8: bool | None
+) -> None:
+    model = load_canvas_model(ResolvedModel("embedded", SHIPPED.parent), int8=int8)
     direction = model.denoiser.directions[model.route("en", "pt-BR")]
     encoder_layers = {type(m) for m in direction.model.encoder.modules()}
     decoder_layers = {type(m) for m in direction.model.layers.modules()}
