@@ -28,15 +28,8 @@ from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
 
-from bench.audio_latency import (
-    DRAFT_TARGET_S,
-    FINAL_TARGET_S,
-    RESULTS,
-    Caption,
-    StreamRecord,
-    build_programme,
-    score_stream,
-)
+from bench.audio_latency import DRAFT_TARGET_S, FINAL_TARGET_S, RESULTS, build_programme
+from bench.caption_scoring import Caption, StreamRecord, score_stream
 from bench.server_process import percentile
 from engine.asr import Asr, AsrRequest, FasterWhisperAsr
 from engine.asr_models import ensure_whisper_base, whisper_tiny_en

@@ -14,37 +14,13 @@ competes for the CPU).
 **Server.** ``python -m stream.cli --log-level warning serve`` on a free loopback port (speech
 recognition is on by default), started afresh for every stream count N and reused for that N's runs.
 
-**Per-word latency.** Words are not timed individually on the wire: a caption ``final`` carries its
-window's span ``t0_ms``..``t1_ms`` in stream audio time, and each draft its own span. Each word's end is
-estimated by spreading the final window's words linearly over that span: word i of k ends at
-``t0 + (t1 - t0) * (i + 1) / k``. Its *spoken* time on the client's monotonic clock is the stream's start
-(when the first chunk was released, minus that chunk's length: ``paced_chunks`` releases a chunk once
-its last sample has been spoken) plus that end. Then
-
-* final latency = arrival of the window's final - spoken time;
-* first-draft latency = arrival of the first caption draft that showed the word - spoken time. A draft
-  shows word i of a final window when its normalised text (``tests.speech.normalize``) contains the
-  normalised prefix of that window up to and including word i (a substring match on whole words). Only
-  drafts that arrived before the final, belong to this window or an earlier one, and whose span reaches
-  into this window (the same window, or ``t1_ms > t0_ms`` of the final) are considered, so a common
-  word of an earlier sentence does not count. A word never drafted counts as drafted at its final;
-  ``words_drafted_at_final`` says how many.
-
-The linear spread is an estimate: a word that really ends earlier than estimated gets a latency that is
-too small (it can even come out slightly negative for drafts), one that ends later one that is too large;
-medians over many words are robust to this, single words are not.
+**Per-word latency and WER**: see :mod:`bench.caption_scoring` (from a word's estimated spoken time to
+the first caption draft that showed it, and to its final; final and draft WER over the
+concatenated finals and window drafts).
 
 As a cross-check, ``server_window_final_s`` summarises the server's own ``latency_ms`` of the caption
 finals: from each window's *last* word, by a clock the server starts when the first audio frame arrives
 (one chunk after the client's stream start, so it reads about ``--chunk-ms`` lower).
-
-**WER.** Final WER: all caption finals of a stream, concatenated, against the programme's reference
-(``tests.speech.wer``, corpus WER over every stream of every run). Draft WER: for each window the last
-draft shown before its final (the window's final text where the window was never drafted; counted in
-``windows_never_drafted``), concatenated, against the same reference. The last draft of a window often
-also shows the first words of the next window, which the viewer then sees again in that window's
-drafts; so only the draft's prefix that best matches the window's final (within 4 words of its length,
-``draft_reading``) stands for the window. Words the draft got wrong or missed still count.
 
 **Real-time factor.** The server's ``stats`` message (sent to each stream before ``bye``) carries
 ``asr_busy_s``, the recogniser's cumulative busy time; a run's RTF is its increase over the run divided
@@ -74,12 +50,11 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rapidfuzz.distance import Levenshtein
-
+from bench.caption_scoring import Caption, StreamRecord, score_stream
 from bench.server_process import free_port, percentile, start_server
 from clients.python.audio_source import SAMPLE_RATE, paced_chunks, read_wav_pcm16_16k
 from clients.python.client import connect
@@ -88,14 +63,13 @@ from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # tests/ is not installed: run as `python -m bench.audio_latency`
     sys.path.insert(0, str(ROOT))
-from tests.speech import librivox_clips, normalize, silence, synthesize, wer  # noqa: E402
+from tests.speech import librivox_clips, silence, synthesize, wer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CAPTION = "caption"
 GAP_S = 1.0
 DRAFT_TARGET_S = 1.0
 FINAL_TARGET_S = 3.0
-DRAFT_SLACK_WORDS = 4
 PIPER_SENTENCES = [
     "The library opens at nine o'clock every morning.",
     "Please remember to bring your ticket to the front desk.",
@@ -115,41 +89,6 @@ class Programme:
     @property
     def duration_s(self) -> float:
         return len(self.pcm) / 2 / SAMPLE_RATE
-
-
-@dataclass(frozen=True)
-class Caption:
-    """A caption draft or final as received: its window, text, audio span and arrival (monotonic ns)."""
-
-    window: int
-    text: str
-    t0_ms: int
-    t1_ms: int
-    at_ns: int
-    latency_ms: int  # the server's own figure: from the span's last word (by its clock) to sending
-
-
-@dataclass
-class StreamRecord:
-    """Everything one stream saw, timed on the client's monotonic clock."""
-
-    start_ns: int = 0  # when the stream's first audio sample was spoken
-    end_sent_ns: int = 0
-    bye_ns: int = 0
-    drafts: list[Caption] = field(default_factory=list)
-    finals: list[Caption] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    stats: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass
-class StreamScore:
-    draft_s: list[float]
-    final_s: list[float]
-    words_drafted_at_final: int
-    windows_never_drafted: int
-    final_text: str
-    draft_text: str
 
 
 def build_programme(piper: bool, workdir: Path, script: Path | None = None) -> Programme:
@@ -221,66 +160,6 @@ async def one_stream(
                 record.bye_ns = item.at_ns
         await publisher
     return record
-
-
-def padded(text: str) -> str:
-    return f" {normalize(text)} "
-
-
-def draft_reading(draft: str, final: str) -> str:
-    """The part of a window's draft that stands for the window: a draft also shows the newest words,
-    which may go into the next window. Of the draft's prefixes within ``DRAFT_SLACK_WORDS`` of the
-    final's length, the one closest to the final (word edit distance, then length)."""
-    shown, kept = draft.split(), final.split()
-    keys, target = [normalize(w) for w in shown], [normalize(w) for w in kept]
-    lengths = range(max(0, len(kept) - DRAFT_SLACK_WORDS), min(len(shown), len(kept) + DRAFT_SLACK_WORDS) + 1)
-    best = min(lengths, key=lambda n: (Levenshtein.distance(keys[:n], target), abs(n - len(kept))), default=0)
-    return " ".join(shown[:best])
-
-
-def score_stream(record: StreamRecord) -> StreamScore:
-    """Per-word latencies (see the module docstring) and the final and draft transcripts of one stream."""
-    draft_s: list[float] = []
-    final_s: list[float] = []
-    at_final = 0
-    never_drafted = 0
-    draft_texts: list[str] = []
-    drafts = sorted(record.drafts, key=lambda d: d.at_ns)
-    normalised = [padded(d.text) for d in drafts]
-    finals = sorted(record.finals, key=lambda f: f.window)
-    for final in finals:
-        words = final.text.split()
-        own = [d for d in drafts if d.window == final.window and d.at_ns <= final.at_ns]
-        if own:
-            draft_texts.append(draft_reading(own[-1].text, final.text))
-        else:
-            draft_texts.append(final.text)
-            never_drafted += 1
-        candidates = [
-            (draft, text)
-            for draft, text in zip(drafts, normalised, strict=True)
-            if draft.at_ns <= final.at_ns
-            and draft.window <= final.window
-            and (draft.window == final.window or draft.t1_ms > final.t0_ms)
-        ]
-        for i in range(len(words)):
-            end_ms = final.t0_ms + (final.t1_ms - final.t0_ms) * (i + 1) / len(words)
-            spoken_ns = record.start_ns + end_ms * 1e6
-            prefix = padded(" ".join(words[: i + 1]))
-            shown = next((d.at_ns for d, text in candidates if prefix.strip() == "" or prefix in text), None)
-            if shown is None:
-                shown = final.at_ns
-                at_final += 1
-            draft_s.append((shown - spoken_ns) / 1e9)
-            final_s.append((final.at_ns - spoken_ns) / 1e9)
-    return StreamScore(
-        draft_s=draft_s,
-        final_s=final_s,
-        words_drafted_at_final=at_final,
-        windows_never_drafted=never_drafted,
-        final_text=" ".join(f.text for f in finals),
-        draft_text=" ".join(draft_texts),
-    )
 
 
 async def run_load(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.audio_latency import Caption, StreamRecord, draft_reading, score_stream
+from bench.caption_scoring import Caption, StreamRecord, draft_reading, score_stream
 
 S = 1_000_000_000  # ns
 
