@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
 
 from engine.diffusion.denoiser import StepResult
+from engine.diffusion.gemma_cache import BatchCache, PromptCache, encode_into_cache, stack_prompt_caches
 from engine.diffusion.lean import (
     decoder_hidden_states,
     entropy_probs_argmax,
@@ -64,18 +65,6 @@ class _SequenceState:
     self_conditioning: torch.Tensor | None
     argmax_history: torch.Tensor  # (1, S, L) last S argmax canvases, -1 where none
     version: int  # unique stamp of this context (new on start and on every appended block)
-
-
-@dataclass(eq=False)
-class _BatchCache:
-    """Stacked prompt caches for one set of sequences, reused while the set stays the same."""
-
-    signature: tuple[int, ...]  # the members' context stamps, in batch order
-    cache: DynamicCache
-    mask_mapping: dict[str, Any]
-    position_ids: torch.Tensor  # (B, L) int32
-    entropy_bound: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,)
-    confidence_threshold: torch.Tensor = field(default_factory=lambda: torch.empty(0))  # (B,)
 
 
 Sampler = Literal["exact", "fast"]
@@ -119,7 +108,7 @@ class DiffusionGemmaDenoiser:
         self._embedding_dtype = model.model.decoder.embed_tokens.weight.dtype
         self._self_conditioning_weights = self_conditioning_weights(model) if sampler == "fast" else None
         self._sequences: dict[int, _SequenceState] = {}
-        self._batch: _BatchCache | None = None
+        self._batch: BatchCache | None = None
         self._stamps = itertools.count()
         self.forwards = 0  # decoder forwards run
         self.rows_stepped = 0  # canvases advanced, summed over forwards
@@ -249,7 +238,7 @@ class DiffusionGemmaDenoiser:
     def _logits(
         self,
         canvas: torch.Tensor,
-        batch: _BatchCache,
+        batch: BatchCache,
         self_conditioning: torch.Tensor | None,
         self_conditioning_mask: torch.Tensor | None,
         temperature: torch.Tensor,
@@ -360,23 +349,7 @@ class DiffusionGemmaDenoiser:
         return torch.cat(stops), new_histories
 
     def _encode(self, tokens: torch.Tensor, cache: DynamicCache, *, start_position: int) -> None:
-        """Run the causal encoder over ``tokens`` (1, T), appending their keys/values to ``cache``."""
-        length = tokens.shape[1]
-        end = start_position + length
-        position_ids = torch.arange(start_position, end, dtype=torch.int32, device=self._device)[
-            None
-        ]  # (1, T)
-        attention_mask = torch.ones((1, end), dtype=torch.bool, device=self._device)  # (1, past + T)
-        shape_only = torch.empty((1, length, 0), dtype=self.model.dtype, device=self._device)
-        encoder = self.model.model.encoder
-        mask_mapping = encoder.create_masks_for_generate(
-            config=self.model.config,
-            inputs_embeds=shape_only,
-            attention_mask=attention_mask,
-            cache=cache,
-            position_ids=position_ids,
-        )
-        encoder(input_ids=tokens, attention_mask=mask_mapping, cache=cache, position_ids=position_ids)
+        encode_into_cache(self.model, tokens, cache, start_position=start_position)
 
     def _fresh_canvas(self, generator: torch.Generator) -> torch.Tensor:
         """A canvas of uniformly drawn tokens (1, L): the diffusion prior and the renoising source."""
@@ -409,51 +382,12 @@ class DiffusionGemmaDenoiser:
         stacked = torch.cat([s if s is not None else zeros for s in signals])  # (B, L, V)
         return stacked, torch.tensor(present, dtype=torch.bool, device=self._device)
 
-    def _batch_cache(self, states: list[_SequenceState]) -> _BatchCache:
+    def _batch_cache(self, states: list[_SequenceState]) -> BatchCache:
         signature = tuple(s.version for s in states)
-        if self._batch is not None and self._batch.signature == signature:
-            return self._batch
-        context = max(s.context_length for s in states)
-        cache = DynamicCache(config=self._text_config)
-        layers: list[Any] = list(cache.layers)
-        for layer_index, layer in enumerate(layers):
-            own: list[Any] = [s.cache.layers[layer_index] for s in states]
-            keys = [layer_cache.keys for layer_cache in own]  # each (1, H, P_i, D)
-            values = [layer_cache.values for layer_cache in own]
-            layer.update(_left_pad(keys, context), _left_pad(values, context))
-        padding = torch.tensor(
-            [[i >= context - s.context_length for i in range(context)] for s in states],
-            dtype=torch.bool,
-            device=self._device,
-        )  # (B, P) True where real tokens are
-        canvas_visible = torch.ones((len(states), self._canvas_length), dtype=torch.bool, device=self._device)
-        attention_mask = torch.cat([padding, canvas_visible], dim=1)  # (B, P + L)
-        shape_only = torch.empty((len(states), self._canvas_length, 1), dtype=torch.long, device=self._device)
-        mask_mapping = self.model.model.decoder.create_diffusion_decoder_attention_mask(
-            config=self.model.config,
-            inputs_embeds=shape_only,
-            cache=cache,
-            decoder_attention_mask=attention_mask,
-        )
-        offsets = torch.arange(self._canvas_length, dtype=torch.int32, device=self._device)
-        starts = torch.tensor([s.context_length for s in states], dtype=torch.int32, device=self._device)
-        self._batch = _BatchCache(
-            signature=signature,
-            cache=cache,
-            mask_mapping=mask_mapping,
-            position_ids=starts[:, None] + offsets[None, :],  # (B, L)
-            entropy_bound=torch.tensor(
-                [s.request.diffusion.entropy_bound for s in states], dtype=torch.float32, device=self._device
-            ),
-            confidence_threshold=torch.tensor(
-                [s.request.diffusion.confidence_threshold for s in states],
-                dtype=torch.float32,
-                device=self._device,
-            ),
-        )
+        if self._batch is None or self._batch.signature != signature:
+            self._batch = stack_prompt_caches(
+                self.model,
+                [PromptCache(s.cache, s.context_length, s.version, s.request.diffusion) for s in states],
+                self._canvas_length,
+            )
         return self._batch
-
-
-def _left_pad(tensors: list[torch.Tensor], length: int) -> torch.Tensor:
-    """Stack (1, H, T_i, D) tensors into (B, H, length, D), zero-padding each on the left."""
-    return torch.cat([torch.nn.functional.pad(t, (0, 0, length - t.shape[-2], 0)) for t in tensors], dim=0)
