@@ -7,8 +7,8 @@ step groups its canvases by direction and runs one decoder forward per direction
 
 Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an adaptive acceptance):
 
-* ``start``: the window's shortlist rows of the output layer and a canvas of ``[MASK]`` slots (length
-  from the source) are set up; its first step encodes the source once, in one encoder forward with
+* ``start``: the window's shortlist candidates and a canvas of ``[MASK]`` slots (length from the
+  source) are set up; its first step encodes the source once, in one encoder forward with
   every other window starting in that round, and keeps its cross-attention keys and values;
 * ``step``: the decoder reads the whole canvas; only masked slots get logits, over the window's
   shortlist alone (Bergamot's lexical shortlist); each takes its most likely piece, its probability
@@ -23,7 +23,8 @@ Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an a
   settles at least one slot, until the canvas is the teacher's greedy translation (or the budget ends).
 
 Re-masking and stopping run for all the windows of a step at once; the windows' stacked context and
-output layers are kept while the same windows step together.
+output layers (gathered once from the embedding over their candidates) are kept while the same
+windows step together.
 
 A denoised canvas's text drops a piece that repeats its left neighbour (the usual remedy for the
 repeated tokens of parallel decoders; subword pieces seldom repeat in real text); a verified canvas's
