@@ -36,7 +36,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -83,6 +83,7 @@ class _Window:
     history: torch.Tensor  # (1, S_h, T) last argmax canvases for the stability rule
     teacher_context: Context | None = None  # the teacher's cross-attention keys/values, as ``context``
     reading: Reading | None = None  # set once the teacher verifies the canvas
+    held: StepResult | None = None  # a final the teacher gave in the fill step, sent in the next one
 
 
 class CanvasDenoiser:
@@ -177,17 +178,23 @@ class CanvasDenoiser:
             self._encode([w for w in windows if w.context is None])
             for direction in sorted({w.direction for w in windows}):
                 mine = [k for k, w in enumerate(windows) if w.direction == direction]
-                # windows that finished denoising in an earlier step: the teacher verifies them
-                verifying = [k for k in mine if windows[k].reading is not None]
+                held = {k: final for k in mine if (final := windows[k].held) is not None}
+                results.update(held)
                 denoising = [k for k in mine if windows[k].reading is None]
                 if denoising:
                     stepped = self._step_direction(
                         direction, [windows[k] for k in denoising], [steps_remaining[k] for k in denoising]
                     )
                     results.update(zip(denoising, stepped, strict=True))
+                # the teacher verifies every window done denoising, from the step in which it got done
+                verifying = [k for k in mine if windows[k].reading is not None and k not in held]
                 if verifying:
                     verified = self._verify_direction(direction, [windows[k] for k in verifying])
-                    results.update(zip(verifying, verified, strict=True))
+                    for k, result in zip(verifying, verified, strict=True):
+                        if result.stopped and k in denoising:  # accepted in the fill step's round: its
+                            windows[k].held = result  # draft first, its final in the next step
+                            result = replace(result, stopped=False)
+                        results[k] = result
         self.forwards += 1
         self.rows_stepped += len(seq_ids)
         return [results[k] for k in range(len(seq_ids))]

@@ -98,8 +98,8 @@ def test_verified_finals_are_the_teachers_greedy_translations_whatever_the_draft
     for text, result in zip(SENTENCES, translated, strict=True):
         # the fill steps, then one round per corrected slot at most (plus the one that accepts </s>)
         assert result.steps <= FILL + len(greedy(teacher, text)) + 1
-    # every window shows its denoised canvas as a draft by the draft step, before the teacher's rounds
-    # (even one the teacher accepts in a single round), so a viewer never waits on verification
+    # every window shows a draft by the draft step (the filled canvas with the teacher's first round),
+    # and its final after it, even one the teacher accepts in that first round
     assert all(t.draft_steps <= FILL < t.steps for t in translated)
     if drafter_kind == "shipped":  # a drafter that translates saves rounds: fewer than one per piece
         pieces = sum(len(greedy(teacher, text)) for text in SENTENCES)
@@ -118,7 +118,7 @@ def test_a_budget_that_ends_mid_verification_keeps_the_teachers_prefix(
         result = den.step([0], [budget - step + 1])[0]
     assert not result.stopped  # the scheduler ends it at the budget with this canvas as the final
     settled = den._windows[0].reading.settled  # type: ignore[union-attr]
-    assert settled >= 3  # three rounds after the fill steps, at least one slot each
+    assert settled >= 3  # the fill step's round and two more, at least one slot each
     assert list(result.argmax[:settled]) == greedy(teacher, text)[:settled]
 
 
