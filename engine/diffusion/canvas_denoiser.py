@@ -19,8 +19,10 @@ Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an a
   one stays open, so every window shows a draft before its final;
 * the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule;
 * with ``DiffusionParams.verify``, a window whose canvas would stop goes on to verification instead:
-  each later step is a round of the teacher's verifier (:mod:`engine.diffusion.verifier`), which
-  settles at least one slot, until the canvas is the teacher's greedy translation (or the budget ends).
+  from that same step on, each step is a round of the teacher's verifier
+  (:mod:`engine.diffusion.verifier`), which settles at least one slot, until the canvas is the
+  teacher's greedy translation (or the budget ends). A window the teacher accepts in that first round
+  reports it as not yet stopped (the scheduler shows it as the draft) and stops in the next step.
 
 Re-masking and stopping run for all the windows of a step at once; the windows' stacked context and
 output layers (gathered once from the embedding over their candidates) are kept while the same
@@ -335,7 +337,7 @@ class CanvasDenoiser:
         remask = doubtful & (rank < quota[:, None])
         # until the request's draft step, at least one slot stays open: every window shows a draft
         # (its canvas at that step) before its final (a verifying window goes on to verification at
-        # its draft step, so its draft is that step's canvas)
+        # its draft step, so its draft is that step's canvas after the teacher's first round)
         before_draft = torch.tensor(
             [
                 draft_pending(p.max_denoising_steps - remaining + 1, w.request) and remaining > 1
