@@ -1,5 +1,6 @@
 """Dynamic int8 quantisation, the one way both translator backends (DiffusionGemma and the canvas
-translator) are served with ``--int8``."""
+translator) are served with ``--int8`` (and the canvas translator's drafter by default when its card
+verifies: :func:`engine.translator.load_canvas_model`)."""
 
 from __future__ import annotations
 
