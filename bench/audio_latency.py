@@ -47,7 +47,6 @@ import json
 import os
 import random
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -59,11 +58,9 @@ from bench.server_process import free_port, percentile, start_server
 from clients.python.audio_source import SAMPLE_RATE, paced_chunks, read_wav_pcm16_16k
 from clients.python.client import connect
 from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
+from tests.speech import librivox_clips, silence, synthesize, wer
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tests/ is not installed: run as `python -m bench.audio_latency`
-    sys.path.insert(0, str(ROOT))
-from tests.speech import librivox_clips, silence, synthesize, wer  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 CAPTION = "caption"

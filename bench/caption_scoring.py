@@ -32,16 +32,11 @@ drafts; so only the draft's prefix that best matches the window's final (within 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rapidfuzz.distance import Levenshtein
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # tests/ is not installed: run as `python -m bench.audio_latency`
-    sys.path.insert(0, str(ROOT))
-from tests.speech import normalize  # noqa: E402
+from tests.speech import normalize
 
 DRAFT_SLACK_WORDS = 4
 

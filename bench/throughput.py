@@ -230,7 +230,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     right.plot(xs, [r["final_ms"] for r in rows], marker="o", label="final")
     right.set(xscale="log", xlabel="concurrent windows", ylabel="median ms", title="Latency in a round")
     right.legend()
-    int8 = {"True": ", int8", "False": ", float32"}.get(str(summary.get("int8")), "")
+    int8 = {True: ", int8", False: ", float32", None: ""}[summary.get("int8")]
     figure.suptitle(f"{summary['model']} ({summary['direction']}{int8}), {summary['threads']} threads")
     figure.tight_layout()
     figure.savefig(path, dpi=120)

@@ -146,7 +146,7 @@ class DiffusionGemmaDenoiser:
         cache = DynamicCache(config=self._text_config)
         with torch.inference_mode():
             prompt = torch.tensor([request.prompt_ids], dtype=torch.long, device=self._device)  # (1, P)
-            self._encode(prompt, cache, start_position=0)
+            encode_into_cache(self.model, prompt, cache, start_position=0)
             state = _SequenceState(
                 request=request,
                 generator=generator,
@@ -165,7 +165,7 @@ class DiffusionGemmaDenoiser:
             raise EngineError(f"a block has {self._canvas_length} tokens, got {len(block)}")
         with torch.inference_mode():
             tokens = torch.tensor([list(block)], dtype=torch.long, device=self._device)  # (1, L)
-            self._encode(tokens, state.cache, start_position=state.context_length)
+            encode_into_cache(self.model, tokens, state.cache, start_position=state.context_length)
             state.context_length += self._canvas_length
             state.canvas = self._fresh_canvas(state.generator)
             state.self_conditioning = None
@@ -347,9 +347,6 @@ class DiffusionGemmaDenoiser:
             stops.append(stop)
             new_histories.append(new_history)
         return torch.cat(stops), new_histories
-
-    def _encode(self, tokens: torch.Tensor, cache: DynamicCache, *, start_position: int) -> None:
-        encode_into_cache(self.model, tokens, cache, start_position=start_position)
 
     def _fresh_canvas(self, generator: torch.Generator) -> torch.Tensor:
         """A canvas of uniformly drawn tokens (1, L): the diffusion prior and the renoising source."""
