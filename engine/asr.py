@@ -85,6 +85,8 @@ class AsrRequest:
 
     ``pass_name`` picks the model (``draft`` or ``final``); ``prompt`` is the stream's recent text,
     given to the model as previous context; ``language`` is an ISO code (``en``) or None to detect.
+    ``prefix`` is text already final at the start of ``audio``: a recogniser that can continue from it
+    (Moonshine) returns only the words after it; whisper does not use it.
     """
 
     audio: np.ndarray
@@ -92,6 +94,7 @@ class AsrRequest:
     pass_name: str
     language: str | None = "en"
     prompt: str = ""
+    prefix: str = ""
 
 
 class Asr(Protocol):

@@ -9,10 +9,8 @@ caption drafts and final windows out.
   word), so with a short encoder input it costs a fraction of a final pass, and it runs as soon as
   ``draft_interval_ms`` of new audio arrived, while final passes wait for ``interval_ms`` of audio
   new to them.
-* **Windows.** Final words gather into the next window, which closes at a sentence end, at a clause
-  end once it is long enough, at the word budget, once its words span ``max_window_ms`` (every word
-  waits for its window's end, so the span bounds that wait), after a pause, or at the end of the stream.
-* **Drafts.** A draft shows the open window: its final words so far, then the newest unconfirmed ones.
+* **Windows and drafts** follow ``engine.caption_windows`` (sentence, clause, word budget, time span),
+  and a window also closes after a pause and at the end of the stream.
 * **Bounded latency.**
   * At most one request is in flight per stream. When it returns, the next one covers all audio that
     arrived meanwhile, so work never piles up behind a slow recogniser.
@@ -29,24 +27,15 @@ from dataclasses import dataclass, field
 
 from engine.asr import AsrRequest
 from engine.audio import SAMPLE_RATE, AudioBuffer, SpeechDetector
+from engine.caption_windows import CaptionDraft, CaptionWindows, WindowRules
 from engine.commit import LocalAgreement, normalise
 from engine.types import Window, Word
-from engine.windows import ends_sentence
 
 DRAFT_PASS, FINAL_PASS = "draft", "final"
-CLAUSE_ENDS = (",", ";", ":", "—", "\uff0c", "\u3001", "\uff1b", "\uff1a")
 MAX_FAILURES = 3
 ECHO_MIN_WORDS = 3
-CLOSING_QUOTES = "\"'\u201d\u2019)»"
 
-
-@dataclass(frozen=True, slots=True)
-class CaptionDraft:
-    """The open window as it stands: final words so far plus the newest unconfirmed ones."""
-
-    text: str
-    t0_ms: int
-    t1_ms: int
+__all__ = ["CaptionDraft", "LiveTranscriber", "TranscriberSettings"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +54,10 @@ class TranscriberSettings:
     clause_window_words: int = 6  # a window this long also closes at a clause boundary (, ; :)
     context_words: int = 40
 
+    @property
+    def window_rules(self) -> WindowRules:
+        return WindowRules(self.max_window_words, self.max_window_ms, self.clause_window_words)
+
 
 @dataclass(eq=False)
 class LiveTranscriber:
@@ -76,7 +69,7 @@ class LiveTranscriber:
     def __post_init__(self) -> None:
         self.buffer = AudioBuffer(max_ms=self.settings.max_buffer_ms)
         self.agreement = LocalAgreement(agreement=2)
-        self._open_words: list[Word] = []  # final words of the open window
+        self.windows = CaptionWindows(self.settings.window_rules)
         self._tentative: tuple[Word, ...] = ()
         self._context: list[str] = []  # recent closed-window text, the final pass's prompt
         self._in_flight: AsrRequest | None = None
@@ -84,7 +77,6 @@ class LiveTranscriber:
         self._last_pass_end_ms = 0  # audio heard by the latest pass, of either kind
         self._last_final_end_ms = 0  # audio heard by the latest final pass
         self._last_pass = DRAFT_PASS
-        self._last_draft: str = ""
         self._ending = False
         self._failures = 0
         self.finished = False
@@ -152,12 +144,11 @@ class LiveTranscriber:
             # a word needs audio after it before it can be confirmed, except at the very end
             margin = 0 if final_pass_ends else self.settings.right_context_ms
             update = self.agreement.insert(words, settled_until_ms=heard_until - margin)
-            self._open_words.extend(update.committed)
+            events.extend(self._closed(self.windows.add(update.committed)))
             self._tentative = update.tentative
             if final_pass_ends:
-                self._open_words.extend(self.agreement.finish().committed)
+                events.extend(self._closed(self.windows.add(self.agreement.finish().committed)))
                 self._tentative = ()
-            events.extend(self._close_full_windows())
             if final_pass_ends:
                 events.extend(self._close_window())
                 self.finished = True
@@ -166,7 +157,7 @@ class LiveTranscriber:
         else:
             committed_until = self.agreement.committed_until_ms
             self._tentative = tuple(w for w in self._within_speech(words) if w.t1_ms > committed_until + 100)
-        events.extend(self._draft())
+        events.extend(self.windows.draft(self._tentative))
         return events
 
     def on_error(self, request: AsrRequest) -> list[CaptionDraft | Window]:
@@ -182,8 +173,8 @@ class LiveTranscriber:
         if not (self._ending and self._failures >= MAX_FAILURES):
             return []
         unsettled = self._tentative[len(self.agreement.tentative) :]
-        self._open_words.extend([*self.agreement.finish().committed, *unsettled])
-        events = [*self._close_full_windows(), *self._close_window()]
+        events = self._closed(self.windows.add([*self.agreement.finish().committed, *unsettled]))
+        events.extend(self._close_window())
         self.finished = True
         return events
 
@@ -193,7 +184,7 @@ class LiveTranscriber:
         word, breath, silence) by repeating that prompt. New words that only repeat recent closed text
         are such an echo and are dropped."""
         fresh = [w for w in words if w.t1_ms > self.agreement.committed_until_ms]
-        if len(fresh) < ECHO_MIN_WORDS or self._open_words:
+        if len(fresh) < ECHO_MIN_WORDS or self.windows.open_words:
             return words
         recent = " ".join(normalise(w) for w in self._context[-self.settings.context_words :])
         said = " ".join(normalise(w.text) for w in fresh)
@@ -224,8 +215,9 @@ class LiveTranscriber:
             events.extend(self._close_window())
             self.finished = True
             return events
-        last_word_end = self._open_words[-1].t1_ms if self._open_words else uncommitted_from
-        if self._open_words and self.buffer.end_ms - last_word_end >= self.settings.pause_ms:
+        open_words = self.windows.open_words
+        last_word_end = open_words[-1].t1_ms if open_words else uncommitted_from
+        if open_words and self.buffer.end_ms - last_word_end >= self.settings.pause_ms:
             events.extend(self._close_window())
         if self.buffer.end_ms - self.buffer.start_ms > self.settings.pause_ms:
             # nothing unconfirmed to keep but the last moments
@@ -233,42 +225,18 @@ class LiveTranscriber:
         self._last_pass_end_ms = self._last_final_end_ms = self.buffer.end_ms
         return events
 
-    def _close_full_windows(self) -> list[CaptionDraft | Window]:
-        events: list[CaptionDraft | Window] = []
-        while True:
-            cut = next(
-                (i + 1 for i, w in enumerate(self._open_words) if self._closes_window(i, w.text)), None
-            )
-            if cut is None and len(self._open_words) >= self.settings.max_window_words:
-                cut = self.settings.max_window_words
-            if cut is None and self._open_span_ms() >= self.settings.max_window_ms:
-                cut = len(self._open_words)  # everything confirmed so far: no word waits for the next
-            if cut is None:
-                return events
-            events.extend(self._close_window(cut))
+    def _close_window(self) -> list[CaptionDraft | Window]:
+        return self._closed(self.windows.close())
 
-    def _open_span_ms(self) -> int:
-        return self._open_words[-1].t1_ms - self._open_words[0].t0_ms if self._open_words else 0
-
-    def _closes_window(self, index: int, text: str) -> bool:
-        if ends_sentence(text):
-            return True
-        clause = text.rstrip(CLOSING_QUOTES).endswith(CLAUSE_ENDS)
-        return clause and index + 1 >= self.settings.clause_window_words
-
-    def _close_window(self, count: int | None = None) -> list[CaptionDraft | Window]:
-        cut = len(self._open_words) if count is None else count
-        words, self._open_words = self._open_words[:cut], self._open_words[cut:]
-        if not words:
-            return []
-        text = " ".join(w.text for w in words)
-        self._context.extend(text.split())
-        del self._context[: -self.settings.context_words]
-        self._last_draft = ""
-        window = Window(index=0, source=text, t0_ms=words[0].t0_ms, t1_ms=words[-1].t1_ms)
-        if not self._open_words:
-            self.buffer.trim_before(min(words[-1].t1_ms, self.buffer.end_ms))
-        return [window]
+    def _closed(self, windows: list[Window]) -> list[CaptionDraft | Window]:
+        """Keep the closed windows' text as the final pass's context; once no confirmed word is left
+        open, drop the audio they were heard in."""
+        for window in windows:
+            self._context.extend(window.source.split())
+            del self._context[: -self.settings.context_words]
+        if windows and not self.windows.open_words:
+            self.buffer.trim_before(min(windows[-1].t1_ms, self.buffer.end_ms))
+        return list(windows)
 
     def _keep_buffer_bounded(self) -> list[CaptionDraft | Window]:
         """Near the buffer's bound, confirm the latest reading of all but the newest audio and drop it:
@@ -277,16 +245,7 @@ class LiveTranscriber:
         if self.buffer.end_ms - self.buffer.start_ms <= limit:
             return []
         update = self.agreement.commit_through(self.buffer.end_ms - self.settings.trim_keep_ms)
-        self._open_words.extend(update.committed)
+        events = self._closed(self.windows.add(update.committed))
         self._tentative = update.tentative
-        events = self._close_full_windows()
         self.buffer.trim_before(max(self.agreement.committed_until_ms, self.buffer.end_ms - limit))
         return events
-
-    def _draft(self) -> list[CaptionDraft | Window]:
-        words = [*self._open_words, *self._tentative]
-        text = " ".join(w.text for w in words)
-        if not words or text == self._last_draft:
-            return []
-        self._last_draft = text
-        return [CaptionDraft(text=text, t0_ms=words[0].t0_ms, t1_ms=words[-1].t1_ms)]

@@ -41,8 +41,9 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 
 from engine.asr import AsrRequest
+from engine.caption_windows import CaptionDraft
 from engine.prompts import ContextEntry
-from engine.transcriber import CaptionDraft, LiveTranscriber
+from engine.transcriber import LiveTranscriber
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, WindowJob, Word
 from engine.windows import TextWindower
 from stream.errors import ProtocolError
