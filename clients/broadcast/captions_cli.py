@@ -2,7 +2,7 @@
 
     livecanvas captions --source ws://127.0.0.1:8765 --stream talk --track pt-BR --format vtt --out pt.vtt
     livecanvas captions --mqtt broker:1883 --stream talk --track caption --format scc --out talk.scc
-    livecanvas captions --stream talk --format vtt --hls hls/ --segment-s 6   # segments + playlist
+    livecanvas captions --stream talk --format vtt --hls hls/ --segment-s 6 --late-s 10   # + playlist
 
 The file grows as finals arrive (it is flushed after every cue); ``--count N`` stops after N finals,
 otherwise it runs until the server says ``bye`` or Ctrl-C / SIGTERM, and then finishes the file
@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from clients.broadcast.cea608 import Mode
 from clients.broadcast.formats import FORMATS, CaptionWriter, Output
-from stream.captions.cues import Caption
+from stream.captions.cues import DEFAULT_LATE_MS, Caption
 from stream.config import env_str, parse_host_port
 from stream.errors import ProtocolError
 
@@ -54,6 +54,13 @@ def add_captions_parser(commands: Any) -> None:  # argparse's subparsers action 
         "--hls", type=Path, metavar="DIR", help="vtt: write HLS segments and captions.m3u8 here"
     )
     parser.add_argument("--segment-s", type=float, default=6.0, help="HLS segment length (default 6 s)")
+    parser.add_argument(
+        "--late-s",
+        type=float,
+        default=DEFAULT_LATE_MS / 1000,
+        help="HLS: how much later than the most prompt final a final may arrive and still start at its"
+        " own time; a segment is written once this long has passed its end (default 10 s)",
+    )
     parser.add_argument("--mpegts", type=int, default=900_000, help="X-TIMESTAMP-MAP MPEGTS at stream time 0")
     parser.add_argument("--mode", choices=[m.value for m in Mode], default="roll-up", help="608/scc layout")
     parser.add_argument("--rows", type=int, default=2, help="608/scc rows: roll-up 2-4, pop-on 1-4")
@@ -70,6 +77,7 @@ def run_captions(args: argparse.Namespace) -> int:
             mode=args.mode,
             rows=args.rows,
             hls_segment_ms=round(args.segment_s * 1000) if args.hls else None,
+            hls_late_ms=round(args.late_s * 1000),
             mpegts=args.mpegts,
         )
         captions = _source(args)

@@ -4,6 +4,8 @@
 into cues, then the format writes them: WebVTT (``vtt``, or HLS segments with ``hls_segment_ms``),
 SubRip (``srt``), CEA-608 screens as text (``608``, for reading and diffing) or Scenarist SCC
 (``scc``). ``start()`` gives the file's header, ``add``/``poll``/``finish`` what to append after it.
+With HLS, ``hls_late_ms`` is how much later than the most prompt final a final may arrive and still
+start at its own time (the cue timer's watermark); segments are finished once it has passed them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Final
 
 from clients.broadcast.cea608 import Cea608Layout, Mode, Screen, render
 from clients.broadcast.scc import SccWriter
-from stream.captions.cues import Caption, Cue, CueTimer, CueTiming
+from stream.captions.cues import DEFAULT_LATE_MS, Caption, Cue, CueTimer, CueTiming
 from stream.captions.srt import SrtWriter
 from stream.captions.webvtt import DEFAULT_MPEGTS, HlsSegmenter, Segment, WebVttWriter
 
@@ -42,6 +44,7 @@ class CaptionWriter:
         mode: Mode | str = Mode.ROLL_UP,
         rows: int = 2,
         hls_segment_ms: int | None = None,
+        hls_late_ms: int = DEFAULT_LATE_MS,
         mpegts: int = DEFAULT_MPEGTS,
         timing: CueTiming | None = None,
     ) -> None:
@@ -50,7 +53,7 @@ class CaptionWriter:
         if hls_segment_ms is not None and fmt != "vtt":
             raise ValueError("HLS segments are WebVTT: use format 'vtt'")
         self.format = fmt
-        self.timer = CueTimer(timing)
+        self.timer = CueTimer(timing, late_ms=hls_late_ms)
         self.vtt = WebVttWriter()
         self.srt = SrtWriter()
         self.layout = Cea608Layout(mode, rows)
@@ -69,11 +72,13 @@ class CaptionWriter:
         return self._cues(self.timer.add(caption))
 
     def poll(self, now_ms: int) -> Output:
-        """Call now and then with the arrival clock: settles a cue whose time is up, closes segments."""
+        """Call now and then with the arrival clock: settles a cue whose time is up, and finishes the
+        HLS segments the cue timer's watermark has passed."""
         out = self._cues(self.timer.poll(now_ms))
-        until = self.timer.settled_until(now_ms)
-        if self.hls is not None and until is not None:
-            out.segments += self.hls.close_until(until)
+        if self.hls is not None:
+            mark = self.timer.watermark(now_ms)
+            if mark is not None:
+                out.segments += self.hls.close_until(mark)
         return out
 
     def finish(self) -> Output:

@@ -17,8 +17,11 @@ Per ``Screen`` (clients/broadcast/cea608.py):
   (flip it onto the screen); the burst is timed so that ``EOC`` falls on the caption's start;
 * clear: ``EDM`` (erase what is displayed).
 
-A burst never overlaps the previous one: when they would, the later one is sent right after (a few
-frames late).
+Scheduling (docs/broadcast.md, *When text comes faster than 608 carries it*): nothing is dropped or
+reordered and bursts never overlap. A burst is due when its on-air word (pop-on: ``EOC``, otherwise
+its first) falls on the screen's time, and starts at ``max(due - words before that, end of the
+previous burst)``: a caption is late only by what the bursts ahead of it still need to send. A clear
+is due at its time plus the delay of the caption it clears, so a late caption keeps its time on air.
 """
 
 from __future__ import annotations
@@ -126,6 +129,7 @@ class SccWriter:
         self.mode = Mode(mode)
         self.rows = rows
         self._free_frame = 0  # first frame after the last burst
+        self._delay = 0  # frames the caption now on screen went on air after its time
 
     def header(self) -> str:
         return HEADER
@@ -152,6 +156,9 @@ class SccWriter:
                 burst.text(row)
             lead = len(burst.words)
             burst.control(EOC)
-        start = max(self._free_frame, ms_to_frames(screen.t_ms) - lead)
+        due = ms_to_frames(screen.t_ms) + (self._delay if screen.kind == "clear" else 0)
+        start = max(self._free_frame, due - lead)
+        if screen.kind != "clear":
+            self._delay = start + lead - due
         self._free_frame = start + len(burst.words)
         return f"{timecode(start)}\t{' '.join(burst.words)}\n\n"

@@ -12,12 +12,30 @@ A ``Caption`` is a final as the writers take it (text, window, the window's time
   end where the next starts, though never shorter than ``floor_ms``; the next then starts after it.
   Starts never go backwards, so windows whose times overlap or run backwards still give clean cues.
 * Captions with no text (an engine failure's empty final) give no cue.
+
+Watermark (for writers that must know when a stretch of the timeline is complete, as HLS segments
+do). Finals arrive late: a window's final comes after its speech, and later still when it waited for
+an idle timeout or a busy translator. ``watermark(now_ms)`` is the stream time before which no cue
+can start any more, and ``CueTimer`` keeps that promise:
+
+* the *lead* is the largest ``start - arrival_ms`` any caption had (the most prompt one maps the
+  arrival clock onto stream time); a caption is *late* by how much its own ``start - arrival_ms``
+  falls short of the lead;
+* the watermark is ``now_ms + lead - late_ms`` (``late_ms``: 10 s by default), but never past the
+  held cue's start, never behind the last settled cue's end (no cue starts before that anyway), and
+  it never goes back;
+* a caption late by at most ``late_ms`` starts at its own time (the rules above); one later than that
+  starts at the watermark already given out, so it is shown late by at most its lateness less
+  ``late_ms`` — never lost, never before a stretch already written.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Final
+
+DEFAULT_LATE_MS: Final = 10_000  # how much later than the most prompt final a final may come
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +87,17 @@ def clean_text(text: str) -> str:
 class CueTimer:
     """See the module docstring: ``add`` / ``poll`` / ``finish`` each return the cues now settled."""
 
-    def __init__(self, timing: CueTiming | None = None) -> None:
+    def __init__(self, timing: CueTiming | None = None, *, late_ms: int = DEFAULT_LATE_MS) -> None:
+        if late_ms < 0:
+            raise ValueError(f"late_ms must not be negative, got {late_ms}")
         self.timing = timing or CueTiming()
+        self.late_ms = late_ms
         self._held: _Held | None = None
         self._last_end = 0
         self._count = 0
         self._origin: tuple[int, int] | None = None  # (arrival_ms, stream ms) of the first caption
-        self._latest: tuple[int, int] | None = None  # (arrival_ms, stream ms) of the latest caption
+        self._lead: int | None = None  # the largest start - arrival_ms of any caption
+        self._watermark: int | None = None  # the latest watermark given out
 
     def add(self, caption: Caption) -> list[Cue]:
         text = clean_text(caption.text)
@@ -86,7 +108,7 @@ class CueTimer:
         if caption.t0_ms is not None and caption.t1_ms is not None:
             span = max(0, caption.t1_ms - caption.t0_ms)
         out: list[Cue] = []
-        start = max(start, self._last_end)
+        start = max(start, self._last_end, 0 if self._watermark is None else self._watermark)
         if self._held is not None:
             held = self._held
             end = max(min(held.end_ms, start), held.start_ms + self.timing.floor_ms)
@@ -108,14 +130,16 @@ class CueTimer:
         held = self._held
         return [] if held is None else [self._settle(held, held.end_ms)]
 
-    def settled_until(self, now_ms: int) -> int | None:
-        """Stream time before which no cue can start any more (for closing segments): the held cue's
-        start, or the stream time ``now_ms`` (an arrival time) stands for; ``None`` before any caption."""
-        if self._latest is None:
+    def watermark(self, now_ms: int) -> int | None:
+        """Stream time before which no cue will start (see the module docstring), at ``now_ms`` on the
+        arrival clock; ``None`` before any caption. Later captions are held to it."""
+        if self._lead is None:
             return None
-        arrival, stream_ms = self._latest
-        now_stream = max(self._last_end, stream_ms + now_ms - arrival)
-        return now_stream if self._held is None else min(now_stream, self._held.start_ms)
+        mark = max(self._last_end, now_ms + self._lead - self.late_ms)
+        if self._held is not None:
+            mark = min(mark, self._held.start_ms)
+        self._watermark = mark if self._watermark is None else max(mark, self._watermark)
+        return self._watermark
 
     def _start(self, caption: Caption) -> int:
         if self._origin is None:
@@ -125,7 +149,8 @@ class CueTimer:
         else:
             arrival0, stream0 = self._origin
             start = stream0 + max(0, caption.arrival_ms - arrival0)
-        self._latest = (caption.arrival_ms, start)
+        lead = start - caption.arrival_ms
+        self._lead = lead if self._lead is None else max(self._lead, lead)
         return start
 
     def _settle(self, held: _Held, end_ms: int) -> Cue:

@@ -6,10 +6,15 @@ appended to as finals arrive. ``HlsSegmenter`` cuts the timeline into fixed segm
 ``X-TIMESTAMP-MAP=MPEGTS:<mpegts>,LOCAL:00:00:00.000`` (cue times are the stream's milliseconds;
 ``mpegts`` is the 90 kHz presentation time of the video at stream time 0), holding every cue that
 overlaps it (a cue across a boundary is repeated in both segments, as HLS expects). A segment is
-finished once a cue starts after it ends (or ``close_until``/``finish``); ``playlist`` is the media
-playlist of the segments finished so far (``#EXT-X-ENDLIST`` once finished).
+finished, and never changes again, once nothing can start in it any more: a cue starts after its end
+(cues come in start order), ``close_until(t)`` says nothing will start before ``t`` (the cue timer's
+watermark, stream/captions/cues.py), or ``finish``. A cue that would start in a finished segment is
+refused (``ValueError``): its segment is already out. ``playlist`` is the media playlist of the
+segments finished so far (``#EXT-X-ENDLIST`` once finished); every ``#EXTINF`` is the segment length,
+and ``#EXT-X-TARGETDURATION`` that length rounded up to whole seconds.
 
-Cue text is escaped (``&``, ``<``, ``>``) and wrapped at ``line_chars`` (42, the usual subtitle line).
+Cue text is wrapped at ``line_chars`` (42, the usual subtitle line), then escaped (``&``, ``<``,
+``>``): the width counts what a viewer reads.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ def escape(text: str) -> str:
 
 
 def cue_block(cue: Cue, *, line_chars: int = 42) -> str:
-    lines = wrap(escape(cue.text), line_chars)
+    lines = [escape(line) for line in wrap(cue.text, line_chars)]  # wrap the text, then escape
     return (
         f"window-{cue.window}\n{vtt_time(cue.start_ms)} --> {vtt_time(cue.end_ms)}\n"
         + "\n".join(lines)
@@ -90,6 +95,11 @@ class HlsSegmenter:
     def add(self, cue: Cue) -> list[Segment]:
         if self._first is None:
             self._first = self._next = cue.start_ms // self.segment_ms
+        if cue.start_ms < self._next * self.segment_ms:
+            raise ValueError(
+                f"cue {cue.index} starts at {cue.start_ms} ms, in a segment already finished"
+                f" (up to {self._next * self.segment_ms} ms)"
+            )
         done = self.close_until(cue.start_ms)
         self._cues.append(cue)
         return done

@@ -13,7 +13,7 @@ import webvtt
 from clients.broadcast.formats import CaptionWriter, Output
 from stream.captions.cues import Caption, Cue, CueTimer, CueTiming, wrap
 from stream.captions.srt import SrtWriter, srt_time
-from stream.captions.webvtt import HlsSegmenter, WebVttWriter, vtt_time
+from stream.captions.webvtt import HlsSegmenter, Segment, WebVttWriter, vtt_time
 
 TIMING = CueTiming(min_ms=1000, ms_per_char=50, max_ms=6000, floor_ms=500)
 
@@ -83,7 +83,8 @@ def test_poll_settles_a_cue_once_its_time_is_up() -> None:
     assert timer.poll(10_500) == []
     assert [c.end_ms for c in timer.poll(11_000)] == [1000]
     assert timer.finish() == []
-    assert timer.settled_until(12_000) == 2000
+    assert timer.watermark(12_000) == 1000  # nothing starts before the last cue's end ...
+    assert timer.watermark(23_000) == 3000  # ... nor 10 s (late_ms) before the prompt clock's time
 
 
 @pytest.mark.parametrize(
@@ -126,7 +127,7 @@ def test_live_webvtt_parses_with_webvtt_py() -> None:
         (vtt_time(q.start_ms), vtt_time(q.end_ms)) for q in writer.cues
     ]
     assert [q.start_ms for q in writer.cues] == [0, 3000, 9000, 14000]
-    assert all(len(line) <= 42 for c in parsed for line in c.raw_text.splitlines())
+    assert all(len(html.unescape(line)) <= 42 for c in parsed for line in c.raw_text.splitlines())
     assert "-->" not in parsed[1].raw_text
 
 
@@ -206,14 +207,16 @@ def test_a_cue_across_a_segment_boundary_is_in_both_and_empty_stretches_get_empt
 
 
 def test_caption_writer_in_hls_mode_polls_segments_closed() -> None:
-    writer = CaptionWriter("vtt", hls_segment_ms=2000)
+    writer = CaptionWriter("vtt", hls_segment_ms=2000, hls_late_ms=1000)
     assert writer.start() == ""
     out = Output()
     out.extend(writer.add(Caption("One.", 0, 0, 0, arrival_ms=1000)))
     out.extend(writer.poll(2500))  # "One." settles (default minimum 1.2 s); stream time is 1.5 s
     assert [c.text for c in writer.cues] == ["One."]
     assert out.segments == []
-    out.extend(writer.poll(4000))  # stream time 3 s: segment 0 (0-2 s) is closed
+    out.extend(writer.poll(3900))  # stream time 2.9 s, less 1 s for a late final: 0-2 s not yet
+    assert out.segments == []
+    out.extend(writer.poll(4000))  # stream time 3 s, less 1 s: segment 0 (0-2 s) is closed
     assert [s.sequence for s in out.segments] == [0]
     assert re.search(r"00:00:00.000 --> 00:00:01.200\nOne\.", out.segments[0].text)
 
@@ -225,3 +228,98 @@ def test_caption_writer_refuses_bad_settings() -> None:
         CaptionWriter("srt", hls_segment_ms=6000)
     with pytest.raises(ValueError, match="rows"):
         CaptionWriter("scc", mode="roll-up", rows=1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Tom & Jerry disse que 3 no 5 é verdade.",  # 39 characters, 43 once escaped
+        "Diz que 3 < 5 e 5 > 3, e tem toda razão.",  # 40 characters, 46 once escaped
+    ],
+)
+def test_webvtt_wraps_the_text_and_escapes_after(text: str) -> None:
+    cue = Cue(0, 0, 0, 2000, text)
+    block = WebVttWriter().cue(cue)
+    assert block.splitlines()[2:-1] == [html.escape(text, quote=False)]  # one line: the text fits in 42
+    segmenter = HlsSegmenter(2000)
+    segmenter.add(cue)
+    (segment,) = segmenter.finish()
+    (parsed,) = webvtt.from_string(segment.text, strict=True)
+    assert html.unescape(parsed.text) == text
+
+
+def run_hls(
+    finals: list[Caption], segment_ms: int, *, late_ms: int | None = None, poll_ms: int = 250
+) -> tuple[CaptionWriter, list[Segment]]:
+    """Feed captions in arrival order, polling every ``poll_ms`` of the arrival clock in between (as
+    ``livecanvas captions`` does), then finish; the writer and every segment."""
+    late = {} if late_ms is None else {"hls_late_ms": late_ms}
+    writer = CaptionWriter("vtt", hls_segment_ms=segment_ms, **late)
+    segments: list[Segment] = []
+    now = finals[0].arrival_ms
+    for caption in finals:
+        while now + poll_ms < caption.arrival_ms:
+            now += poll_ms
+            segments += writer.poll(now).segments
+        now = caption.arrival_ms
+        segments += writer.add(caption).segments
+    return writer, segments + writer.finish().segments
+
+
+def vtt_ms(stamp: str) -> int:
+    hours, minutes, seconds = stamp.split(":")
+    whole, millis = seconds.split(".")
+    return ((int(hours) * 60 + int(minutes)) * 60 + int(whole)) * 1000 + int(millis)
+
+
+def segment_cues(segments: list[Segment]) -> dict[int, list[tuple[str, int, int, str]]]:
+    """What webvtt-py reads in each segment: (identifier, start ms, end ms, text) by sequence."""
+    read: dict[int, list[tuple[str, int, int, str]]] = {}
+    for segment in segments:
+        parsed = webvtt.from_string(segment.text, strict=True)
+        read[segment.sequence] = [
+            (c.identifier or "", vtt_ms(c.start), vtt_ms(c.end), html.unescape(c.text).replace("\n", " "))
+            for c in parsed
+        ]  # fmt: skip
+    return read
+
+
+def assert_every_cue_in_every_segment_it_overlaps(cues: list[Cue], segments: list[Segment]) -> None:
+    read = segment_cues(segments)
+    assert sorted(read) == list(range(min(read), max(read) + 1)), "segments are contiguous"
+    for segment in segments:
+        want = [
+            (f"window-{c.window}", c.start_ms, c.end_ms, c.text)
+            for c in cues
+            if c.start_ms < segment.end_ms and c.end_ms > segment.start_ms
+        ]
+        assert read[segment.sequence] == want, f"segment {segment.sequence}"
+    last = max(c.end_ms for c in cues)
+    assert segments[-1].end_ms >= last > segments[-1].start_ms
+    assert segments[0].start_ms <= min(c.start_ms for c in cues)
+
+
+def test_hls_a_final_later_than_the_one_before_keeps_every_segment_it_overlaps() -> None:
+    # the issue's reproduction: "Item N is done." is final at once, "short line N" (no full stop) only
+    # after a 4 s idle timeout; one every 5 s, 6 s segments
+    finals = []
+    for n in range(8):
+        t0 = 5000 * n + 885
+        text, lag = (f"Item {n} is done.", 100) if n % 2 == 0 else (f"short line {n}", 4100)
+        finals.append(Caption(text, n, t0, t0, arrival_ms=70_000 + t0 + lag))
+    writer, segments = run_hls(finals, 6000)
+    assert [c.start_ms for c in writer.cues] == [5000 * n + 885 for n in range(8)]  # none is shifted
+    assert_every_cue_in_every_segment_it_overlaps(writer.cues, segments)
+
+
+def test_hls_a_final_later_than_the_bound_starts_late_in_an_open_segment() -> None:
+    finals = [
+        Caption("On time.", 0, 1000, 1000, arrival_ms=1100),
+        Caption("Very late.", 1, 2500, 2500, arrival_ms=8500),  # 5.9 s later than the first; bound 2 s
+        Caption("On time again.", 2, 9000, 9000, arrival_ms=9100),
+    ]
+    writer, segments = run_hls(finals, 1000, late_ms=2000)
+    assert [c.text for c in writer.cues] == ["On time.", "Very late.", "On time again."]
+    late = writer.cues[1]
+    assert 2500 < late.start_ms <= 2500 + (5900 - 2000)  # later by at most its lateness past the bound
+    assert_every_cue_in_every_segment_it_overlaps(writer.cues, segments)

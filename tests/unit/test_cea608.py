@@ -18,8 +18,9 @@ from clients.broadcast.cea608 import (
     render,
     to_608,
 )
+from clients.broadcast.formats import CaptionWriter
 from clients.broadcast.scc import SccWriter, frames_to_ms, ms_to_frames, odd_parity, timecode, word
-from stream.captions.cues import Cue
+from stream.captions.cues import Caption, Cue
 
 TEXTS = [
     "Good evening, and welcome to the live broadcast from the city centre tonight.",
@@ -169,3 +170,69 @@ def test_pycaption_reads_back_our_text_and_times(mode: str, rows: int) -> None:
     for got, want in zip(starts, expected, strict=True):
         # drop-frame timecode runs up to 2 frames behind real time within a minute; pop-on may be late
         assert want - 70 <= got <= want + 150, (got, want)
+
+
+def frames_of(stamp: str) -> int:
+    """The frame count of a drop-frame timecode (the inverse of ``timecode``)."""
+    hours, minutes, rest = stamp.split(":")
+    seconds, frame = rest.split(";")
+    total_minutes = int(hours) * 60 + int(minutes)
+    number = total_minutes * 1800 + int(seconds) * 30 + int(frame)
+    return number - 2 * (total_minutes - total_minutes // 10)
+
+
+def bursts_of(scc: str) -> list[tuple[int, list[str]]]:
+    """Each SCC line as (first frame, its words)."""
+    lines = [line for line in scc.split("\n\n")[1:] if line.strip()]
+    return [(frames_of(stamp), words.split()) for stamp, words in (line.split("\t") for line in lines)]
+
+
+def documented_schedule(screens: list[Screen], bursts: list[tuple[int, list[str]]]) -> list[int]:
+    """docs/broadcast.md's rule, from the screens and each burst's length: a burst's on-air word (pop-on:
+    the first EOC, otherwise its first word) is due at its screen's frame, a clear's delayed by as
+    much as the caption it clears was; a burst starts when due or when the one before it ends,
+    whichever is later. The first frame of every burst."""
+    starts: list[int] = []
+    free, delay = 0, 0
+    for screen, (_, words) in zip(screens, bursts, strict=True):
+        lead = words.index("942f") if screen.kind == "pop-on" else 0
+        due = ms_to_frames(screen.t_ms) + (delay if screen.kind == "clear" else 0)
+        start = max(free, due - lead)
+        if screen.kind != "clear":
+            delay = start + lead - due
+        starts.append(start)
+        free = start + len(words)
+    return starts
+
+
+def fast_finals(count: int = 8) -> list[Caption]:
+    """Finals 1 s apart of about 55 characters each: faster than 608 carries them."""
+    texts = [
+        "Window {} brings the news of the day to everyone here.",
+        "And {} more words keep on coming in fast.",
+    ]
+    return [Caption(texts[n % 2].format(n), n, 1000 * n, 1000 * n + 900) for n in range(count)]
+
+
+@pytest.mark.parametrize(("mode", "rows"), [("pop-on", 2), ("roll-up", 2), ("roll-up", 3)])
+def test_scc_behind_in_a_burst_keeps_every_caption_on_air_as_long_as_its_cue(mode: str, rows: int) -> None:
+    writer = CaptionWriter("scc", mode=mode, rows=rows)
+    layout = Cea608Layout(mode, rows)
+    text = writer.start()
+    for caption in fast_finals():
+        text += writer.add(caption).text
+    text += writer.finish().text
+    screens = [s for cue in writer.cues for s in layout.add(cue)] + layout.finish()
+    bursts = bursts_of(text)
+    assert [start for start, _ in bursts] == documented_schedule(screens, bursts)
+    captions = SCCReader().read(text)
+    read = captions.get_captions(captions.get_languages()[0])
+    assert " ".join(" ".join(c.get_text().replace("\xa0", " ").split()) for c in read) == " ".join(
+        to_608(c.text) for c in writer.cues
+    )  # nothing dropped
+    shown = [s for s in screens if s.kind != "clear"]
+    last_due, clear_due = shown[-1].t_ms, screens[-1].t_ms
+    late_ms = read[-1].start / 1000 - last_due
+    assert late_ms > 1000, "the burst is faster than the channel: the last caption goes on air late"
+    # ... and stays on screen as long as it should have (within a frame and drop-frame's 2)
+    assert abs((read[-1].end - read[-1].start) / 1000 - (clear_due - last_due)) <= 3 * 34
