@@ -31,13 +31,21 @@ from typing import Any
 
 import torch
 
-from bench.throughput import LANGUAGES, SENTENCES, native_teacher
-from engine.diffusion.canvas_denoiser import CanvasDenoiser
+from bench.throughput import LANGUAGES, SENTENCES, adaptive_share, native_teacher
+from engine.diffusion.mask_schedule import CanvasSettings
 from engine.runtime import load_model
-from engine.training.canvas_export import FIXED_STEPS, MAX_STEPS, fixed, lone_latency, run_set, verified
+from engine.training.canvas_export import (
+    FIXED_STEPS,
+    MAX_STEPS,
+    Decoding,
+    fixed,
+    lone_latency,
+    run_set,
+    verified,
+)
 from engine.training.corpus import human_pairs
 from engine.training.evaluate import scores
-from engine.translator import CanvasModel, load_canvas_model
+from engine.translator import CanvasModel, canvas_dirs, load_canvas_model
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FILLED = "adaptive, filled by"  # the label of a --fill setting's row, then "F, refine SHARE"
@@ -108,24 +116,27 @@ def main() -> None:
     for direction, (sources, references) in sets(args.references).items():
         source, target = LANGUAGES[direction]
         index = model.route(source, target)
-        one = CanvasDenoiser([model.denoiser.directions[index]])
+        one = model.denoiser.directions[index]
         card = model.directions[index]
         rows = []
-        adaptive = replace(card.diffusion, verify=False, max_denoising_steps=MAX_STEPS)
-        shipped = card.diffusion if card.diffusion.verify else verified(adaptive)
+        adaptive = Decoding(
+            replace(card.diffusion, max_denoising_steps=MAX_STEPS),
+            replace(card.settings, refine_share=adaptive_share(canvas_dirs(model.resolved.path)[index])),
+        )
+        shipped = Decoding(card.diffusion, card.settings, verify=True) if card.verify else verified(adaptive)
         settings = {str(n): (fixed(n), card.early_exit) for n in FIXED_STEPS}
         settings["adaptive"] = (adaptive, card.early_exit)
         settings["verified"] = (shipped, card.early_exit)
         for fill, share in args.fill:
-            filled = replace(adaptive, fill_steps=fill, refine_share=share)
-            draft = replace(card.early_exit, draft_step=fill, draft_confidence=0.0)
+            filled = Decoding(adaptive.diffusion, CanvasSettings(fill_steps=fill, refine_share=share))
+            draft = replace(card.early_exit, draft_step=fill, draft_confidence=None)
             settings[f"{FILLED} {fill}, refine {share}"] = (filled, draft)
         for name, (params, early) in settings.items():
             row = {"steps": name, **run_set(one, sources, references, params, early)}
             row["lone_final_ms"] = lone_latency(one, sources[:40], params, early)
             rows.append(row)
             print(direction, json.dumps(row), flush=True)
-        off = CanvasDenoiser([replace(model.denoiser.directions[index], shortlist=None)])
+        off = replace(one, shortlist=None)
         no_shortlist = {
             "steps": "verified, no shortlist",
             **run_set(off, sources, references, shipped, card.early_exit),
@@ -133,7 +144,7 @@ def main() -> None:
         no_shortlist["lone_final_ms"] = lone_latency(off, sources[:40], shipped, card.early_exit)
         rows.append(no_shortlist)
         quantized = load_canvas_model(model.resolved, int8=True)
-        int8 = CanvasDenoiser([quantized.denoiser.directions[quantized.route(source, target)]])
+        int8 = quantized.denoiser.directions[quantized.route(source, target)]
         int8_row = {
             "steps": "verified, int8 drafter",
             **run_set(int8, sources, references, shipped, card.early_exit),

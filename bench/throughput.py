@@ -193,19 +193,34 @@ def main() -> None:
     plot(summary, RESULTS / f"{args.name}.png")
 
 
+def adaptive_share(directory: Path) -> float | None:
+    """The refinement share a direction's evaluation tuned for its adaptive row (``evaluation.json``;
+    the shipped card verifies, so it does not carry one)."""
+    decoding: dict[str, Any] = json.loads((directory / "evaluation.json").read_text())["decoding"]
+    tuned = decoding["adaptive"]["canvas"] if "adaptive" in decoding else decoding["diffusion"]
+    share = tuned.get("refine_share")
+    return None if share is None else float(share)
+
+
 def denoising_alone(model: ServingModel) -> ServingModel | None:
     """The same loaded model with its cards' decoding unverified (the adaptive schedule alone), when
     its cards verify; else None."""
+    from engine.diffusion.canvas_denoiser import CanvasDenoiser
     from engine.training.canvas_export import MAX_STEPS
-    from engine.translator import CanvasModel
+    from engine.translator import CanvasModel, canvas_dirs
 
-    if not isinstance(model, CanvasModel) or not any(c.diffusion.verify for c in model.directions):
+    if not isinstance(model, CanvasModel) or not any(c.verify for c in model.directions):
         return None
     cards = [
-        replace(c, diffusion=replace(c.diffusion, verify=False, max_denoising_steps=MAX_STEPS))
+        replace(c, diffusion=replace(c.diffusion, max_denoising_steps=MAX_STEPS), verify=False)
         for c in model.directions
     ]
-    return replace(model, directions=cards)
+    shares = [adaptive_share(d) for d in canvas_dirs(model.resolved.path)]
+    directions = [
+        replace(d, verifier=None, settings=replace(d.settings, refine_share=share))
+        for d, share in zip(model.denoiser.directions, shares, strict=True)
+    ]
+    return replace(model, directions=cards, denoiser=CanvasDenoiser(directions))
 
 
 def plot(summary: dict[str, Any], path: Path) -> None:

@@ -2,7 +2,8 @@
 evaluation and the tests all run.
 
 A round is the scheduler's next :class:`~engine.scheduler.Batch` carried out in field order (release,
-start, extend, step) and folded back with ``update``. A canvas that fails to start or to take its next
+start, extend, step) and folded back with ``update`` (which also emits the batch's due finals, even
+when nothing was stepped). A canvas that fails to start or to take its next
 block gets an error final and leaves the batch; a failed step gives every canvas in it an error final.
 Either way the failure is logged and the round returns normally, so one bad window never stops the
 others, and callers that want a failure to be fatal (offline evaluation) look at ``Final.error``.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from engine.diffusion.denoiser import Denoiser, StepResult
 from engine.scheduler import Batch, Scheduler
@@ -52,6 +53,7 @@ def run_round(scheduler: Scheduler, denoiser: Denoiser) -> Round:
         events.extend(scheduler.fail([seq_id], reason))
     batch = batch.without(set(failed))
     if not batch.step:
+        events.extend(scheduler.update(batch, []))
         return Round(batch, [], events, 0.0)
     started = time.perf_counter()
     try:
@@ -59,6 +61,7 @@ def run_round(scheduler: Scheduler, denoiser: Denoiser) -> Round:
     except Exception as error:
         logger.exception("denoising step over %d canvases failed", len(batch.step))
         events.extend(scheduler.fail(batch.step, f"denoising step failed: {error}"))
+        events.extend(scheduler.update(replace(batch, step=(), steps_remaining=()), []))
         return Round(batch, [], events, time.perf_counter() - started)
     seconds = time.perf_counter() - started
     events.extend(scheduler.update(batch, results))

@@ -1,8 +1,10 @@
 """The engine's exception tree.
 
 EngineError            anything the engine refuses or fails to do
-├── ModelResolutionError   a model spec that cannot be resolved to a checkpoint on disk
-└── CanvasError            one canvas failed; its window gets an error final, the stream goes on
+└── ModelResolutionError   a model spec (or a model card) that cannot be resolved to a servable checkpoint
+
+A window the engine cannot fill gets an error final (:func:`engine.batch_round.run_round`); the
+stream goes on.
 """
 
 from __future__ import annotations
@@ -14,7 +16,3 @@ class EngineError(Exception):
 
 class ModelResolutionError(EngineError):
     """A ``--model`` spec names nothing usable offline (missing directory, hub id not in the local cache)."""
-
-
-class CanvasError(EngineError):
-    """Filling one canvas failed."""

@@ -171,21 +171,14 @@ def _tags(value: Any) -> tuple[str, ...]:
 
 
 def diffusion_defaults(generation_config: Any) -> DiffusionParams:
-    """The checkpoint's generation config as ``DiffusionParams`` (DiffusionGemma's defaults where unset)."""
+    """The checkpoint's generation config as ``DiffusionParams`` (these defaults where unset; the rest
+    of it is DiffusionGemma's own: :meth:`engine.diffusion.config.GemmaSettings.of`)."""
     defaults = DiffusionParams()
     sampler = getattr(generation_config, "sampler_config", None)
-
-    def pick(name: str, fallback: Any) -> Any:
-        value = getattr(generation_config, name, None)
-        return fallback if value is None else value
-
+    steps = getattr(generation_config, "max_denoising_steps", None)
     return DiffusionParams(
-        max_denoising_steps=int(pick("max_denoising_steps", defaults.max_denoising_steps)),
-        t_min=float(pick("t_min", defaults.t_min)),
-        t_max=float(pick("t_max", defaults.t_max)),
+        max_denoising_steps=defaults.max_denoising_steps if steps is None else int(steps),
         entropy_bound=float(sampler.entropy_bound) if sampler is not None else defaults.entropy_bound,
-        stability_threshold=int(pick("stability_threshold", defaults.stability_threshold)),
-        confidence_threshold=float(pick("confidence_threshold", defaults.confidence_threshold)),
     )
 
 

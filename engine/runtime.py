@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
+from engine.diffusion.config import GemmaSettings
 from engine.diffusion.gemma import DiffusionGemmaDenoiser, Sampler
 from engine.models import (
     ModelCard,
@@ -133,6 +134,7 @@ def load_model(
         model,
         tokenizer,
         eos_token_ids=eos_ids(model.generation_config, model.config.get_text_config()),
+        settings=GemmaSettings.of(model.generation_config),
         sampler=sampler,
     )
     return LoadedModel(

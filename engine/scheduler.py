@@ -7,9 +7,13 @@ returns the ``Draft``/``Final`` events they produce. New canvases join at step b
 leave at step boundaries, and every canvas keeps its own step count, so one forward can hold canvases of
 many sessions at different points of their schedules.
 
-Per canvas: a block ends when the model's adaptive stop fires or its step budget is spent; the window
-ends at the first end-of-sequence token or when ``max_new_tokens`` is reached, otherwise the next block
-starts. Drafts follow the early-exit policy; the final is emitted exactly once, unless the canvas is
+The scheduler alone decides what a step means; a backend only reports what the step produced (its
+canvas and how much of it is settled: :class:`engine.diffusion.denoiser.StepResult`). Per canvas: a
+block ends when the backend reports it done or its step budget is spent; the window ends at the first
+end-of-sequence token or when ``max_new_tokens`` is reached, otherwise the next block starts. Drafts
+follow the early-exit policy, and every window shows a draft before its final: a window that ends
+before it showed one sends its final text as a draft in that round and its final in the next one
+(``Batch.finish``), without stepping again. The final is emitted exactly once, unless the canvas is
 aborted first (``abort``: nobody is left to read it), which emits nothing.
 
 No threads, clocks or tensors here; :func:`engine.batch_round.run_round` carries the batches out.
@@ -32,21 +36,24 @@ class CanvasStatus(IntEnum):
     WAITING = 0  # queued, not yet started on the denoiser
     RUNNING = 1  # stepping
     FINISHED = 2  # final emitted; its sequence is released at the next schedule()
+    FINAL_DUE = 3  # done, its text shown as a draft; its final goes out in the next round
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """One scheduling decision; run it in field order: release, start, extend, then step."""
+    """One scheduling decision; run it in field order: release, start, extend, then step; ``update``
+    then emits the finals of ``finish`` (canvases done in an earlier round, not stepped again)."""
 
     release: tuple[int, ...] = ()
     start: tuple[tuple[int, CanvasRequest], ...] = ()
     extend: tuple[tuple[int, tuple[int, ...]], ...] = ()
     step: tuple[int, ...] = ()
     steps_remaining: tuple[int, ...] = ()
+    finish: tuple[int, ...] = ()
 
     @property
     def empty(self) -> bool:
-        return not (self.release or self.start or self.extend or self.step)
+        return not (self.release or self.start or self.extend or self.step or self.finish)
 
     def without(self, seq_ids: set[int]) -> Batch:
         """The same batch with some sequences no longer stepped (they failed to start or extend)."""
@@ -59,6 +66,7 @@ class Batch:
             extend=self.extend,
             step=tuple(i for i, _ in kept),
             steps_remaining=tuple(n for _, n in kept),
+            finish=self.finish,
         )
 
 
@@ -74,6 +82,7 @@ class _Canvas:
     draft_rev: int = 0
     last_draft_step: int | None = None
     last_draft_tokens: tuple[int, ...] = ()
+    final_tokens: tuple[int, ...] = ()  # FINAL_DUE: the final's tokens, already shown as a draft
 
 
 class Scheduler:
@@ -131,10 +140,13 @@ class Scheduler:
         return seq_id
 
     def schedule(self) -> Batch:
-        """Admit waiting canvases up to ``max_batch`` and step every running one."""
+        """Admit waiting canvases up to ``max_batch`` stepping ones and step every running one (a
+        canvas whose final is due takes no place in the batch)."""
         release, self._to_release = tuple(self._to_release), []
         start: list[tuple[int, CanvasRequest]] = []
-        while self._waiting and len(self._running) < self.max_batch:
+        stepping = sum(c.status is CanvasStatus.RUNNING for c in self._running.values())
+        while self._waiting and stepping < self.max_batch:
+            stepping += 1
             canvas = self._waiting.popleft()
             canvas.status = CanvasStatus.RUNNING
             self._running[canvas.seq_id] = canvas
@@ -144,26 +156,37 @@ class Scheduler:
             if canvas.pending_block is not None:
                 extend.append((canvas.seq_id, canvas.pending_block))
                 canvas.pending_block = None
-        step = tuple(self._running)
+        step = tuple(i for i, c in self._running.items() if c.status is CanvasStatus.RUNNING)
+        finish = tuple(i for i, c in self._running.items() if c.status is CanvasStatus.FINAL_DUE)
         remaining = tuple(
             self._running[i].request.diffusion.max_denoising_steps - self._running[i].block_step for i in step
         )
         return Batch(
-            release=release, start=tuple(start), extend=tuple(extend), step=step, steps_remaining=remaining
+            release=release,
+            start=tuple(start),
+            extend=tuple(extend),
+            step=step,
+            steps_remaining=remaining,
+            finish=finish,
         )
 
     def update(self, batch: Batch, results: Sequence[StepResult]) -> list[Draft | Final]:
-        """Fold one step's results in; returns the drafts and finals it produced, in batch order."""
+        """Fold one step's results in; returns the drafts and finals it produced, in batch order (the
+        finals of ``batch.finish`` first)."""
         if len(results) != len(batch.step):
             raise ValueError(f"{len(batch.step)} canvases stepped but {len(results)} results")
         events: list[Draft | Final] = []
+        for seq_id in batch.finish:
+            canvas = self._running.get(seq_id)
+            if canvas is not None and canvas.status is CanvasStatus.FINAL_DUE:
+                events.append(self._finish(canvas, tokens=canvas.final_tokens, error=None))
         for seq_id, result in zip(batch.step, results, strict=True):
             canvas = self._running[seq_id]
             canvas.block_step += 1
             canvas.total_steps += 1
-            block_done = result.stopped or canvas.block_step >= canvas.request.diffusion.max_denoising_steps
+            block_done = result.done or canvas.block_step >= canvas.request.diffusion.max_denoising_steps
             if block_done:
-                events.extend(self._finish_block(canvas, result.argmax))
+                events.extend(self._finish_block(canvas, result.tokens))
             else:
                 draft = self._maybe_draft(canvas, result)
                 if draft is not None:
@@ -196,7 +219,7 @@ class Scheduler:
 
     # -- internals ---------------------------------------------------------------------------------
     def _maybe_draft(self, canvas: _Canvas, result: StepResult) -> Draft | None:
-        window_tokens = self._window_tokens(canvas, result.argmax)
+        window_tokens = self._window_tokens(canvas, result.tokens)
         due = draft_due(
             canvas.request.early_exit,
             block_step=canvas.block_step,
@@ -204,8 +227,9 @@ class Scheduler:
             last_draft_step=canvas.last_draft_step,
             changed=window_tokens != canvas.last_draft_tokens,
         )
-        if not due:
-            return None
+        return self._draft(canvas, window_tokens) if due else None
+
+    def _draft(self, canvas: _Canvas, window_tokens: tuple[int, ...]) -> Draft:
         canvas.last_draft_step = canvas.block_step
         canvas.last_draft_tokens = window_tokens
         draft = Draft(
@@ -221,7 +245,12 @@ class Scheduler:
         canvas.tokens.extend(block)
         text_tokens, ended = truncate_at_eos(canvas.tokens, self.eos_token_ids)
         if ended or len(canvas.tokens) >= canvas.request.max_new_tokens:
-            return [self._finish(canvas, tokens=text_tokens[: canvas.request.max_new_tokens], error=None)]
+            final = tuple(text_tokens[: canvas.request.max_new_tokens])
+            if canvas.draft_rev > 0:
+                return [self._finish(canvas, tokens=final, error=None)]
+            # no draft shown yet: the final's text goes out as the draft now, the final next round
+            canvas.status, canvas.final_tokens = CanvasStatus.FINAL_DUE, final
+            return [self._draft(canvas, final)]
         canvas.pending_block = block
         canvas.block_step = 0
         canvas.last_draft_step = None

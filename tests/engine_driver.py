@@ -43,7 +43,7 @@ def drive(
         if batch.step:
             run.batch_sizes.append(len(batch.step))
         for seq_id, result in zip(batch.step, results, strict=True):
-            run.argmax_per_step.setdefault(keys[seq_id], []).append(result.argmax)
+            run.argmax_per_step.setdefault(keys[seq_id], []).append(result.tokens)
         for event in events:
             if isinstance(event, Final):
                 assert event.key not in run.finals, "a final was emitted twice"

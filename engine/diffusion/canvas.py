@@ -37,9 +37,9 @@ from engine.marian.layers import (
     FeedForward,
     MarianDims,
     TiedEncoderModel,
+    embed_vectors,
     members,
     output_logits,
-    sinusoidal_positions,
 )
 from engine.marian.teacher import MarianTeacher, TeacherDecoderLayer
 
@@ -150,7 +150,7 @@ class CanvasTranslator(TiedEncoderModel):
         masked = canvas == MASK_ID
         pieces = self.embedding(canvas.clamp(min=0))  # (B, T, D)
         tokens = torch.where(masked[..., None], self.mask_embedding.to(pieces.dtype), pieces)
-        x = embed_vectors(tokens)
+        x = embed_vectors(tokens, torch.arange(tokens.shape[1], device=tokens.device))
         source_key_mask = source_mask[:, None, None, :]  # (B, 1, 1, S)
         for layer, keys_values in zip(self.decoder_layers[:-1], context[:-1], strict=True):
             x = layer(x, canvas_mask, keys_values, source_key_mask)
@@ -200,13 +200,6 @@ class CanvasTranslator(TiedEncoderModel):
         state["encoder.embedding.weight"] = state["embedding.weight"]
         model.load_state_dict(state)
         return model.eval()
-
-
-def embed_vectors(vectors: torch.Tensor) -> torch.Tensor:
-    """Scaled vectors plus positions from 0, as :func:`engine.marian.layers.embed` does for ids."""
-    dim = vectors.shape[-1]
-    positions = sinusoidal_positions(vectors.shape[1], dim, device=vectors.device).to(vectors.dtype)
-    return vectors * math.sqrt(dim) + positions[None]
 
 
 def from_teacher(teacher: MarianTeacher, multipliers: dict[str, float]) -> CanvasTranslator:

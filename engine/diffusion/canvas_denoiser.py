@@ -5,28 +5,30 @@ One backend serves several translation directions (one model each) in one joint 
 scheduler's token tuples say which model they belong to, and the scheduler needs no new field. A
 step groups its canvases by direction and runs one decoder forward per direction.
 
-Per canvas (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an adaptive acceptance):
+A window goes through two phases, each with its own state: denoising (:class:`Denoising`), then, in a
+direction whose teacher verifies, verification (:class:`engine.diffusion.verifier.Reading`).
 
 * ``start``: the window's shortlist candidates and a canvas of ``[MASK]`` slots (length from the
-  source) are set up; its first step encodes the source once, in one encoder forward with
-  every other window starting in that round, and keeps its cross-attention keys and values;
-* ``step``: the decoder reads the whole canvas; only masked slots get logits, over the window's
+  source) are set up; its first step encodes the source once, in one encoder forward with every other
+  window starting in that round, and keeps its cross-attention keys and values;
+* a denoising step (Mask-Predict, Ghazvininejad et al. 2019, arXiv:1904.09324, with an adaptive
+  acceptance): the decoder reads the whole canvas; only masked slots get logits, over the window's
   shortlist alone (Bergamot's lexical shortlist); each takes its most likely piece, its probability
-  and its entropy;
-* re-masking (:mod:`engine.diffusion.mask_schedule`): after each step at most ``remask_quota`` slots
-  are masked again, the least probable first, never one that DiffusionGemma's entropy-bound rule
-  (:func:`engine.diffusion.rules.acceptance_mask`) accepts; until the request's draft step at least
-  one stays open, so every window shows a draft before its final;
-* the block stops when no slot is masked, or on DiffusionGemma's stable-and-confident rule;
-* with ``DiffusionParams.verify``, a window whose canvas would stop goes on to verification instead:
-  from that same step on, each step is a round of the teacher's verifier
-  (:mod:`engine.diffusion.verifier`), which settles at least one slot, until the canvas is the
-  teacher's greedy translation (or the budget ends). A window the teacher accepts in that first round
-  reports it as not yet stopped (the scheduler shows it as the draft) and stops in the next step.
+  and its entropy. Then at most ``remask_quota`` slots are masked again
+  (:mod:`engine.diffusion.mask_schedule`), the least probable first, never one that the
+  entropy-bounded rule (:func:`engine.diffusion.rules.acceptance_mask`) accepts;
+* a canvas with no slot masked again is filled. Without a verifier it is done. With one, the teacher
+  verifies it from that same step on: each step is then a round of the teacher's verifier
+  (:mod:`engine.diffusion.verifier`), which settles at least one more slot, until the canvas is the
+  teacher's greedy translation.
 
-Re-masking and stopping run for all the windows of a step at once; the windows' stacked context and
-output layers (gathered once from the embedding over their candidates) are kept while the same
-windows step together.
+Each step reports what it produced (:class:`engine.diffusion.denoiser.StepResult`: the canvas and
+how many of its slots are settled) and nothing more: when a draft or the final goes out is the
+scheduler's decision alone.
+
+Re-masking runs for all the windows of a step at once; the windows' stacked context and output
+layers (gathered once from the embedding over their candidates) are kept while the same windows step
+together.
 
 A denoised canvas's text drops a piece that repeats its left neighbour (the usual remedy for the
 repeated tokens of parallel decoders; subword pieces seldom repeat in real text); a verified canvas's
@@ -38,15 +40,15 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 
 import torch
 
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
 from engine.diffusion.denoiser import StepResult
-from engine.diffusion.mask_schedule import draft_pending, remask_quota, without_repeats
-from engine.diffusion.rules import acceptance_mask, stable_and_confident
-from engine.diffusion.stacking import Batch, Context, row_of, stack, stack_batch, stack_rows
+from engine.diffusion.mask_schedule import CanvasSettings, remask_quota, without_repeats
+from engine.diffusion.rules import acceptance_mask
+from engine.diffusion.stacking import Batch, Context, row_of, stack, stack_batch
 from engine.diffusion.verifier import Reading, TeacherVerifier
 from engine.errors import EngineError
 from engine.marian.binary import Shortlist
@@ -58,34 +60,55 @@ MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrap
 
 @dataclass
 class Direction:
-    """One translation direction: its model, tokenizer (``tokenizers.Tokenizer``) and shortlist."""
+    """One translation direction: its model, tokenizer (``tokenizers.Tokenizer``), shortlist, how it
+    fills a canvas, and the teacher's decoder when the teacher verifies its canvases."""
 
     name: str  # e.g. "en-pt"
     model: CanvasTranslator
     tokenizer: object
     shortlist: Shortlist | None  # None: logits over the whole vocabulary
-    noise: str = "mask"  # what an unsettled slot holds: "mask" ([MASK]) or "uniform" (a random piece)
-    verifier: TeacherVerifier | None = None  # the teacher's decoder, for requests that verify
+    settings: CanvasSettings = field(default_factory=CanvasSettings)
+    verifier: TeacherVerifier | None = None  # set: every canvas is verified once filled
+
+    def __post_init__(self) -> None:
+        if self.verifier is not None and self.settings.refine_share is not None:
+            raise EngineError(
+                f"{self.name}: refine_share does nothing when the teacher verifies (nothing is re-masked)"
+            )
+
+
+@dataclass(eq=False)
+class Denoising:
+    """What denoising keeps of one window's canvas, each (T,).
+
+    Invariant: ``tokens`` holds ``MASK_ID`` exactly at the slots the next step predicts and a piece
+    everywhere else; ``probability`` and ``entropy`` are, per slot, those of the distribution its
+    current piece was chosen from (0 and +inf for a slot never predicted)."""
+
+    tokens: torch.Tensor
+    probability: torch.Tensor
+    entropy: torch.Tensor
+
+    @classmethod
+    def empty(cls, length: int) -> Denoising:
+        tokens = torch.full((length,), MASK_ID, dtype=torch.long)
+        return cls(tokens, torch.zeros(length), torch.full((length,), math.inf))
 
 
 @dataclass(eq=False)
 class _Window:
+    """One live window: what it reads (fixed at its start; ``context`` and ``teacher_context`` set by
+    its first step's encoder forward) and the state of its phase (``reading`` None while denoising)."""
+
     serial: int  # unique over the denoiser's life (a sequence id may be reused after a release)
     direction: int
     request: CanvasRequest
     source: list[int]  # pieces plus </s>
-    # per layer (1, H, S, D/H) cross-attention keys and values; None until the first step encodes it
-    context: list[tuple[torch.Tensor, torch.Tensor]] | None
-    source_length: int
     candidates: torch.Tensor | None  # (C,) piece ids the output may use (None: the whole vocabulary)
-    tokens: torch.Tensor  # (T,) current piece per slot (MASK_ID where masked)
-    probability: torch.Tensor  # (T,) probability of each slot's piece when it was chosen
-    entropy: torch.Tensor  # (T,) entropy (nats) of that distribution
-    masked: torch.Tensor  # (T,) bool: slots the next step predicts
-    history: torch.Tensor  # (1, S_h, T) last argmax canvases for the stability rule
-    teacher_context: Context | None = None  # the teacher's cross-attention keys/values, as ``context``
-    reading: Reading | None = None  # set once the teacher verifies the canvas
-    held: StepResult | None = None  # a final the teacher gave in the fill step, sent in the next one
+    canvas: Denoising
+    context: Context | None = None  # per layer (1, H, S, D/H) cross-attention keys and values
+    teacher_context: Context | None = None  # the teacher's, as ``context`` (verifying directions)
+    reading: Reading | None = None  # set once the canvas is filled and the teacher verifies it
 
 
 class CanvasDenoiser:
@@ -97,15 +120,9 @@ class CanvasDenoiser:
         self.directions = list(directions)
         self.vocab = directions[0].model.dims.vocab
         self._windows: dict[int, _Window] = {}
-        self._generator = torch.Generator().manual_seed(0)  # uniform noise only
-        # per direction: the windows last stepped together and their stacked context (see _context)
         self._serials = itertools.count()
+        # per (direction, teacher's?): the windows last stepped together, stacked (see _batch)
         self._stacked: dict[tuple[int, bool], Batch] = {}
-        self.forwards = 0
-        self.rows_stepped = 0
-
-    def direction_index(self, name: str) -> int | None:
-        return next((i for i, d in enumerate(self.directions) if d.name == name), None)
 
     def encode_source(self, direction: int, text: str) -> tuple[int, ...]:
         """Source text to joint ids (pieces plus ``</s>``) for ``direction``."""
@@ -138,24 +155,14 @@ class CanvasDenoiser:
         if len(pieces) > self.max_context_tokens:
             raise EngineError(f"a window holds at most {self.max_context_tokens} pieces, got {len(pieces)}")
         shortlist = self.directions[direction].shortlist
-        if request.diffusion.verify and self.directions[direction].verifier is None:
-            raise EngineError(f"{self.directions[direction].name} ships no teacher verifier: cannot verify")
         candidates = torch.from_numpy(shortlist.candidates(pieces)) if shortlist is not None else None
-        length = min(request.max_new_tokens, MAX_CANVAS)
-        threshold = request.diffusion.stability_threshold
         self._windows[seq_id] = _Window(
             serial=next(self._serials),
             direction=direction,
             request=request,
             source=pieces,
-            context=None,
-            source_length=len(pieces),
             candidates=candidates,
-            tokens=self._noise(direction, candidates, torch.full((length,), MASK_ID, dtype=torch.long)),
-            probability=torch.zeros(length),
-            entropy=torch.full((length,), math.inf),
-            masked=torch.ones(length, dtype=torch.bool),
-            history=torch.full((1, threshold, length), -1, dtype=torch.long),
+            canvas=Denoising.empty(min(request.max_new_tokens, MAX_CANVAS)),
         )
 
     def next_block(self, seq_id: int, block: Sequence[int]) -> None:
@@ -180,25 +187,17 @@ class CanvasDenoiser:
             self._encode([w for w in windows if w.context is None])
             for direction in sorted({w.direction for w in windows}):
                 mine = [k for k, w in enumerate(windows) if w.direction == direction]
-                held = {k: final for k in mine if (final := windows[k].held) is not None}
-                results.update(held)
                 denoising = [k for k in mine if windows[k].reading is None]
                 if denoising:
                     stepped = self._step_direction(
                         direction, [windows[k] for k in denoising], [steps_remaining[k] for k in denoising]
                     )
                     results.update(zip(denoising, stepped, strict=True))
-                # the teacher verifies every window done denoising, from the step in which it got done
-                verifying = [k for k in mine if windows[k].reading is not None and k not in held]
+                # the teacher verifies every filled canvas, from the step that filled it on
+                verifying = [k for k in mine if windows[k].reading is not None]
                 if verifying:
                     verified = self._verify_direction(direction, [windows[k] for k in verifying])
-                    for k, result in zip(verifying, verified, strict=True):
-                        if result.stopped and k in denoising:  # accepted in the fill step's round: its
-                            windows[k].held = result  # draft first, its final in the next step
-                            result = replace(result, stopped=False)
-                        results[k] = result
-        self.forwards += 1
-        self.rows_stepped += len(seq_ids)
+                    results.update(zip(verifying, verified, strict=True))
         return [results[k] for k in range(len(seq_ids))]
 
     # -- internals ---------------------------------------------------------------------------------
@@ -212,22 +211,11 @@ class CanvasDenoiser:
             source, mask = pad_batch([w.source for w in group])  # (B, S)
             memory = model.encoder(source, mask)
             context = model.context_keys_values(memory)
-            verifying = [w.request.diffusion.verify for w in group]
-            teacher = verifier.context_keys_values(memory) if verifier and any(verifying) else None
+            teacher = verifier.context_keys_values(memory) if verifier is not None else None
             for row, window in enumerate(group):
-                window.context = row_of(context, row, window.source_length)
-                if teacher is not None and verifying[row]:
-                    window.teacher_context = row_of(teacher, row, window.source_length)
-
-    def _noise(self, direction: int, candidates: torch.Tensor | None, tokens: torch.Tensor) -> torch.Tensor:
-        """``tokens`` with each ``MASK_ID`` slot as the direction's noise: ``[MASK]`` itself, or a
-        uniformly drawn candidate piece (uniform-state diffusion)."""
-        if self.directions[direction].noise == "mask":
-            return tokens
-        masked = tokens == MASK_ID
-        pool = candidates if candidates is not None else torch.arange(self.vocab)
-        drawn = pool[torch.randint(pool.numel(), tokens.shape, generator=self._generator)]
-        return torch.where(masked, drawn, tokens)
+                window.context = row_of(context, row, len(window.source))
+                if teacher is not None:
+                    window.teacher_context = row_of(teacher, row, len(window.source))
 
     def _split_ids(self, ids: Sequence[int]) -> tuple[int, list[int]]:
         direction = ids[0] // self.vocab
@@ -239,9 +227,9 @@ class CanvasDenoiser:
         self, direction: int, windows: list[_Window], steps_remaining: list[int]
     ) -> list[StepResult]:
         model = self.directions[direction].model
-        canvas, canvas_mask = stack([w.tokens for w in windows], MASK_ID)  # (B, T)
+        canvas, canvas_mask = stack([w.canvas.tokens for w in windows], MASK_ID)  # (B, T)
         batch = self._batch((direction, False), windows)
-        wanted, _ = stack([w.masked for w in windows], False)  # (B, T): the slots that get logits
+        wanted = (canvas == MASK_ID) & canvas_mask  # (B, T): the slots that get logits
         hidden, real = model.wanted_states(canvas, canvas_mask, batch.context, batch.source_mask, wanted)
         log_probs = torch.log_softmax(batch.outputs.logits(hidden).float(), dim=-1)  # (B, W, C)
         best, chosen = log_probs.max(dim=-1)  # (B, W): row b's wanted slots in slot order
@@ -251,24 +239,24 @@ class CanvasDenoiser:
         def put(stacked: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
             return stacked.scatter(1, order, torch.where(real, new, stacked.gather(1, order)))
 
-        probability, _ = stack([w.probability for w in windows], math.inf)
-        entropies, _ = stack([w.entropy for w in windows], math.inf)
+        probability, _ = stack([w.canvas.probability for w in windows], math.inf)
+        entropies, _ = stack([w.canvas.entropy for w in windows], math.inf)
         filled = (
             put(canvas, batch.outputs.pieces(chosen)),
             put(probability, best.exp()),
             put(entropies, entropy),
         )
-        return self._settle(windows, filled, steps_remaining, direction * self.vocab)
+        return self._remask(direction, windows, filled, canvas_mask, steps_remaining)
 
     def _verify_direction(self, direction: int, windows: list[_Window]) -> list[StepResult]:
         """One round of the teacher's verification for the direction's verifying windows."""
         verifier = self.directions[direction].verifier
-        assert verifier is not None  # start() refuses verifying requests without one
+        assert verifier is not None  # only a direction with a verifier starts a reading
         batch = self._batch((direction, True), windows)
         readings = [w.reading for w in windows if w.reading is not None]
         verdicts = verifier.verify(
             self.directions[direction].model.embedding,
-            [w.tokens for w in windows],
+            [w.canvas.tokens for w in windows],
             readings,
             batch.context,
             batch.source_mask,
@@ -276,11 +264,14 @@ class CanvasDenoiser:
         )
         offset = direction * self.vocab
         results = []
-        for window, verdict in zip(windows, verdicts, strict=True):
-            window.tokens = verdict.tokens
+        for window, reading, verdict in zip(windows, readings, verdicts, strict=True):
+            window.canvas.tokens = verdict.tokens
+            length = verdict.tokens.shape[0]
             results.append(
                 StepResult(
-                    argmax=tuple((verdict.tokens + offset).tolist()), stopped=verdict.final, mean_entropy=0.0
+                    tokens=tuple((verdict.tokens + offset).tolist()),
+                    settled=length if verdict.final else reading.settled,
+                    mean_entropy=0.0,
                 )
             )
         return results
@@ -301,90 +292,60 @@ class CanvasDenoiser:
             cached = stack_batch(
                 members,
                 [c for c in contexts if c is not None],
-                [w.source_length for w in windows],
+                [len(w.source) for w in windows],
                 ([w.candidates for w in windows], model.embedding.weight, bias),
             )
             self._stacked[key] = cached
         return cached
 
-    def _settle(
+    def _remask(
         self,
+        direction: int,
         windows: list[_Window],
         filled: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        real: torch.Tensor,
         steps_remaining: list[int],
-        offset: int,
     ) -> list[StepResult]:
-        """Choose every window's slots to mask again and decide whether its canvas is done, for all the
-        windows of a step at once (right-padded to the longest canvas; padding is never chosen)."""
-        params = [w.request.diffusion for w in windows]
-        lengths = [w.tokens.shape[0] for w in windows]
+        """Choose every window's slots to mask again, for all the windows of a step at once
+        (right-padded to the longest canvas; ``real`` (B, T) marks the slots, padding is never chosen).
+        A window with none masked again is filled: done, or handed to the teacher."""
+        settings, verifier = self.directions[direction].settings, self.directions[direction].verifier
+        lengths = [w.canvas.tokens.shape[0] for w in windows]
         tokens, probability, entropy = filled  # (B, T) each, after this step's predictions
-        real = (
-            torch.arange(tokens.shape[1])[None, :]
-            < torch.tensor([w.tokens.shape[0] for w in windows])[:, None]
-        )
-        accepted = acceptance_mask(entropy, torch.tensor([p.entropy_bound for p in params]))  # (B, T)
-        doubtful = real & ~accepted
+        bounds = torch.tensor([w.request.diffusion.entropy_bound for w in windows])
+        doubtful = real & ~acceptance_mask(entropy, bounds)  # (B, T)
         quota = torch.tensor(
             [
-                remask_quota(length, p.max_denoising_steps - remaining + 1, p)
-                for length, p, remaining in zip(lengths, params, steps_remaining, strict=True)
+                remask_quota(length, last - remaining + 1, last, settings, verify=verifier is not None)
+                for length, remaining, last in zip(
+                    lengths,
+                    steps_remaining,
+                    [w.request.diffusion.max_denoising_steps for w in windows],
+                    strict=True,
+                )
             ]
         )
         # the quota's least probable doubtful slots: rank each slot among its row's doubtful ones
         order = torch.argsort(torch.where(doubtful, probability, math.inf), dim=1, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
-        remask = doubtful & (rank < quota[:, None])
-        # until the request's draft step, at least one slot stays open: every window shows a draft
-        # (its canvas at that step) before its final (a verifying window goes on to verification at
-        # its draft step, so its draft is that step's canvas after the teacher's first round)
-        before_draft = torch.tensor(
-            [
-                draft_pending(p.max_denoising_steps - remaining + 1, w.request) and remaining > 1
-                for p, remaining, w in zip(params, steps_remaining, windows, strict=True)
-            ]
-        )
-        lone = before_draft & ~remask.any(dim=1)
-        if bool(lone.any()):
-            least = probability.argmin(dim=1)  # padding holds +inf: never the least probable
-            remask[lone, least[lone]] = True
-        mean_entropy = torch.where(real, entropy, 0.0).sum(dim=1) / torch.tensor(lengths)
-        stop = torch.zeros(len(windows), dtype=torch.bool)
-        for threshold in {w.history.shape[1] for w in windows}:
-            rows = [b for b, w in enumerate(windows) if w.history.shape[1] == threshold]
-            history = stack_rows([windows[b].history[0] for b in rows], tokens.shape[1])
-            stopped, shifted = stable_and_confident(
-                history,
-                tokens[rows],
-                mean_entropy[rows],
-                torch.tensor([params[b].confidence_threshold for b in rows]),
-            )
-            stop[rows] = stopped
-            for index, b in enumerate(rows):
-                windows[b].history = shifted[index : index + 1, :, : lengths[b]]
-        stop &= ~before_draft  # not before the draft step either
-        remask &= ~stop[:, None]
-        argmax = (tokens + offset).tolist()
-        entropies = mean_entropy.tolist()
-        results = []
-        open_slots = remask.any(dim=1).tolist()
+        remask = doubtful & (rank < quota[:, None])  # (B, T)
+        mean_entropy = (torch.where(real, entropy, 0.0).sum(dim=1) / torch.tensor(lengths)).tolist()
+        filled_rows = (~remask.any(dim=1)).tolist()
         refilled = tokens.masked_fill(remask, MASK_ID)
+        offset = direction * self.vocab
+        argmax = (tokens + offset).tolist()
+        results = []
         for b, window in enumerate(windows):
             length = lengths[b]
-            window.probability, window.entropy = probability[b, :length], entropy[b, :length]
-            window.masked, window.tokens = remask[b, :length], refilled[b, :length]
-            if open_slots[b] and self.directions[window.direction].noise != "mask":
-                window.tokens = self._noise(window.direction, window.candidates, window.tokens)
-            done = not open_slots[b]
-            if done and window.request.diffusion.verify and steps_remaining[b] > 1:
-                verifier = self.directions[window.direction].verifier
-                assert verifier is not None  # start() refuses verifying requests without one
-                window.reading, done = verifier.start(), False  # the teacher reads it from the next step
+            window.canvas = Denoising(refilled[b, :length], probability[b, :length], entropy[b, :length])
+            done = filled_rows[b]
+            if done and verifier is not None:
+                window.reading, done = verifier.start(), False  # the teacher reads it from this step on
             results.append(
                 StepResult(
-                    argmax=without_repeats(argmax[b][:length], offset + EOS_ID),
-                    stopped=done,
-                    mean_entropy=float(entropies[b]),
+                    tokens=without_repeats(argmax[b][:length], offset + EOS_ID),
+                    settled=length if done else 0,
+                    mean_entropy=float(mean_entropy[b]),
                 )
             )
         return results

@@ -2,8 +2,10 @@
 
 A backend holds the tensor state of every live sequence (prompt cache, current canvas, self-conditioning
 signal, stopping history, random generator) and advances any subset of them by one denoising step in a
-single batched forward. It knows nothing about sessions, drafts or finals; the scheduler decides which
-sequences step, when a block is done and when a sequence leaves.
+single batched forward. It reports what the step produced (:class:`StepResult`) and decides nothing
+else: it knows nothing about sessions, drafts or finals, never holds a result back and never keeps a
+canvas open for the scheduler's sake. The scheduler alone decides which sequences step, what goes out
+as a draft, when a block is done and when a sequence is final.
 
 Threading: a backend is used by exactly one thread (the engine worker); it is not thread-safe.
 """
@@ -21,15 +23,23 @@ from engine.types import CanvasRequest
 class StepResult:
     """What one denoising step produced for one sequence.
 
-    ``argmax`` is the denoiser's most likely canvas after this step (what DiffusionGemma streams as a
-    draft and keeps as the block's output); ``stopped`` is the model's adaptive stopping verdict;
-    ``mean_entropy`` (nats) is the mean token entropy of the temperature-scaled logits, which the
+    ``tokens`` is the canvas as it stands after this step (DiffusionGemma: its argmax canvas, what
+    ``generate()`` streams as a draft and keeps as the block's output). ``settled`` counts its leading
+    positions the backend will never change again: all of them once the canvas is done (every slot
+    filled with nothing left to refine, the model's own stopping rule fired, or the teacher accepted
+    the text up to its end), the teacher's accepted prefix while it verifies, else 0.
+    ``mean_entropy`` (nats) is the mean token entropy of the step's distributions, which the
     early-exit policy reads.
     """
 
-    argmax: tuple[int, ...]
-    stopped: bool
+    tokens: tuple[int, ...]
+    settled: int
     mean_entropy: float
+
+    @property
+    def done(self) -> bool:
+        """Every position is settled: stepping this canvas again would change nothing."""
+        return self.settled >= len(self.tokens)
 
 
 class Denoiser(Protocol):

@@ -21,11 +21,12 @@ def draft_due(
     """Whether to emit a draft after step ``block_step`` (1-based) of the current block.
 
     The first draft of a block goes out after ``draft_step`` steps, or earlier as soon as the mean token
-    entropy is below ``draft_confidence``. Later drafts of the same block go out every
+    entropy is below ``draft_confidence`` (when set). Later drafts of the same block go out every
     ``redraft_every`` steps, and only when the text changed since the last one.
     """
     if last_draft_step is None:
-        return block_step >= params.draft_step or mean_entropy < params.draft_confidence
+        confident = params.draft_confidence is not None and mean_entropy < params.draft_confidence
+        return block_step >= params.draft_step or confident
     if params.redraft_every == 0 or not changed:
         return False
     return block_step - last_draft_step >= params.redraft_every

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
 
+from engine.diffusion.config import GemmaSettings
 from engine.diffusion.denoiser import StepResult
 from engine.diffusion.gemma_cache import BatchCache, PromptCache, encode_into_cache, stack_prompt_caches
 from engine.diffusion.lean import (
@@ -74,6 +75,7 @@ SAMPLERS: tuple[Sampler, ...] = ("exact", "fast")
 class DiffusionGemmaDenoiser:
     """Batched step-level decoding on a ``DiffusionGemmaForBlockDiffusion`` model (any checkpoint).
 
+    ``settings``: the checkpoint's own decoding rules (temperature schedule, adaptive stop).
     ``sampler``: ``exact`` (default) draws a token at every canvas position from the canvas's generator
     exactly as ``generate()`` does, so results equal ``generate()``'s; ``fast`` samples only the
     positions the entropy bound accepts (the others are renoised anyway): the same distributions and
@@ -86,11 +88,13 @@ class DiffusionGemmaDenoiser:
         tokenizer: Any,
         *,
         eos_token_ids: Sequence[int],
+        settings: GemmaSettings | None = None,
         sampler: Sampler = "exact",
     ) -> None:
         if sampler not in SAMPLERS:
             raise EngineError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
         self.sampler: Sampler = sampler
+        self.settings = settings or GemmaSettings()
         self._temperatures: dict[tuple[int, int, float, float], torch.Tensor] = {}
         self._last_logits: tuple[tuple[int, ...], torch.Tensor] | None = None
         self.model: Any = model
@@ -110,8 +114,6 @@ class DiffusionGemmaDenoiser:
         self._sequences: dict[int, _SequenceState] = {}
         self._batch: BatchCache | None = None
         self._stamps = itertools.count()
-        self.forwards = 0  # decoder forwards run
-        self.rows_stepped = 0  # canvases advanced, summed over forwards
 
     # -- Denoiser protocol -------------------------------------------------------------------------
     @property
@@ -154,7 +156,7 @@ class DiffusionGemmaDenoiser:
                 context_length=prompt_length,
                 canvas=self._fresh_canvas(generator),
                 self_conditioning=None,
-                argmax_history=self._empty_history(request),
+                argmax_history=self._empty_history(),
                 version=next(self._stamps),
             )
         self._sequences[seq_id] = state
@@ -169,7 +171,7 @@ class DiffusionGemmaDenoiser:
             state.context_length += self._canvas_length
             state.canvas = self._fresh_canvas(state.generator)
             state.self_conditioning = None
-            state.argmax_history = self._empty_history(state.request)
+            state.argmax_history = self._empty_history()
             state.version = next(self._stamps)
 
     def release(self, seq_id: int) -> None:
@@ -198,8 +200,6 @@ class DiffusionGemmaDenoiser:
             [self._temperature(n, s.request) for n, s in zip(steps_remaining, states, strict=True)]
         )  # (B,)
         logits = self._logits(canvas, batch, self_conditioning, self_conditioning_mask, temperature)
-        self.forwards += 1
-        self.rows_stepped += len(states)
         if self.sampler == "exact":
             entropy, _ = entropy_and_probs(logits)  # (B, L)
             argmax = torch.argmax(logits, dim=-1)  # (B, L)
@@ -214,7 +214,7 @@ class DiffusionGemmaDenoiser:
         noise = torch.cat([self._fresh_canvas(s.generator) for s in states])  # (B, L)
         next_canvas = renoise(accepted, accepted_mask, noise)
         mean_entropy = entropy.mean(dim=-1)  # (B,)
-        stop, histories = self._stop(states, argmax, mean_entropy, batch.confidence_threshold)
+        stop, histories = self._stop(states, argmax, mean_entropy)
         # the next step's self-conditioning input: exact hands the model its logits, as generate() does
         # (a view when the dtypes match); fast hands its own decoder forward the probabilities
         self_conditioning_out = logits.to(self._embedding_dtype) if self.sampler == "exact" else probs
@@ -228,10 +228,9 @@ class DiffusionGemmaDenoiser:
             state.argmax_history = histories[row]
             state.canvas = next_canvas[row : row + 1]
             state.self_conditioning = self_conditioning_out[row : row + 1]
+            settled = self._canvas_length if stop_rows[row] else 0  # the adaptive stop settles the block
             results.append(
-                StepResult(
-                    argmax=tuple(argmax_rows[row]), stopped=stop_rows[row], mean_entropy=entropy_rows[row]
-                )
+                StepResult(tokens=tuple(argmax_rows[row]), settled=settled, mean_entropy=entropy_rows[row])
             )
         return results
 
@@ -276,8 +275,12 @@ class DiffusionGemmaDenoiser:
 
     def _temperature(self, steps_remaining: int, request: CanvasRequest) -> torch.Tensor:
         """The schedule's temperature, memoised: a handful of distinct values serve every step."""
-        params = request.diffusion
-        key = (steps_remaining, params.max_denoising_steps, params.t_min, params.t_max)
+        key = (
+            steps_remaining,
+            request.diffusion.max_denoising_steps,
+            self.settings.t_min,
+            self.settings.t_max,
+        )
         value = self._temperatures.get(key)
         if value is None:
             value = step_temperature(*key).to(self._device)
@@ -322,31 +325,15 @@ class DiffusionGemmaDenoiser:
         return accepted
 
     def _stop(
-        self,
-        states: list[_SequenceState],
-        argmax: torch.Tensor,
-        mean_entropy: torch.Tensor,
-        confidence_threshold: torch.Tensor,
+        self, states: list[_SequenceState], argmax: torch.Tensor, mean_entropy: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """The adaptive stop for every row: batched when the rows keep equally long histories."""
-        histories = [s.argmax_history for s in states]
-        if len({h.shape[1] for h in histories}) == 1:
-            stop, stacked = stable_and_confident(
-                torch.cat(histories), argmax, mean_entropy, confidence_threshold
-            )
-            return stop, list(torch.split(stacked, 1))
-        stops: list[torch.Tensor] = []
-        new_histories: list[torch.Tensor] = []
-        for row, history in enumerate(histories):
-            stop, new_history = stable_and_confident(
-                history,
-                argmax[row : row + 1],
-                mean_entropy[row : row + 1],
-                confidence_threshold[row : row + 1],
-            )
-            stops.append(stop)
-            new_histories.append(new_history)
-        return torch.cat(stops), new_histories
+        """The adaptive stop for every row at once (every history is ``stability_threshold`` long)."""
+        confidence_threshold = torch.full(
+            (len(states),), self.settings.confidence_threshold, dtype=torch.float32, device=self._device
+        )
+        histories = torch.cat([s.argmax_history for s in states])  # (B, S, L)
+        stop, stacked = stable_and_confident(histories, argmax, mean_entropy, confidence_threshold)
+        return stop, list(torch.split(stacked, 1))
 
     def _fresh_canvas(self, generator: torch.Generator) -> torch.Tensor:
         """A canvas of uniformly drawn tokens (1, L): the diffusion prior and the renoising source."""
@@ -358,8 +345,8 @@ class DiffusionGemmaDenoiser:
             device=self._device,
         )
 
-    def _empty_history(self, request: CanvasRequest) -> torch.Tensor:
-        threshold = request.diffusion.stability_threshold
+    def _empty_history(self) -> torch.Tensor:
+        threshold = self.settings.stability_threshold
         return torch.full((1, threshold, self._canvas_length), -1, dtype=torch.long, device=self._device)
 
     def _stack_self_conditioning(
@@ -384,7 +371,10 @@ class DiffusionGemmaDenoiser:
         if self._batch is None or self._batch.signature != signature:
             self._batch = stack_prompt_caches(
                 self.model,
-                [PromptCache(s.cache, s.context_length, s.version, s.request.diffusion) for s in states],
+                [
+                    PromptCache(s.cache, s.context_length, s.version, s.request.diffusion.entropy_bound)
+                    for s in states
+                ],
                 self._canvas_length,
             )
         return self._batch

@@ -10,18 +10,16 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from engine.types import DiffusionParams
-
 
 @dataclass(frozen=True)
 class PromptCache:
     """One sequence's encoded context: its cache, its length in tokens, its stamp (new whenever the
-    context changes) and its request's diffusion settings."""
+    context changes) and its request's entropy bound."""
 
     cache: DynamicCache
     length: int
     version: int
-    diffusion: DiffusionParams
+    entropy_bound: float
 
 
 @dataclass(eq=False)
@@ -33,7 +31,6 @@ class BatchCache:
     mask_mapping: dict[str, Any]
     position_ids: torch.Tensor  # (B, L) int32
     entropy_bound: torch.Tensor  # (B,)
-    confidence_threshold: torch.Tensor  # (B,)
 
 
 def encode_into_cache(model: Any, tokens: torch.Tensor, cache: DynamicCache, *, start_position: int) -> None:
@@ -87,12 +84,7 @@ def stack_prompt_caches(model: Any, prompts: list[PromptCache], canvas_length: i
         cache=cache,
         mask_mapping=mask_mapping,
         position_ids=starts[:, None] + offsets[None, :],  # (B, L)
-        entropy_bound=torch.tensor(
-            [p.diffusion.entropy_bound for p in prompts], dtype=torch.float32, device=device
-        ),
-        confidence_threshold=torch.tensor(
-            [p.diffusion.confidence_threshold for p in prompts], dtype=torch.float32, device=device
-        ),
+        entropy_bound=torch.tensor([p.entropy_bound for p in prompts], dtype=torch.float32, device=device),
     )
 
 

@@ -1,38 +1,53 @@
-"""The canvas translator's Mask-Predict schedule, as pure functions of a window's request.
+"""The canvas translator's settings and its Mask-Predict schedule, as pure functions of them.
 
-This module owns how many of a canvas's slots are masked again after each step (the fill-then-refine
-schedule), until when a window may not finish (it has not shown its draft), and how a denoised canvas's
-text drops a piece that repeats its left neighbour.
+This module owns the canvas translator's own decoding settings (:class:`CanvasSettings`, one per
+direction, from its card), how many of a canvas's slots are masked again after each step (the
+fill-then-refine schedule), and how a denoised canvas's text drops a piece that repeats its left
+neighbour. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
-from engine.types import CanvasRequest, DiffusionParams
+
+@dataclass(frozen=True, slots=True)
+class CanvasSettings:
+    """How one direction of the canvas translator fills a canvas (DiffusionGemma does not read these).
+
+    The canvas is filled by step ``fill_steps`` (None: by the request's last step, Mask-Predict's
+    linear schedule). Without a verifier, later steps then re-mask at most ``refine_share`` of it
+    (None: all of it), falling linearly to none at the last step. A direction whose teacher verifies
+    re-masks nothing after the fill (its filled canvas goes to the teacher), so a direction with a
+    verifier refuses a ``refine_share`` (:class:`engine.diffusion.canvas_denoiser.Direction`).
+    """
+
+    fill_steps: int | None = None
+    refine_share: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.fill_steps is not None and self.fill_steps <= 0:
+            raise ValueError(f"fill_steps must be positive, got {self.fill_steps}")
+        if self.refine_share is not None and not 0 <= self.refine_share <= 1:
+            raise ValueError(f"refine_share must be in [0, 1], got {self.refine_share}")
 
 
-def remask_quota(length: int, step: int, params: DiffusionParams) -> int:
-    """How many of a canvas's ``length`` slots may be masked again after step ``step`` (1-based).
+def remask_quota(length: int, step: int, last: int, settings: CanvasSettings, *, verify: bool) -> int:
+    """How many of a canvas's ``length`` slots may be masked again after step ``step`` (1-based) of
+    ``last``.
 
-    Filling by step ``F`` (``params.fill_steps``, at most ``N`` steps): ``floor(T * (F - k) / F)``
-    before it, so step ``F``'s canvas is what an ``F``-step decode would finish with (the window's
-    draft when its first draft goes out at ``F``); from step ``F`` on, refinement re-masks at most
-    ``floor(T * share * (N - k) / (N - F))``, none after the last step. ``F = N`` is the plain linear
-    schedule ``floor(T * (N - k) / N)``."""
-    last = params.max_denoising_steps
-    fill = last if params.fill_steps is None else min(params.fill_steps, last)
+    Filling by step ``F`` (``settings.fill_steps``, at most ``N = last``): ``floor(T * (F - k) / F)``
+    before it, so step ``F``'s canvas is what an ``F``-step decode would finish with; from step ``F``
+    on, refinement re-masks at most ``floor(T * share * (N - k) / (N - F))``, none after the last step
+    and none when the teacher verifies. ``F = N`` is the plain linear schedule ``floor(T * (N - k) / N)``."""
+    fill = last if settings.fill_steps is None else min(settings.fill_steps, last)
     if step < fill:
         return math.floor(length * (fill - step) / fill)
-    if step >= last or params.verify:
+    if step >= last or verify:
         return 0
-    return math.floor(length * params.refine_share * (last - step) / (last - fill))
-
-
-def draft_pending(step: int, request: CanvasRequest) -> bool:
-    """Whether a window must not finish denoising at ``step``: it has not shown its draft yet."""
-    draft = request.early_exit.draft_step
-    return step < draft if request.diffusion.verify else step <= draft
+    share = 1.0 if settings.refine_share is None else settings.refine_share
+    return math.floor(length * share * (last - step) / (last - fill))
 
 
 def without_repeats(canvas: list[int], eos: int) -> tuple[int, ...]:

@@ -1,7 +1,7 @@
 """Right-padding per-window tensors into the batches one denoising step reads.
 
 This module owns how the canvas denoiser stacks its windows: canvases and per-slot figures into
-(B, T) rows, stability histories into (B, S, T), and cross-attention keys/values into (B, H, S, D/H)
+(B, T) rows, and cross-attention keys/values into (B, H, S, D/H)
 with a source mask, and output layers restricted to each window's shortlist.
 """
 
@@ -21,14 +21,6 @@ def stack(rows: list[torch.Tensor], fill: float) -> tuple[torch.Tensor, torch.Te
     stacked = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True, padding_value=fill)
     lengths = torch.tensor([row.shape[0] for row in rows])
     return stacked, torch.arange(stacked.shape[1])[None, :] < lengths[:, None]
-
-
-def stack_rows(rows: list[torch.Tensor], length: int) -> torch.Tensor:
-    """(S, T_i) histories right-padded with -1 to (B, S, ``length``), as :func:`stack` pads canvases."""
-    stacked = torch.full((len(rows), rows[0].shape[0], length), -1, dtype=rows[0].dtype)
-    for index, row in enumerate(rows):
-        stacked[index, :, : row.shape[1]] = row
-    return stacked
 
 
 def row_of(context: Context, row: int, length: int) -> Context:

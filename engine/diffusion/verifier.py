@@ -14,13 +14,15 @@ on from there. A canvas that the teacher accepts up to its ``</s>`` is exactly t
 translation (over the same shortlist), and every round settles at least one slot.
 
 The teacher's recurrent state after the settled prefix is kept, so a round reads only the slots after
-it. The encoder and embeddings are the canvas translator's own (they are the teacher's, frozen).
+it. The encoder and embeddings are the canvas translator's own (they are the teacher's, frozen); the
+layers are the teacher's own modules, called as greedy search calls them (the SSRU's ``scan``, the
+embedding rule :func:`engine.marian.layers.embed_vectors`), so a verified canvas is computed exactly
+as greedy search computes it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,7 +30,7 @@ import torch
 from torch import nn
 
 from engine.diffusion.stacking import Context, Outputs, stack
-from engine.marian.layers import MarianDims, members, sinusoidal_positions
+from engine.marian.layers import MarianDims, embed_vectors, members
 from engine.marian.teacher import EOS_ID, MarianTeacher, TeacherDecoderLayer
 
 VERIFIER_WEIGHTS = "verifier.safetensors"
@@ -43,8 +45,11 @@ otherwise be read to its end round after round for one settled slot each."""
 
 @dataclass
 class Reading:
-    """Where the teacher stands on one canvas: ``settled`` slots are final (the teacher's own choices)
-    and ``cells`` (per layer, (D,)) is its SSRU state after reading them."""
+    """What verification keeps of one window: where the teacher stands on its canvas.
+
+    Invariant: the canvas's first ``settled`` slots are the teacher's own greedy choices, and
+    ``cells`` (per decoder layer, (D,)) is the teacher's SSRU state after reading exactly those slots
+    (zeros before any), so a round reads on from slot ``settled`` as if it had read all of them."""
 
     settled: int
     cells: list[torch.Tensor]
@@ -67,7 +72,6 @@ class TeacherVerifier(nn.Module):
         self.dims = dims
         self.decoder = nn.ModuleList(TeacherDecoderLayer(dims) for _ in range(dims.decoder_depth))
         self.output_bias = nn.Parameter(torch.zeros(dims.vocab))
-        self.slots_read = 0  # slots the verification rounds have read (a measure of their work)
 
     @classmethod
     def from_teacher(cls, teacher: MarianTeacher) -> TeacherVerifier:
@@ -101,7 +105,6 @@ class TeacherVerifier(nn.Module):
         """One round for a batch of windows: ``canvases`` (T_b,), their ``readings`` (updated in
         place), their stacked teacher ``context`` with ``source_mask`` (B, S), and their output layers
         (the teacher's bias over each window's shortlist)."""
-        dim = self.dims.dim
         canvas, inside = stack(canvases, EOS_ID)  # (B, T)
         lengths = torch.tensor([c.shape[0] for c in canvases])
         starts = torch.tensor([r.settled for r in readings])
@@ -112,26 +115,17 @@ class TeacherVerifier(nn.Module):
         caps = torch.tensor([r.lookahead or canvas.shape[1] for r in readings])
         spans = torch.minimum(drafted, caps)  # (B,)
         width = int(spans.max())
-        self.slots_read += int(spans.sum())
         position = starts[:, None] + torch.arange(width)[None, :]  # (B, W): slot i is read at i
         real = torch.arange(width)[None, :] < spans[:, None]
         position = torch.where(real, position, 0)
         previous = canvas.gather(1, (position - 1).clamp(min=0))  # slot i reads slot i - 1's piece
         vectors = torch.where((position == 0)[..., None], 0.0, embedding(previous))  # slot 0: zeros
-        x = vectors * math.sqrt(dim) + sinusoidal_positions(canvas.shape[1], dim)[position]  # (B, W, D)
+        x = embed_vectors(vectors, position)  # (B, W, D): the teacher's own input rule
         key_mask = source_mask[:, None, None, :]
         layer_cells = []
         for index, layer in enumerate(self.layers):
-            forget = torch.sigmoid(layer.ssru.forget(x))
-            update = (1 - forget) * layer.ssru.w(x)
-            cell = torch.stack([r.cells[index] for r in readings])  # (B, D)
-            states = []
-            for step in range(width):
-                cell = forget[:, step] * cell + update[:, step]
-                states.append(cell)
-            cells = torch.stack(states, dim=1)  # (B, W, D)
+            x, cells = layer.ssru.scan(x, torch.stack([r.cells[index] for r in readings]))  # (B, W, D)
             layer_cells.append(cells)
-            x = layer.ssru.norm(x + torch.relu(cells))
             x = layer.context(x, context[index], key_mask)
             x = x.masked_scatter(real[..., None], layer.ffn(x[real]))
         taught = outputs.pieces(outputs.logits(x).argmax(dim=-1))  # (B, W): the teacher's pieces

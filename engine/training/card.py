@@ -58,13 +58,16 @@ def bar_line(verdict: dict[str, Any]) -> str:
     )
 
 
-def schedule_lines(diffusion: dict[str, Any]) -> list[str]:
-    """The re-masking schedule in words (cards exported before it could be chosen have none)."""
-    fill = diffusion.get("fill_steps")
+def schedule_lines(decoding: dict[str, Any]) -> list[str]:
+    """The re-masking schedule in words, from an evaluation's ``decoding`` (its ``canvas`` settings
+    and, when verified, the ``adaptive`` row's; older evaluations kept them all in ``diffusion``)."""
+    canvas = decoding.get("canvas", decoding["diffusion"])
+    fill = canvas.get("fill_steps")
     if fill is None:
         return ["- re-masking: Mask-Predict's linear schedule over the whole budget."]
-    share = diffusion.get("refine_share", 1.0)
-    if diffusion.get("verify"):
+    adaptive = decoding.get("adaptive", {}).get("canvas", canvas)
+    share = adaptive.get("refine_share") or 1.0
+    if canvas.get("verify"):
         return [
             f"- the canvas is filled by step {fill} (as a {fill}-step decode would fill it); then the",
             "  teacher verifies it (speculative decoding, `engine/diffusion/verifier.py`): each round",
@@ -129,7 +132,7 @@ def render_card(summary: dict[str, Any]) -> str:
         f"- up to {decoding['diffusion']['max_denoising_steps']} steps; entropy bound "
         f"{decoding['diffusion']['entropy_bound']} (slots it accepts are never masked again); "
         f"first draft after step {decoding['early_exit']['draft_step']}.",
-        *schedule_lines(decoding["diffusion"]),
+        *schedule_lines(decoding),
         *trial_lines(decoding.get("dev_trials", [])),
         "",
         "## Quality and speed",

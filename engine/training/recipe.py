@@ -55,7 +55,7 @@ ACCELERATOR_PEAK_LR = 1e-3
 ACCELERATOR_TEACHER_BATCH = 512
 ACCELERATOR_EVAL_MINUTES = 1.5  # dev curve points (on the CPU) and checkpoints in short accelerator runs
 
-DEV_STEPS = DiffusionParams(max_denoising_steps=4, entropy_bound=1e-6, confidence_threshold=1e-30)
+DEV_STEPS = DiffusionParams(max_denoising_steps=4, entropy_bound=1e-6)
 """Dev-curve decoding: every one of 4 steps runs (an entropy bound that accepts nothing early)."""
 DEV_EARLY_EXIT = EarlyExitParams(draft_step=1)
 

@@ -68,7 +68,9 @@ def test_each_direction_translates_close_to_its_teacher(
     sentences = handwritten("en" if direction == "en-pt" else "pt")[1::4]
     model = shipped if mode == "verified" else denoising_alone(shipped)
     assert model is not None
-    assert all(c.diffusion.verify == (mode == "verified") for c in model.directions)
+    assert isinstance(model, CanvasModel)
+    assert all(c.verify == (mode == "verified") for c in model.directions)
+    assert all((d.verifier is not None) == (mode == "verified") for d in model.denoiser.directions)
     outputs = translate(model, sentences, *LANGUAGES[direction])
     assert all(outputs), outputs
     teacher = native(direction)

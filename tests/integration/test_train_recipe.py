@@ -172,25 +172,29 @@ def test_a_retune_exports_the_same_weights_with_decoding_chosen_on_dev(dry_run: 
     assert {(t["refine_share"], t["entropy_bound"]) for t in trials} == set(
         product(canvas_export.REFINE_SHARES, canvas_export.ENTROPY_BOUNDS)
     )
-    chosen = after["decoding"]["diffusion"]
+    chosen = after["decoding"]["adaptive"]
     assert (
-        chosen["fill_steps"]
+        chosen["canvas"]["fill_steps"]
+        == after["decoding"]["canvas"]["fill_steps"]
         == after["decoding"]["early_exit"]["draft_step"]
         == canvas_export.DRAFT_FILL_STEPS
     )
     assert any(
-        (t["refine_share"], t["entropy_bound"]) == (chosen["refine_share"], chosen["entropy_bound"])
+        (t["refine_share"], t["entropy_bound"])
+        == (chosen["canvas"]["refine_share"], chosen["diffusion"]["entropy_bound"])
         for t in trials
     )
     assert "filled by step 4" in (out / NAMES[0] / "README.md").read_text()
     card = json.loads((out / NAMES[0] / "livecanvas.json").read_text())
-    assert card["diffusion"] == chosen
+    assert card["diffusion"] == after["decoding"]["diffusion"]
+    assert card["canvas"] == {**after["decoding"]["canvas"], "shortlist": True, "int8": True}
     parts = {name: read_jsonl(work / "corpus" / f"{name}.jsonl") for name in ("dev", "test", "human_test")}
     evaluated = {str(r["id"]) for rows in parts.values() for r in rows}
     assert set(read_pairs(work / "en-pt" / "teacher.jsonl")) == evaluated  # no training split
     model = load_model(str(out))
     assert isinstance(model, CanvasModel)
-    assert model.directions[0].diffusion.fill_steps == canvas_export.DRAFT_FILL_STEPS
+    assert model.directions[0].settings.fill_steps == canvas_export.DRAFT_FILL_STEPS
+    assert model.directions[0].verify
 
 
 def test_a_run_from_an_export_continues_its_weights_and_record(dry_run: Path, tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 from engine.batch_round import run_round
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for, from_teacher
 from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
-from engine.diffusion.mask_schedule import remask_quota, without_repeats
+from engine.diffusion.mask_schedule import CanvasSettings, remask_quota, without_repeats
 from engine.errors import EngineError
 from engine.marian.teacher import EOS_ID, PortedTeacher, load_ported, pad_batch, wheel_students
 from engine.scheduler import Scheduler
@@ -38,10 +38,13 @@ def student(teachers: dict[str, PortedTeacher]) -> CanvasTranslator:
     return from_teacher(teacher.model, teacher.multipliers)
 
 
-def denoiser_for(teachers: dict[str, PortedTeacher], student: CanvasTranslator) -> CanvasDenoiser:
+def denoiser_for(
+    teachers: dict[str, PortedTeacher], student: CanvasTranslator, settings: CanvasSettings | None = None
+) -> CanvasDenoiser:
+    english = teachers["en-pt"]
     return CanvasDenoiser(
         [
-            Direction("en-pt", student, teachers["en-pt"].tokenizer, teachers["en-pt"].shortlist),
+            Direction("en-pt", student, english.tokenizer, english.shortlist, settings or CanvasSettings()),
             Direction("pt-en", student, teachers["pt-en"].tokenizer, None),
         ]
     )
@@ -116,7 +119,6 @@ def test_each_window_finishes_within_its_step_budget_with_one_final(
                 index,
                 max_denoising_steps=4,
                 entropy_bound=1e-9,
-                confidence_threshold=1e-30,
             )
         )
     finals: dict[int, Final] = {}
@@ -136,30 +138,35 @@ def test_each_window_finishes_within_its_step_budget_with_one_final(
     assert rounds <= 5
 
 
-def test_a_loose_entropy_bound_settles_every_slot_after_the_draft_step(
+def test_a_loose_entropy_bound_settles_every_slot_in_one_step_and_the_backend_says_so(
     teachers: dict[str, PortedTeacher], student: CanvasTranslator
 ) -> None:
+    """The backend reports what the step did (every slot settled) whatever the window's draft step:
+    it keeps nothing open for the scheduler's sake."""
     denoiser = denoiser_for(teachers, student)
-    denoiser.start(0, request(denoiser, 0, SENTENCES[0], 0, max_denoising_steps=8, entropy_bound=1e9))
-    draft = denoiser.step([0], [8])[0]
-    assert not draft.stopped  # the first step is always a draft
-    result = denoiser.step([0], [7])[0]
-    assert result.stopped
+    loose = request(denoiser, 0, SENTENCES[0], 0, max_denoising_steps=8, entropy_bound=1e9)
+    denoiser.start(0, replace(loose, early_exit=EarlyExitParams(draft_step=3)))
+    result = denoiser.step([0], [8])[0]
     length = canvas_length_for(len(denoiser.encode_source(0, SENTENCES[0])) - 1)
-    assert len(result.argmax) == length
+    assert len(result.tokens) == length
+    assert result.done
+    assert result.settled == length
 
 
 def test_the_remask_schedule_is_linear_or_fills_early_then_refines() -> None:
-    linear = DiffusionParams(max_denoising_steps=8)
-    assert [remask_quota(16, k, linear) for k in range(1, 9)] == [14, 12, 10, 8, 6, 4, 2, 0]
-    assert remask_quota(16, 8, replace(linear, fill_steps=8)) == 0  # fill at the last step: the same
-    early = replace(linear, fill_steps=3, refine_share=0.5)
-    assert [remask_quota(16, k, early) for k in range(1, 9)] == [10, 5, 8, 6, 4, 3, 1, 0]
-    assert [remask_quota(16, k, replace(early, refine_share=0.0)) for k in range(3, 9)] == [0] * 6
+    linear = CanvasSettings()
+    assert [remask_quota(16, k, 8, linear, verify=False) for k in range(1, 9)] == [14, 12, 10, 8, 6, 4, 2, 0]
+    assert remask_quota(16, 8, 8, CanvasSettings(fill_steps=8), verify=False) == 0  # the same
+    early = CanvasSettings(fill_steps=3, refine_share=0.5)
+    assert [remask_quota(16, k, 8, early, verify=False) for k in range(1, 9)] == [10, 5, 8, 6, 4, 3, 1, 0]
+    assert [remask_quota(16, k, 8, early, verify=True) for k in range(1, 9)] == [10, 5] + [0] * 6
+    assert [remask_quota(16, k, 8, replace(early, refine_share=0.0), verify=False) for k in range(3, 9)] == [
+        0
+    ] * 6
     with pytest.raises(ValueError, match="refine_share"):
-        DiffusionParams(refine_share=1.5)
+        CanvasSettings(refine_share=1.5)
     with pytest.raises(ValueError, match="fill_steps"):
-        DiffusionParams(fill_steps=0)
+        CanvasSettings(fill_steps=0)
 
 
 def test_filling_early_makes_the_draft_step_an_early_decode_that_refinement_continues(
@@ -167,19 +174,17 @@ def test_filling_early_makes_the_draft_step_an_early_decode_that_refinement_cont
 ) -> None:
     """Filled by step 3 of 8, step 3's canvas is a 3-step decode's final, and later steps refine it."""
     short = denoiser_for(teachers, student)
-    early = denoiser_for(teachers, student)
-    strict = {"entropy_bound": 1e-9, "confidence_threshold": 1e-30}
-    short.start(0, request(short, 0, SENTENCES[0], 0, max_denoising_steps=3, **strict))
-    params = {"max_denoising_steps": 8, "fill_steps": 3, "refine_share": 0.5, **strict}
-    early.start(0, request(early, 0, SENTENCES[0], 0, **params))
+    early = denoiser_for(teachers, student, CanvasSettings(fill_steps=3, refine_share=0.5))
+    short.start(0, request(short, 0, SENTENCES[0], 0, max_denoising_steps=3, entropy_bound=1e-9))
+    early.start(0, request(early, 0, SENTENCES[0], 0, max_denoising_steps=8, entropy_bound=1e-9))
     three = [short.step([0], [n])[0] for n in (3, 2, 1)]
     filled = [early.step([0], [n])[0] for n in (8, 7, 6)]
-    assert three[-1].stopped  # the 3-step decode ends here
-    assert not filled[-1].stopped  # the filled-early one goes on refining
-    assert filled[-1].argmax == three[-1].argmax
+    assert three[-1].done  # the 3-step decode ends here
+    assert not filled[-1].done  # the filled-early one goes on refining
+    assert filled[-1].tokens == three[-1].tokens
     refined = [early.step([0], [n])[0] for n in (5, 4, 3, 2, 1)]
-    assert [r.stopped for r in refined] == [False] * 4 + [True]
-    assert len(refined[-1].argmax) == len(three[-1].argmax)
+    assert [r.done for r in refined] == [False] * 4 + [True]
+    assert len(refined[-1].tokens) == len(three[-1].tokens)
 
 
 def test_the_output_keeps_to_the_shortlist_and_its_direction(
@@ -195,8 +200,8 @@ def test_the_output_keeps_to_the_shortlist_and_its_direction(
     denoiser.start(1, portuguese)
     results = denoiser.step([0, 1], [2, 2])
     allowed = set(teachers["en-pt"].shortlist.candidates([t % vocab for t in english.prompt_ids]).tolist())
-    assert {t for t in results[0].argmax} <= allowed
-    assert all(vocab <= t < 2 * vocab for t in results[1].argmax)  # pt-en: no shortlist, its own ids
+    assert {t for t in results[0].tokens} <= allowed
+    assert all(vocab <= t < 2 * vocab for t in results[1].tokens)  # pt-en: no shortlist, its own ids
     assert denoiser.eos_token_ids == frozenset({EOS_ID, vocab + EOS_ID})
 
 
@@ -213,7 +218,7 @@ def test_a_window_gives_the_same_canvas_alone_or_in_a_batch(
     for remaining in (3, 2, 1):
         single = alone.step([0], [remaining])[0]
         batched = together.step([1, 0, 2], [remaining] * 3)[1]
-        assert single.argmax == batched.argmax
+        assert single.tokens == batched.tokens
 
 
 def test_windows_that_leave_and_join_between_steps_read_their_own_source(
@@ -232,7 +237,7 @@ def test_windows_that_leave_and_join_between_steps_read_their_own_source(
     joined = shared.step([0, 1], [1, 3])[1]
     alone = denoiser_for(teachers, student)
     alone.start(1, request(alone, 0, SENTENCES[2], 1, **steps))
-    assert joined.argmax == alone.step([1], [3])[0].argmax
+    assert joined.tokens == alone.step([1], [3])[0].tokens
 
 
 def test_a_denoised_canvas_drops_repeated_pieces_and_decoding_drops_the_padding(
@@ -402,11 +407,20 @@ def test_the_wanted_slots_alone_get_the_states_of_the_whole_canvas(
     torch.testing.assert_close(states[real], full[wanted], rtol=1e-4, atol=1e-4)
 
 
-def test_a_confident_window_stays_open_until_its_draft_step(
+def test_a_confident_window_goes_final_after_a_draft_the_scheduler_sends(
     teachers: dict[str, PortedTeacher], student: CanvasTranslator
 ) -> None:
+    """Done at its first step (every slot accepted), long before its draft step: the scheduler, not the
+    backend, shows the text as a draft in that round and sends the final in the next."""
     denoiser = denoiser_for(teachers, student)
-    loose = replace(request(denoiser, 0, SENTENCES[0], 0, max_denoising_steps=8, entropy_bound=1e9))
-    denoiser.start(0, replace(loose, early_exit=EarlyExitParams(draft_step=3)))
-    stopped = [denoiser.step([0], [n])[0].stopped for n in (8, 7, 6, 5)]
-    assert stopped == [False, False, False, True]  # the step-3 canvas is the draft, then the final
+    scheduler = Scheduler(
+        canvas_length=denoiser.canvas_length, eos_token_ids=denoiser.eos_token_ids, decode=denoiser.decode
+    )
+    loose = request(denoiser, 0, SENTENCES[0], 0, max_denoising_steps=8, entropy_bound=1e9)
+    scheduler.add(replace(loose, early_exit=EarlyExitParams(draft_step=3)))
+    first = run_round(scheduler, denoiser)
+    assert [r.done for r in first.results] == [True]
+    assert [type(e) for e in first.events] == [Draft]
+    second = run_round(scheduler, denoiser)
+    assert second.batch.step == ()  # not stepped again
+    assert [(type(e), e.text, e.steps) for e in second.events] == [(Final, first.events[0].text, 1)]

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import torch
 
+from engine.diffusion.config import GemmaSettings
 from engine.diffusion.gemma import DiffusionGemmaDenoiser
 from engine.errors import EngineError
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams
@@ -37,7 +38,12 @@ class DraftRecorder:
 
 
 def reference(
-    model: Any, prompt: list[int], seed: int, params: DiffusionParams, max_new_tokens: int
+    model: Any,
+    prompt: list[int],
+    seed: int,
+    params: DiffusionParams,
+    settings: GemmaSettings,
+    max_new_tokens: int,
 ) -> tuple[list[int], list[tuple[int, ...]]]:
     torch.manual_seed(seed)
     recorder = DraftRecorder()
@@ -45,10 +51,10 @@ def reference(
         torch.tensor([prompt]),
         max_new_tokens=max_new_tokens,
         max_denoising_steps=params.max_denoising_steps,
-        t_min=params.t_min,
-        t_max=params.t_max,
-        stability_threshold=params.stability_threshold,
-        confidence_threshold=params.confidence_threshold,
+        t_min=settings.t_min,
+        t_max=settings.t_max,
+        stability_threshold=settings.stability_threshold,
+        confidence_threshold=settings.confidence_threshold,
         streamer=recorder,
     )
     return output.sequences[0, len(prompt) :].tolist(), recorder.drafts
@@ -82,32 +88,41 @@ def denoiser(tiny_model: Any) -> DiffusionGemmaDenoiser:
     return DiffusionGemmaDenoiser(tiny_model, tokenizer=None, eos_token_ids=[EOS])
 
 
+DEFAULT = GemmaSettings()
 CASES = [
-    # prompt, seed, params, max_new_tokens (tiny model: canvas length 16)
-    ([2, 10, 11, 12, 13], 42, DiffusionParams(max_denoising_steps=8), 16),
-    ([2, 7, 8], 7, DiffusionParams(max_denoising_steps=5), 48),  # three blocks
-    ([2, *range(30, 60)], 123, DiffusionParams(max_denoising_steps=12, t_min=0.2, t_max=1.5), 32),
+    # prompt, seed, params, the checkpoint's settings, max_new_tokens (tiny model: canvas length 16)
+    ([2, 10, 11, 12, 13], 42, DiffusionParams(max_denoising_steps=8), DEFAULT, 16),
+    ([2, 7, 8], 7, DiffusionParams(max_denoising_steps=5), DEFAULT, 48),  # three blocks
+    (
+        [2, *range(30, 60)],
+        123,
+        DiffusionParams(max_denoising_steps=12),
+        GemmaSettings(t_min=0.2, t_max=1.5),
+        32,
+    ),
     # a confidence threshold this loose lets the adaptive stop fire as soon as the argmax is stable
-    ([2, 99, 98], 5, DiffusionParams(max_denoising_steps=20, confidence_threshold=100.0), 32),
+    ([2, 99, 98], 5, DiffusionParams(max_denoising_steps=20), GemmaSettings(confidence_threshold=100.0), 32),
     (
         [2, 99, 98],
         6,
-        DiffusionParams(max_denoising_steps=20, confidence_threshold=100.0, stability_threshold=0),
+        DiffusionParams(max_denoising_steps=20),
+        GemmaSettings(confidence_threshold=100.0, stability_threshold=0),
         16,
     ),
 ]
 
 
-@pytest.mark.parametrize(("prompt", "seed", "params", "max_new_tokens"), CASES)
+@pytest.mark.parametrize(("prompt", "seed", "params", "settings", "max_new_tokens"), CASES)
 def test_engine_matches_generate(
-    denoiser: DiffusionGemmaDenoiser,
     tiny_model: Any,
     prompt: list[int],
     seed: int,
     params: DiffusionParams,
+    settings: GemmaSettings,
     max_new_tokens: int,
 ) -> None:
-    expected_tokens, expected_drafts = reference(tiny_model, prompt, seed, params, max_new_tokens)
+    expected_tokens, expected_drafts = reference(tiny_model, prompt, seed, params, settings, max_new_tokens)
+    denoiser = DiffusionGemmaDenoiser(tiny_model, tokenizer=None, eos_token_ids=[EOS], settings=settings)
     run = drive(denoiser, {0: [make_request(0, prompt, seed, params, max_new_tokens)]})
     key = CanvasKey("s", "pt", 0)
     assert run.argmax_per_step[key] == expected_drafts  # every step of every block
@@ -118,8 +133,9 @@ def test_engine_matches_generate(
     assert final.steps == len(expected_drafts)
 
 
-def test_adaptive_stop_really_fires_in_the_parity_cases(denoiser: DiffusionGemmaDenoiser) -> None:
-    prompt, seed, params, budget = CASES[4]  # no stability needed, any entropy counts as confident
+def test_adaptive_stop_really_fires_in_the_parity_cases(tiny_model: Any) -> None:
+    prompt, seed, params, settings, budget = CASES[4]  # no stability needed, any entropy is confident
+    denoiser = DiffusionGemmaDenoiser(tiny_model, tokenizer=None, eos_token_ids=[EOS], settings=settings)
     run = drive(denoiser, {0: [make_request(0, prompt, seed, params, budget)]})
     assert run.finals[CanvasKey("s", "pt", 0)].steps == 1 < params.max_denoising_steps
 

@@ -16,6 +16,7 @@ from transformers.models.diffusion_gemma.generation_diffusion_gemma import (
     EntropyBoundSamplerConfig,
 )
 
+from engine.diffusion.config import GemmaSettings
 from engine.embedded import BOS_ID, EMBEDDED_NAME, ensure_embedded
 from engine.errors import EngineError, ModelResolutionError
 from engine.models import (
@@ -148,18 +149,15 @@ def test_generation_config_values_become_diffusion_params() -> None:
         confidence_threshold=0.02,
         sampler_config=EntropyBoundSamplerConfig(entropy_bound=0.3),
     )
-    assert diffusion_defaults(config) == DiffusionParams(
-        max_denoising_steps=20,
-        t_min=0.0,
-        t_max=1.5,
-        entropy_bound=0.3,
-        stability_threshold=0,
-        confidence_threshold=0.02,
+    assert diffusion_defaults(config) == DiffusionParams(max_denoising_steps=20, entropy_bound=0.3)
+    assert GemmaSettings.of(config) == GemmaSettings(
+        t_min=0.0, t_max=1.5, stability_threshold=0, confidence_threshold=0.02
     )
 
 
 def test_unset_generation_config_values_fall_back_to_the_defaults() -> None:
     assert diffusion_defaults(GenerationConfig()) == DiffusionParams()
+    assert GemmaSettings.of(GenerationConfig()) == GemmaSettings()
     partial = DiffusionGemmaGenerationConfig(max_denoising_steps=7)
     assert diffusion_defaults(partial) == DiffusionParams(max_denoising_steps=7)
 

@@ -29,12 +29,12 @@ def request(window: int, *, steps: int = 5, max_new_tokens: int = L, draft_step:
         max_new_tokens=max_new_tokens,
         seed=window,
         diffusion=DiffusionParams(max_denoising_steps=steps),
-        early_exit=EarlyExitParams(draft_step=draft_step, draft_confidence=0.0),
+        early_exit=EarlyExitParams(draft_step=draft_step),
     )
 
 
-def result(*tokens: int, stopped: bool = False, entropy: float = 1.0) -> StepResult:
-    return StepResult(argmax=tokens, stopped=stopped, mean_entropy=entropy)
+def result(*tokens: int, done: bool = False, entropy: float = 1.0) -> StepResult:
+    return StepResult(tokens=tokens, settled=len(tokens) if done else 0, mean_entropy=entropy)
 
 
 def make(max_batch: int = 8) -> Scheduler:
@@ -56,7 +56,7 @@ def test_draft_at_draft_step_then_final_on_adaptive_stop_exactly_once() -> None:
     events = []
     for step in range(3):
         batch = scheduler.schedule()
-        events += scheduler.update(batch, [result(7, 8, EOS, 9, stopped=step == 2)])
+        events += scheduler.update(batch, [result(7, 8, EOS, 9, done=step == 2)])
     assert [type(e) for e in events] == [Draft, Final]
     draft, final = events
     assert isinstance(draft, Draft)
@@ -82,10 +82,11 @@ def test_block_ends_at_step_budget_and_window_continues_without_eos() -> None:
     assert batch.steps_remaining == (2,)  # the new block starts its own schedule
     events += scheduler.update(batch, [result(9, EOS, 3, 3)])
     events += scheduler.update(scheduler.schedule(), [result(9, EOS, 3, 3)])
-    assert len(events) == 1
-    final = events[0]
+    events += scheduler.update(scheduler.schedule(), [])  # no draft yet: shown first, final next round
+    assert [type(e) for e in events] == [Draft, Final]
+    final = events[1]
     assert isinstance(final, Final)
-    assert final.text == "5 6 7 8 9"
+    assert final.text == events[0].text == "5 6 7 8 9"
     assert final.steps == 4
     del b
 
@@ -94,6 +95,7 @@ def test_window_ends_at_token_budget() -> None:
     scheduler = make()
     scheduler.add(request(0, steps=1, max_new_tokens=L))
     events = scheduler.update(scheduler.schedule(), [result(5, 6, 7, 8)])
+    events += scheduler.update(scheduler.schedule(), [])
     assert [e.text for e in events if isinstance(e, Final)] == ["5 6 7 8"]
 
 
@@ -137,8 +139,9 @@ def test_admission_respects_max_batch_in_fifo_order() -> None:
     assert batch.step == tuple(ids[:2])
     assert scheduler.waiting == 3
     scheduler.update(batch, [result(EOS, 0, 0, 0), result(EOS, 0, 0, 0)])
-    batch = scheduler.schedule()
+    batch = scheduler.schedule()  # the first two only await their finals: no place in the batch
     assert batch.step == tuple(ids[2:4])
+    assert batch.finish == tuple(ids[:2])
 
 
 def test_fail_gives_an_error_final_once_and_frees_the_slot() -> None:
@@ -177,8 +180,40 @@ def test_abort_drops_waiting_and_running_canvases_without_finals() -> None:
     batch = scheduler.schedule()
     assert batch.release == (ids[1],)  # its denoiser state is freed
     assert batch.step == (ids[0], ids[2])  # the freed slot goes to the next waiting canvas
-    events = scheduler.update(batch, [result(EOS, 0, 0, 0, stopped=True)] * 2)
+    events = scheduler.update(batch, [result(EOS, 0, 0, 0, done=True)] * 2)
+    # done before their draft step: each shows its final text as a draft now, its final next round
+    assert sorted(e.key.window for e in events if isinstance(e, Draft)) == [0, 2]
+    batch = scheduler.schedule()
+    assert (batch.step, batch.finish) == ((), (ids[0], ids[2]))
+    events = scheduler.update(batch, [])
     assert sorted(e.key.window for e in events if isinstance(e, Final)) == [0, 2]
     assert scheduler.idle is False  # window 2's release is still due
     assert scheduler.schedule().release == (ids[0], ids[2])
     assert scheduler.idle
+
+
+def test_only_the_scheduler_decides_drafts_and_finals_a_window_done_early_shows_a_draft_first() -> None:
+    """A backend reports a canvas done (every position settled) at its first step, long before the
+    draft step: the scheduler sends that text as the window's draft at once, and its final in the next
+    round without stepping it again (the backend is not asked to hold anything back)."""
+    scheduler = make()
+    seq = scheduler.add(request(0, draft_step=4))
+    batch = scheduler.schedule()
+    events = scheduler.update(batch, [result(7, 8, EOS, 0, done=True)])
+    assert [(type(e), e.text, e.steps) for e in events] == [(Draft, "7 8", 1)]
+    assert scheduler.status(seq) is CanvasStatus.FINAL_DUE
+    batch = scheduler.schedule()
+    assert (batch.step, batch.finish) == ((), (seq,))  # not stepped again
+    events = scheduler.update(batch, [])
+    assert [(type(e), e.text, e.steps, e.rev) for e in events] == [(Final, "7 8", 1, 1)]
+    assert scheduler.schedule().release == (seq,)
+    assert scheduler.idle
+
+
+def test_a_window_that_showed_a_draft_goes_final_in_the_round_it_is_done() -> None:
+    scheduler = make()
+    scheduler.add(request(0, draft_step=1))
+    events = scheduler.update(scheduler.schedule(), [result(7, 9, EOS, 0)])
+    assert [type(e) for e in events] == [Draft]
+    events = scheduler.update(scheduler.schedule(), [result(7, 8, EOS, 0, done=True)])
+    assert [(type(e), e.text) for e in events] == [(Final, "7 8")]

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from engine.diffusion.canvas import CanvasTranslator, from_teacher
 from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.mask_schedule import CanvasSettings
 from engine.diffusion.stacking import stack_outputs
 from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
 from engine.errors import EngineError, ModelResolutionError
@@ -21,7 +22,7 @@ from engine.models import ResolvedModel
 from engine.scheduler import Scheduler
 from engine.training import evaluate
 from engine.training.export import write_checksums
-from engine.translator import CARD_FILE, DirectionCard, load_canvas_model
+from engine.translator import CARD_FILE, DirectionCard, load_canvas_model, no_op_fields
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams, EarlyExitParams
 
 SHIPPED = Path(__file__).resolve().parents[2] / "engine" / "models" / "livecanvas-en-ptbr-v2"
@@ -50,13 +51,18 @@ def verifier(teacher: PortedTeacher) -> TeacherVerifier:
 
 
 def verifying(steps: int = FILL + MAX_CANVAS) -> DiffusionParams:
-    return DiffusionParams(max_denoising_steps=steps, entropy_bound=1.0, fill_steps=FILL, verify=True)
+    return DiffusionParams(max_denoising_steps=steps, entropy_bound=1.0)
+
+
+def verified_direction(
+    teacher: PortedTeacher, drafter: CanvasTranslator, verifier: TeacherVerifier
+) -> Direction:
+    fill = CanvasSettings(fill_steps=FILL)
+    return Direction("en-pt", drafter, teacher.tokenizer, teacher.shortlist, fill, verifier=verifier)
 
 
 def denoiser(teacher: PortedTeacher, drafter: CanvasTranslator, verifier: TeacherVerifier) -> CanvasDenoiser:
-    return CanvasDenoiser(
-        [Direction("en-pt", drafter, teacher.tokenizer, teacher.shortlist, verifier=verifier)]
-    )
+    return CanvasDenoiser([verified_direction(teacher, drafter, verifier)])
 
 
 def request(den: CanvasDenoiser, text: str, diffusion: DiffusionParams, window: int = 0) -> CanvasRequest:
@@ -98,9 +104,9 @@ def test_verified_finals_are_the_teachers_greedy_translations_whatever_the_draft
     for text, result in zip(SENTENCES, translated, strict=True):
         # the fill steps, then one round per corrected slot at most (plus the one that accepts </s>)
         assert result.steps <= FILL + len(greedy(teacher, text)) + 1
-    # every window shows a draft by the draft step (the filled canvas with the teacher's first round),
-    # and its final after it, even one the teacher accepts in that first round
-    assert all(t.draft_steps <= FILL < t.steps for t in translated)
+    # every window shows a draft by the draft step (the scheduler's rule), never after its final: a
+    # canvas filled early is verified from that step on, and may be final before the draft step
+    assert all(t.draft_steps <= min(FILL, t.steps) for t in translated)
     if drafter_kind == "shipped":  # a drafter that translates saves rounds: fewer than one per piece
         pieces = sum(len(greedy(teacher, text)) for text in SENTENCES)
         assert sum(t.steps - FILL for t in translated) < pieces
@@ -116,10 +122,10 @@ def test_a_budget_that_ends_mid_verification_keeps_the_teachers_prefix(
     den.start(0, request(den, text, verifying(budget)))
     for step in range(1, budget + 1):
         result = den.step([0], [budget - step + 1])[0]
-    assert not result.stopped  # the scheduler ends it at the budget with this canvas as the final
-    settled = den._windows[0].reading.settled  # type: ignore[union-attr]
+    assert not result.done  # the scheduler ends it at the budget with this canvas as the final
+    settled = result.settled  # the teacher's accepted prefix
     assert settled >= 3  # the fill step's round and two more, at least one slot each
-    assert list(result.argmax[:settled]) == greedy(teacher, text)[:settled]
+    assert list(result.tokens[:settled]) == greedy(teacher, text)[:settled]
 
 
 def test_a_draft_with_one_piece_too_many_is_realigned_in_one_round(
@@ -145,11 +151,9 @@ def test_a_draft_with_one_piece_too_many_is_realigned_in_one_round(
         rounds = 0
         verdict = first
         while not verdict.final:  # the rest is the teacher's: every read is accepted in full
-            settled, read_before = reading.settled, verifier.slots_read
-            verdict = verifier.verify(drafter.embedding, [verdict.tokens], [reading], context, mask, outputs)[
-                0
-            ]
-            assert reading.settled - settled == verifier.slots_read - read_before
+            before = verdict.tokens
+            verdict = verifier.verify(drafter.embedding, [before], [reading], context, mask, outputs)[0]
+            assert torch.equal(verdict.tokens, before)  # nothing corrected
             rounds += 1
     assert verdict.tokens.tolist()[: len(expected) + 1] == [*expected, EOS_ID]
     # reads after a correction are capped (max(4, 2 (a + 1)), a = 2 accepted) and then double
@@ -157,12 +161,14 @@ def test_a_draft_with_one_piece_too_many_is_realigned_in_one_round(
     assert reading.settled == len(expected) + 1
 
 
-def test_verifying_needs_a_verifier(teacher: PortedTeacher) -> None:
-    den = CanvasDenoiser(
-        [Direction("en-pt", from_teacher(teacher.model, teacher.multipliers), teacher.tokenizer, None)]
-    )
-    with pytest.raises(EngineError, match="no teacher verifier"):
-        den.start(0, request(den, "Hello.", verifying()))
+def test_a_refinement_share_is_refused_where_the_teacher_verifies(
+    teacher: PortedTeacher, verifier: TeacherVerifier
+) -> None:
+    drafter = from_teacher(teacher.model, teacher.multipliers)
+    refining = CanvasSettings(fill_steps=FILL, refine_share=0.5)
+    with pytest.raises(EngineError, match="refine_share does nothing"):
+        Direction("en-pt", drafter, teacher.tokenizer, None, refining, verifier=verifier)
+    assert Direction("en-pt", drafter, teacher.tokenizer, None, refining).verifier is None  # fine alone
 
 
 def test_the_verifier_round_trips_and_ships_with_the_model(tmp_path: Path, verifier: TeacherVerifier) -> None:
@@ -174,7 +180,7 @@ def test_the_verifier_round_trips_and_ships_with_the_model(tmp_path: Path, verif
     assert VERIFIER_WEIGHTS in (SHIPPED / "SHA256SUMS").read_text()
     shipped_state = TeacherVerifier.load(shipped).state_dict()
     assert all(torch.equal(t, shipped_state[n]) for n, t in verifier.state_dict().items())
-    assert DirectionCard.read(SHIPPED).diffusion.verify  # the shipped default verifies
+    assert DirectionCard.read(SHIPPED).verify  # the shipped default verifies
 
 
 def test_a_card_that_verifies_without_its_verifier_is_refused(tmp_path: Path) -> None:
@@ -183,34 +189,76 @@ def test_a_card_that_verifies_without_its_verifier_is_refused(tmp_path: Path) ->
     (copy / VERIFIER_WEIGHTS).unlink()
     write_checksums(copy)
     card = json.loads((copy / CARD_FILE).read_text())
-    assert card["diffusion"]["verify"]
+    assert card["canvas"]["verify"]
     with pytest.raises(ModelResolutionError, match=r"no verifier\.safetensors"):
         load_canvas_model(ResolvedModel("en-pt", copy))
-    card["diffusion"] = asdict(replace(DirectionCard.read(copy).diffusion, verify=False))
+    card["canvas"] = {"fill_steps": FILL, "shortlist": True}  # denoising alone, float32 drafter
     (copy / CARD_FILE).write_text(json.dumps(card))
     write_checksums(copy)
     unverified = load_canvas_model(ResolvedModel("en-pt", copy)).denoiser.directions[0]
     assert unverified.verifier is None
-    # without a verifier, int8 would change its finals: its drafter stays float32 unless asked
+    # a card without int8 keeps its drafter float32 (int8 would change an unverified final)
     assert torch.nn.Linear in {type(m) for m in unverified.model.layers.modules()}
+
+
+@pytest.mark.parametrize(
+    ("section", "fields", "message"),
+    [
+        ("canvas", {"refine_share": 0.5}, "refine_share does nothing when the teacher verifies"),
+        ("diffusion", {"t_min": 0.4}, "t_min in 'diffusion': not a setting of the canvas translator"),
+        ("diffusion", {"confidence_threshold": 0.005}, "confidence_threshold in 'diffusion'"),
+        ("early_exit", {"redraft_every": 0}, "redraft_every 0 does nothing"),
+        ("early_exit", {"draft_confidence": 0.0}, "draft_confidence must be > 0"),
+        ("", {"shortlist": True}, "shortlist at the top level"),
+    ],
+)
+def test_a_card_with_a_field_that_does_nothing_is_refused_at_load(
+    tmp_path: Path, section: str, fields: dict[str, Any], message: str
+) -> None:
+    copy = tmp_path / "en-pt"
+    shutil.copytree(SHIPPED, copy)
+    card = json.loads((copy / CARD_FILE).read_text())
+    (card.setdefault(section, {}) if section else card).update(fields)
+    (copy / CARD_FILE).write_text(json.dumps(card))
+    write_checksums(copy)
+    with pytest.raises(ModelResolutionError, match=message):
+        load_canvas_model(ResolvedModel("en-pt", copy))
+
+
+def test_the_shipped_cards_set_only_fields_that_act() -> None:
+    for directory in sorted(SHIPPED.parent.iterdir()):
+        card = json.loads((directory / CARD_FILE).read_text())
+        assert no_op_fields(card) == [], directory.name
+        assert set(card["diffusion"]) == {"max_denoising_steps", "entropy_bound"}
+        assert card["canvas"] == {"fill_steps": FILL, "verify": True, "shortlist": True, "int8": True}
+        assert card["early_exit"] == {"draft_step": FILL}
 
 
 def test_verifying_and_denoising_windows_share_steps_without_changing_each_other(
     teacher: PortedTeacher, verifier: TeacherVerifier
 ) -> None:
     drafter = CanvasTranslator.load(SHIPPED / "canvas.safetensors")
-    alone = DiffusionParams(max_denoising_steps=8, entropy_bound=1.0, fill_steps=FILL, refine_share=0.5)
-    den = denoiser(teacher, drafter, verifier)
+    alone = DiffusionParams(max_denoising_steps=8, entropy_bound=1.0)
+    refining = CanvasSettings(fill_steps=FILL, refine_share=0.5)
+    denoising = Direction("en-pt-alone", drafter, teacher.tokenizer, teacher.shortlist, refining)
+    den = CanvasDenoiser([verified_direction(teacher, drafter, verifier), denoising])
     scheduler = Scheduler(canvas_length=den.canvas_length, eos_token_ids=den.eos_token_ids, decode=den.decode)
     for index, text in enumerate(SENTENCES[:4]):
-        scheduler.add(request(den, text, verifying() if index % 2 else alone, index))
+        direction = 0 if index % 2 else 1
+        prompt = den.encode_source(direction, text)
+        scheduler.add(
+            CanvasRequest(
+                key=CanvasKey("s", "pt", index),
+                prompt_ids=prompt,
+                max_new_tokens=den.canvas_budget(prompt),
+                seed=index,
+                diffusion=verifying() if index % 2 else alone,
+                early_exit=EarlyExitParams(draft_step=FILL),
+            )
+        )
     mixed = evaluate.run_requests(scheduler, den, 4)
     separate = evaluate.canvas_translate(
-        denoiser(teacher, drafter, verifier),
-        0,
-        SENTENCES[:4:2],
-        diffusion=alone,
-        early_exit=EarlyExitParams(FILL),
+        CanvasDenoiser([denoising]), 0, SENTENCES[:4:2], diffusion=alone, early_exit=EarlyExitParams(FILL)
     )
     assert [mixed[1].final, mixed[3].final] == teacher.translate(SENTENCES[1:4:2])
     assert [mixed[0].final, mixed[2].final] == [t.final for t in separate]

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from engine.runtime import LoadedModel, load_model
+from engine.diffusion.canvas_denoiser import CanvasDenoiser
+from engine.diffusion.mask_schedule import CanvasSettings
+from engine.runtime import ServingModel, load_model
+from engine.translator import CanvasModel
 from engine.types import CanvasKey, DiffusionParams, Draft, EarlyExitParams, Final, WindowJob
 from engine.worker import EngineEvent, EngineWorker
 
@@ -58,7 +61,7 @@ class Collector:
             return list(self._events)
 
 
-THREE_STEPS = DiffusionParams(max_denoising_steps=3, entropy_bound=1e-9, confidence_threshold=1e-30)
+THREE_STEPS = DiffusionParams(max_denoising_steps=3, entropy_bound=1e-9)
 """Every step runs, so every window shows a draft (after step 1) before its final (after step 3)."""
 
 
@@ -84,8 +87,15 @@ def finals_of(events: list[EngineEvent]) -> dict[CanvasKey, Final]:
     return finals
 
 
-def load_embedded() -> LoadedModel:
-    return load_model(None)
+def load_embedded() -> ServingModel:
+    """The shipped translator denoising alone (Mask-Predict's linear schedule over each request's step
+    budget, no verification), so a window runs exactly the steps its request allows."""
+    model = load_model(None)
+    assert isinstance(model, CanvasModel)
+    alone = CanvasSettings()
+    directions = [replace(d, verifier=None, settings=alone) for d in model.denoiser.directions]
+    cards = [replace(c, verify=False, settings=alone) for c in model.directions]
+    return replace(model, denoiser=CanvasDenoiser(directions), directions=cards)
 
 
 @pytest.fixture
@@ -158,7 +168,7 @@ def test_a_load_failure_is_re_raised_by_wait_ready(collector: Collector) -> None
     class CheckpointMissing(RuntimeError):
         pass
 
-    def load() -> LoadedModel:
+    def load() -> ServingModel:
         raise CheckpointMissing("no checkpoint at /nowhere")
 
     engine = EngineWorker(load, collector)
@@ -174,7 +184,7 @@ def test_a_load_failure_is_re_raised_by_wait_ready(collector: Collector) -> None
 def test_wait_ready_times_out_while_the_model_loads(livecanvas_cache: Path, collector: Collector) -> None:
     release = threading.Event()
 
-    def slow_load() -> LoadedModel:
+    def slow_load() -> ServingModel:
         assert release.wait(WAIT_S)
         return load_model(None)
 
@@ -240,7 +250,7 @@ def test_cancelled_windows_stop_costing_steps_and_get_no_final(
     worker: EngineWorker, collector: Collector
 ) -> None:
     """A track nobody reads any more: its queued and live windows leave the batch at once."""
-    endless = DiffusionParams(max_denoising_steps=10_000, entropy_bound=1e-9, confidence_threshold=1e-30)
+    endless = DiffusionParams(max_denoising_steps=10_000, entropy_bound=1e-9)
     dropped = [
         replace(job(i, sentence), key=CanvasKey("gone", "pt", i), diffusion=endless)
         for i, sentence in enumerate(SENTENCES)
