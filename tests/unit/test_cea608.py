@@ -231,6 +231,16 @@ def test_scc_behind_in_a_burst_keeps_every_caption_on_air_as_long_as_its_cue(mod
         to_608(c.text) for c in writer.cues
     )  # nothing dropped
     shown = [s for s in screens if s.kind != "clear"]
+    on_air = [
+        start + (words.index("942f") if screen.kind == "pop-on" else 0)
+        for screen, (start, words) in zip(screens, bursts, strict=True)
+        if screen.kind != "clear"
+    ]
+    assert len(read) == len(shown)
+    for caption, screen, frame in zip(read, shown, on_air, strict=True):
+        assert frame >= ms_to_frames(screen.t_ms)  # never early ...
+        # ... and where pycaption reads it: within a frame's rounding and drop-frame's 2 frames
+        assert abs(caption.start / 1000 - frames_to_ms(frame)) <= frames_to_ms(3), (caption, screen)
     last_due, clear_due = shown[-1].t_ms, screens[-1].t_ms
     late_ms = read[-1].start / 1000 - last_due
     assert late_ms > 1000, "the burst is faster than the channel: the last caption goes on air late"
