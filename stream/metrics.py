@@ -1,9 +1,11 @@
 """Prometheus metrics of one server, in a registry of its own (many servers may share a process).
 
 ``ServerMetrics`` owns the instruments the server updates as things happen (latency histograms, step
-batch sizes, auth failures, limit hits, coalesced drafts, resumes) and a collector that reads gauges
-and engine counters from a ``snapshot`` callback at scrape time. ``render()`` gives the text
-exposition served at ``/metrics`` (stream/web.py). docs/operations.md lists the metrics.
+batch sizes, auth failures, limit hits, coalesced drafts, resumes; with MQTT on, the bridge's publish
+round trips, observed on the bridge's thread) and a collector that reads gauges and engine counters
+from a ``snapshot`` callback at scrape time (with MQTT on, the bridge's own snapshot among them).
+``render()`` gives the text exposition served at ``/metrics`` (stream/web.py). docs/operations.md
+lists the metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +23,21 @@ from stream.wire.messages import DraftMsg, FinalMsg
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LATENCY_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 60.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+PUBLISH_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSnapshot:
+    """The MQTT bridge's state at scrape time (stream/mqtt/bridge.py keeps it current)."""
+
+    connected: bool
+    pending_finals: int  # queued: in memory or spilled, not acknowledged yet
+    spilled_now: int  # of those, in the spill file
+    spilled_total: int
+    acked_total: int
+    redelivered_total: int
+    drafts_dropped: int
+    reconnects: int  # successful connections after the first
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +51,7 @@ class Snapshot:
     resumable_sessions: int
     draining: bool
     counters: Mapping[str, int] = field(default_factory=dict)  # engine_forwards, engine_errors, ...
+    mqtt: MqttSnapshot | None = None  # None: no MQTT bridge
 
 
 class _SnapshotCollector(Collector):
@@ -68,6 +86,32 @@ class _SnapshotCollector(Collector):
         yield GaugeMetricFamily("livecanvas_draining", "1 while shutting down", value=int(snap.draining))
         for name, value in sorted(snap.counters.items()):
             yield CounterMetricFamily(f"livecanvas_{name}", f"Engine counter {name}", value=value)
+        if snap.mqtt is not None:
+            yield from _mqtt_families(snap.mqtt)
+
+
+def _mqtt_families(mqtt: MqttSnapshot) -> Iterator[Metric]:
+    yield GaugeMetricFamily(
+        "livecanvas_mqtt_connected",
+        "1 while the bridge is connected to its broker",
+        value=int(mqtt.connected),
+    )
+    yield GaugeMetricFamily(
+        "livecanvas_mqtt_pending_finals", "Finals queued for the broker and not acknowledged yet",
+        value=mqtt.pending_finals,
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        "livecanvas_mqtt_spill_file_finals", "Pending finals in the spill file now", value=mqtt.spilled_now
+    )
+    counters = (
+        ("mqtt_spilled_finals", "Finals ever written to the spill file", mqtt.spilled_total),
+        ("mqtt_acked_finals", "Finals the broker acknowledged", mqtt.acked_total),
+        ("mqtt_redelivered_finals", "Finals published again after a lost PUBACK", mqtt.redelivered_total),
+        ("mqtt_dropped_drafts", "Drafts dropped (broker away, or superseded)", mqtt.drafts_dropped),
+        ("mqtt_reconnects", "Connections to the broker after the first one", mqtt.reconnects),
+    )
+    for name, documentation, value in counters:
+        yield CounterMetricFamily(f"livecanvas_{name}", documentation, value=value)
 
 
 def track_kind(track: str) -> str:
@@ -77,9 +121,15 @@ def track_kind(track: str) -> str:
 class ServerMetrics:
     """See the module docstring."""
 
-    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+    def __init__(self, snapshot: Callable[[], Snapshot], *, mqtt: bool = False) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.mqtt_publish: Histogram | None = None
+        if mqtt:
+            self.mqtt_publish = Histogram(
+                "livecanvas_mqtt_publish_seconds", "MQTT bridge: a final's publish until the broker's PUBACK",
+                buckets=PUBLISH_BUCKETS_S, registry=r,
+            )  # fmt: skip
         self.step_batch = Histogram(
             "livecanvas_step_batch_size", "Canvases advanced by one denoising forward", buckets=BATCH_BUCKETS,
             registry=r,
@@ -125,6 +175,11 @@ class ServerMetrics:
         """The engine worker's hook (called on its thread; prometheus instruments are thread-safe)."""
         self.step_batch.observe(canvases)
         self.step_seconds.observe(seconds)
+
+    def on_mqtt_publish(self, seconds: float) -> None:
+        """The MQTT bridge's hook (called on its thread): one final's publish round trip."""
+        if self.mqtt_publish is not None:
+            self.mqtt_publish.observe(seconds)
 
     def observe(self, message: DraftMsg | FinalMsg) -> None:
         """A hub observer: every draft and final, once, as it is broadcast."""

@@ -123,10 +123,14 @@ class LivecanvasServer:
         )
         self.auth = config.auth
         self.sessions = SessionCounter(limits.max_sessions_per_token)
-        self.metrics = ServerMetrics(self._snapshot)
+        self.metrics = ServerMetrics(self._snapshot, mqtt=config.mqtt is not None)
         self.hub.add_observer(self._observe)
         self.draining = False
-        self.mqtt = MqttBridge(self.hub, config.mqtt) if config.mqtt is not None else None
+        self.mqtt = (
+            MqttBridge(self.hub, config.mqtt, on_publish=self.metrics.on_mqtt_publish)
+            if config.mqtt is not None
+            else None
+        )
         self.http = HttpSite(self.hub, auth=config.auth, metrics=self.metrics, health=self._health)
         self.connections: set[Connection] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -310,6 +314,7 @@ class LivecanvasServer:
                 "engine_errors": engine.errors,
                 "engine_cancelled": engine.cancelled,
             },
+            mqtt=self.mqtt.snapshot() if self.mqtt is not None else None,
         )
 
     def stats(self) -> dict[str, int | float]:

@@ -41,8 +41,10 @@ import random
 import re
 import shutil
 import tempfile
+import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +53,7 @@ import aiomqtt
 from stream.config import MqttConfig
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
+from stream.metrics import MqttSnapshot
 from stream.mqtt.client import SocketClient
 from stream.mqtt.codec import (
     InputEvent,
@@ -73,6 +76,8 @@ logger = logging.getLogger("livecanvas.mqtt")
 
 RECONNECT_FIRST_S = 0.1
 MQTT_TIMEOUT_S = 10.0  # connect, and the wait for a PUBACK, before the connection counts as lost
+OFFLINE_TIMEOUT_S = 2.0  # shutdown: the wait for the ``offline`` status's PUBACK
+STOP_TIMEOUT_S = 3.0  # shutdown: the wait for the connection loop to end once cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +92,11 @@ class _Snapshot:
 class MqttBridge:
     """See the module docstring: ``await start()``, later ``await close()``, both on the server's loop."""
 
-    def __init__(self, hub: StreamHub, config: MqttConfig) -> None:
+    def __init__(
+        self, hub: StreamHub, config: MqttConfig, *, on_publish: Callable[[float], None] | None = None
+    ) -> None:
+        """``on_publish(seconds)`` is called on the bridge's thread with each final's publish round trip
+        (publish until PUBACK; the server's metrics); it must be quick and must not raise."""
         check_settings(config.prefix, config.tracks, config.source_lang)
         self.hub = hub
         self.config = config
@@ -98,8 +107,8 @@ class MqttBridge:
         own_dir = Path(tempfile.gettempdir()) / f"livecanvas-mqtt-{uuid.uuid4().hex}"
         spill_dir = Path(config.spill_dir) if config.spill_dir else own_dir  # made on the first spill
         spill = spill_dir / f"finals-{re.sub(r'[^A-Za-z0-9_.-]', '_', self.client_id)}.jsonl"
-        if spill.exists():
-            logger.warning("MQTT: %s is left from an earlier run; its finals are discarded", spill)
+        # finals pending at shutdown are kept for the next start only where it can find them again
+        self._keep_pending = bool(config.spill_dir and config.client_id)
         self._spill_dir = spill_dir
         self._thread = LoopThread(f"mqtt-{self.client_id}")
         # the server's loop
@@ -111,12 +120,24 @@ class MqttBridge:
         self._inbox_armed = False
         # the bridge thread
         self._outbox = MqttOutbox(spill, memory_bound=config.buffer)
+        if spill.exists():  # a crash's: it still holds finals that were delivered
+            logger.warning("MQTT: %s is left from an earlier run; its finals are discarded", spill)
+            spill.unlink()
+        restored = self._outbox.restore() if self._keep_pending else 0
+        if restored:
+            logger.warning(
+                "MQTT: %d finals kept at the last shutdown go out first (from %s)",
+                restored,
+                self._outbox.kept_path,
+            )
+        self._closing = False  # close() has begun: the connection loop ends instead of reconnecting
         self._wake = asyncio.Event()  # set when there is something to publish
         self._drained = asyncio.Event()  # set when the publisher found nothing left to publish
         self._client: SocketClient | None = None
         self._task: asyncio.Task[None] | None = None
         self._snapshot = _Snapshot(connected=False, idle=True, stats=self._outbox.stats)
         self.connections = 0  # successful connections so far
+        self._on_publish = on_publish
 
     # -- life (the server's loop) ------------------------------------------------------------------
     async def start(self) -> None:
@@ -135,7 +156,10 @@ class MqttBridge:
 
     async def close(self) -> None:
         """Stop taking input, give pending finals up to ``flush_timeout_s`` to reach the broker, say
-        ``offline``, disconnect and end the bridge's thread."""
+        ``offline`` (up to ``OFFLINE_TIMEOUT_S``), end the connection (up to ``STOP_TIMEOUT_S``) and
+        the bridge's thread. Bounded whatever the broker does (gone, or up and answering nothing):
+        finals it has not acknowledged by then stay in the spill file for the next start (with a spill
+        directory and client id of one's own), or are counted as lost."""
         if not self._running:
             return
         self._running = False
@@ -145,9 +169,15 @@ class MqttBridge:
         finally:
             self.hub.remove_observer(self._observe)
         try:
-            lost = await self._thread.run(self._finish())
+            kept, lost = await self._thread.run(self._finish())
         finally:
-            await self._thread.stop()  # whatever still runs on the bridge's loop is cancelled with it
+            await self._thread.stop(STOP_TIMEOUT_S)  # what still runs on the bridge's loop is cancelled
+        if kept:
+            logger.warning(
+                "MQTT: %d finals not acknowledged by the broker are kept in %s for the next start",
+                kept,
+                self._spill_dir,
+            )
         if lost:
             logger.warning("MQTT: %d finals never reached the broker (flush timeout)", lost)
         if self._own_spill_dir:
@@ -177,6 +207,21 @@ class MqttBridge:
     def outbox_stats(self) -> OutboxStats:
         return self._snapshot.stats
 
+    def snapshot(self) -> MqttSnapshot:
+        """The bridge's state for ``/metrics``."""
+        snapshot = self._snapshot
+        stats = snapshot.stats
+        return MqttSnapshot(
+            connected=snapshot.connected,
+            pending_finals=stats.pending_finals,
+            spilled_now=stats.spilled_now,
+            spilled_total=stats.spilled_total,
+            acked_total=stats.acked_total,
+            redelivered_total=stats.redelivered_total,
+            drafts_dropped=stats.drafts_dropped,
+            reconnects=max(0, self.connections - 1),
+        )
+
     def stats(self) -> dict[str, int | float]:
         snapshot = self._snapshot
         stats = snapshot.stats
@@ -198,25 +243,43 @@ class MqttBridge:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._drained.wait(), self.config.flush_timeout_s)
 
-    async def _finish(self) -> int:
-        """Say ``offline``, disconnect; the number of finals that never reached the broker."""
+    async def _finish(self) -> tuple[int, int]:
+        """Say ``offline``, end the connection loop; (finals kept for the next start, finals lost)."""
+        self._closing = True
         try:
             self._take_inbox()
             client = self._client
             if client is not None and self._outbox.is_connected:
-                with contextlib.suppress(aiomqtt.MqttError):
-                    await client.publish(
-                        self.topics.status, self._status("offline"), qos=1, retain=True, timeout=2
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    offline = self._status("offline")
+                    await asyncio.wait_for(
+                        client.publish(
+                            self.topics.status, offline, qos=1, retain=True, timeout=OFFLINE_TIMEOUT_S
+                        ),
+                        OFFLINE_TIMEOUT_S,
                     )
-            if self._task is not None:
-                self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
-                self._task = None
-            return self._outbox.pending_finals
+            await self._stop_connection_loop()
         finally:
-            self._outbox.close()
+            pending = self._outbox.pending_finals
+            kept = self._outbox.close(keep=self._keep_pending)
             self._refresh()
+        return kept, pending - kept
+
+    async def _stop_connection_loop(self) -> None:
+        """Cancel the connection loop and wait for it, at most ``STOP_TIMEOUT_S``. A cancellation can
+        be swallowed on its way out (aiomqtt's disconnect turns it into an ``MqttError`` when the
+        broker does not answer; a task group prefers a child's error to it): ``_closing`` ends the loop
+        then, and the task is cancelled again while it is still running."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + STOP_TIMEOUT_S
+        while not task.done() and loop.time() < deadline:
+            task.cancel()
+            await asyncio.wait({task}, timeout=min(0.5, max(0.0, deadline - loop.time())))
+        if not task.done():
+            logger.warning("MQTT: the connection did not end within %.0f s; leaving it", STOP_TIMEOUT_S)
 
     def _refresh(self) -> None:
         outbox = self._outbox
@@ -247,7 +310,7 @@ class MqttBridge:
     async def _run(self) -> None:
         delay = RECONNECT_FIRST_S
         failures = 0
-        while True:
+        while not self._closing:
             try:
                 await self._session()
             except* aiomqtt.MqttError as group:
@@ -262,6 +325,9 @@ class MqttBridge:
                     logger.debug("MQTT: still cannot reach the broker (%s)", error)
             except* Exception:  # a bug of ours: log it with its traceback, reconnect, keep the bridge running
                 logger.exception("MQTT bridge failed; reconnecting")
+            if self._closing:  # the cancellation that ended the session may have been swallowed
+                self._outbox.disconnected()
+                return
             if self._outbox.is_connected:
                 delay, failures = RECONNECT_FIRST_S, 0
             failures += 1
@@ -314,8 +380,11 @@ class MqttBridge:
                 else:
                     fields = final_fields(final, seq=pending.seq, redelivered=pending.redelivered)
                     topic = topics.final(final.stream, final.track)
+                started = time.perf_counter()
                 await client.publish(topic, encode(fields, self.format), qos=1)
                 outbox.acked(pending.seq)  # publish() returned: the broker's PUBACK is in
+                if self._on_publish is not None:
+                    self._on_publish(time.perf_counter() - started)
                 self._refresh()
                 continue
             for final in outbox.current():

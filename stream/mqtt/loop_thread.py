@@ -7,8 +7,8 @@ owner's by it.
 Threading rules:
 
 * ``start()`` and ``stop()`` are called from the owner's event loop; ``stop()`` stops the private loop,
-  cancels what still runs there, closes the loop on its own thread and joins that thread without
-  blocking the owner's loop;
+  cancels what still runs there, closes the loop on its own thread and joins that thread (for at most
+  its ``wait_s``) without blocking the owner's loop;
 * ``call_soon()`` may be called from any thread (it is ``call_soon_threadsafe``; once the loop is closed
   it does nothing and says so);
 * ``run()`` is awaited on another event loop: it runs a coroutine on the private loop and returns its
@@ -18,11 +18,13 @@ Threading rules:
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 _T = TypeVar("_T")
+logger = logging.getLogger("livecanvas.mqtt")
 
 
 class LoopThread:
@@ -71,12 +73,19 @@ class LoopThread:
             raise
         return await asyncio.wrap_future(future)
 
-    async def stop(self) -> None:
+    async def stop(self, wait_s: float | None = None) -> bool:
+        """Stop the loop and join its thread, waiting at most ``wait_s`` seconds (``None``: as long as
+        it takes); ``False`` if the thread is still running then (it is a daemon thread: it never holds
+        the process up)."""
         thread = self._thread
         if thread is None or not thread.is_alive():
-            return
+            return True
         self.call_soon(self.loop.stop)
-        await asyncio.to_thread(thread.join)
+        await asyncio.to_thread(thread.join, wait_s)
+        if thread.is_alive():
+            logger.warning("loop thread %s did not end within %s s; leaving it", self.name, wait_s)
+            return False
+        return True
 
     @staticmethod
     def _main(loop: asyncio.AbstractEventLoop) -> None:

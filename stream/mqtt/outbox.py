@@ -13,8 +13,11 @@ Finals
     broker is away. One final is in flight at a time: ``next_final()`` hands out the head, and only
     ``acked(seq)`` (the broker's PUBACK) removes it. After ``disconnected()`` the same head is handed
     out again, flagged ``redelivered`` (the broker may or may not have had it); a final that was
-    acknowledged is never handed out again. The spill file only bounds memory: it is not a journal,
-    and finals still pending when the process dies are lost.
+    acknowledged is never handed out again. The spill file bounds memory; it is not a journal (finals
+    still pending when the process dies are lost), but ``close(keep=True)`` writes every pending final,
+    in order, to a file beside it (``kept_path``), and ``restore()`` at the next start queues them again
+    ahead of new ones (renumbered; one that had been published without an acknowledgement is still
+    flagged ``redelivered``).
 Drafts
     Only while connected: the newest draft per (stream, track, window), dropped when that window's
     final is put, at most ``max_drafts`` (the oldest go first): the coalescing rule every outbox shares
@@ -87,7 +90,7 @@ class SpillFile:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._writer = self.path.open("w", encoding="utf-8", newline="\n")
             self._reader = self.path.open("r", encoding="utf-8", newline="\n")
-        self._writer.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._writer.write(_line(record))
         self._writer.flush()
         self.count += 1
 
@@ -103,6 +106,12 @@ class SpillFile:
             self.close()  # everything read: start the next outage on an empty file
         return record
 
+    def drain(self) -> list[dict[str, object]]:
+        """Every record not read yet, in order; the file is then gone."""
+        records = [self.read() for _ in range(self.count)]
+        self.close()
+        return records
+
     def close(self) -> None:
         for handle in (self._writer, self._reader):
             if handle is not None:
@@ -110,6 +119,24 @@ class SpillFile:
         self._writer = self._reader = None
         self.path.unlink(missing_ok=True)
         self.count = 0
+
+
+def _line(record: dict[str, object]) -> str:
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def _record(entry: _Entry) -> dict[str, object]:
+    return {"seq": entry.seq, "final": entry.final.to_wire("json"), "attempts": entry.attempts}
+
+
+def _entry(record: dict[str, object]) -> _Entry:
+    seq, wire, attempts = record["seq"], record["final"], record.get("attempts", 0)
+    if not (isinstance(seq, int) and isinstance(wire, dict) and isinstance(attempts, int)):
+        raise OutboxStateError(f"not a spilled final: {record!r}")
+    kind = SERVER_MESSAGES[str(wire["type"])]
+    if kind is not FinalMsg and kind is not Ended:
+        raise OutboxStateError(f"not a spilled final: {record!r}")
+    return _Entry(seq, kind.from_wire(wire, "json"), attempts)
 
 
 class MqttOutbox:
@@ -153,13 +180,39 @@ class MqttOutbox:
         if self._connected:
             self._errors.append((topic, fields))
 
-    def _put_final(self, final: FinalMsg | Ended) -> None:
+    def _put_final(self, final: FinalMsg | Ended, attempts: int = 0) -> None:
         seq, self._next_seq = self._next_seq, self._next_seq + 1
+        entry = _Entry(seq, final, attempts)
         if self._spill.count == 0 and len(self._memory) < self._memory_bound:
-            self._memory.append(_Entry(seq, final))
+            self._memory.append(entry)
         else:
-            self._spill.append({"seq": seq, "final": final.to_wire("json")})
+            self._spill.append(_record(entry))
             self._spilled_total += 1
+
+    @property
+    def kept_path(self) -> Path:
+        """Where ``close(keep=True)`` writes the pending finals: beside the spill file, never the spill
+        file itself (which, left by a crash, still holds finals that were delivered)."""
+        path = self._spill.path
+        return path.with_name(f"{path.stem}.kept{path.suffix}")
+
+    def restore(self) -> int:
+        """Queue the finals a previous ``close(keep=True)`` left in the spill file, ahead of any new
+        one; returns how many. A last line cut short (the process died while writing it) is skipped."""
+        if self._next_seq != 1 or not self.kept_path.exists():
+            return 0
+        kept = self.kept_path.with_name(self.kept_path.name + ".restoring")
+        self.kept_path.replace(kept)
+        restored = 0
+        with kept.open("r", encoding="utf-8", newline="\n") as lines:
+            for line in lines:
+                if not line.endswith("\n"):
+                    break
+                entry = _entry(json.loads(line))
+                self._put_final(entry.final, entry.attempts)
+                restored += 1
+        kept.unlink()
+        return restored
 
     # -- connection --------------------------------------------------------------------------------
     @property
@@ -203,13 +256,7 @@ class MqttOutbox:
             self._current[key] = head.final
             self._current.move_to_end(key)
         while self._spill.count and len(self._memory) < self._memory_bound:
-            record = self._spill.read()
-            seq_read, wire = record["seq"], record["final"]
-            assert isinstance(seq_read, int)
-            assert isinstance(wire, dict)
-            kind = SERVER_MESSAGES[str(wire["type"])]
-            assert kind is FinalMsg or kind is Ended
-            self._memory.append(_Entry(seq_read, kind.from_wire(wire, "json")))
+            self._memory.append(_entry(self._spill.read()))
 
     def take_drafts(self) -> list[DraftMsg]:
         return [draft for _, draft in self._drafts.take()]
@@ -249,6 +296,19 @@ class MqttOutbox:
             drafts_dropped=self._drafts_dropped + self._drafts.evicted,
         )
 
-    def close(self) -> None:
-        """Drop the spill file (whatever it still holds is lost; the caller logs how much)."""
-        self._spill.close()
+    def close(self, *, keep: bool = False) -> int:
+        """The end of the outbox. ``keep``: every pending final (in memory or spilled) is written to the
+        spill file, in order, for ``restore()`` at the next start; returns how many. Otherwise the spill
+        file is dropped and what it held is lost (the caller logs ``pending_finals`` first)."""
+        pending = [_record(entry) for entry in self._memory] + self._spill.drain()
+        self._memory.clear()
+        self._in_flight = False
+        if not keep or not pending:
+            return 0
+        path = self.kept_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(path.name + ".partial")
+        with partial.open("w", encoding="utf-8", newline="\n") as out:
+            out.writelines(_line(record) for record in pending)
+        partial.replace(path)  # whole or not at all
+        return len(pending)

@@ -2,7 +2,8 @@
 
 ``Mosquitto`` writes a config file into its own directory (a loopback listener on a free port,
 anonymous access, persistence off unless asked for) and runs Debian's ``mosquitto`` binary; ``stop``
-(SIGTERM) or ``kill`` (SIGKILL) and ``start`` again keep the port, so clients can reconnect. A
+(SIGTERM) or ``kill`` (SIGKILL) and ``start`` again keep the port, so clients can reconnect; ``freeze``
+(SIGSTOP) makes it a broker that answers nothing until ``thaw``. A
 missing ``mosquitto`` fails the test with the command that installs it: nothing is skipped.
 """
 
@@ -14,6 +15,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -90,6 +92,7 @@ class Mosquitto:
         if process is None:
             return
         process.terminate()
+        process.send_signal(signal.SIGCONT)  # a frozen broker takes its SIGTERM only once it runs
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -103,6 +106,16 @@ class Mosquitto:
             return
         process.kill()
         process.wait(timeout=10)
+
+    def freeze(self) -> None:
+        """SIGSTOP: the broker stays up but answers nothing (its sockets stay open, nothing is read)."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT: a frozen broker goes on."""
+        assert self._process is not None, "not running"
+        self._process.send_signal(signal.SIGCONT)
 
     def log_tail(self, lines: int = 40) -> str:
         text = ""

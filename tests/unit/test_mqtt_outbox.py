@@ -216,3 +216,51 @@ def test_a_streams_ended_follows_its_finals_once_even_through_the_spill_file(tmp
         ("t", "pt"),
     ]
     assert [f.stream for f in outbox.current()] == ["s", "t"]  # an ended is no caption
+
+
+def test_close_keeping_writes_every_pending_final_and_restore_queues_them_first(tmp_path: Path) -> None:
+    spill = tmp_path / "finals.jsonl"
+    outbox = MqttOutbox(spill, memory_bound=2)
+    outbox.connected()
+    for window in range(5):  # two in memory, three spilled
+        outbox.put(final(window))
+    head = outbox.next_final()
+    assert head is not None
+    outbox.acked(head.seq)  # window 0 reached the broker
+    outbox.next_final()  # window 1 is in flight when the broker goes
+    outbox.disconnected()
+    assert outbox.close(keep=True) == 4
+    assert not spill.exists()
+    assert outbox.kept_path == tmp_path / "finals.kept.jsonl"
+    assert len(outbox.kept_path.read_text(encoding="utf-8").splitlines()) == 4
+
+    later = MqttOutbox(spill, memory_bound=2)
+    assert later.restore() == 4
+    later.put(final(0, stream="new"))
+    later.connected()
+    delivered = deliver_all(later)
+    assert [(f.stream, f.window, again) for _, f, again in delivered] == [
+        ("s", 1, True),  # published once, never acknowledged: flagged
+        ("s", 2, False),
+        ("s", 3, False),
+        ("s", 4, False),
+        ("new", 0, False),
+    ]
+    assert [seq for seq, _, _ in delivered] == [1, 2, 3, 4, 5]
+    assert not spill.exists()
+    assert not list(tmp_path.iterdir())
+
+
+def test_restore_skips_a_line_cut_short_and_close_without_keep_keeps_nothing(tmp_path: Path) -> None:
+    spill = tmp_path / "finals.jsonl"
+    outbox = MqttOutbox(spill)
+    outbox.put(final(0))
+    outbox.put(final(1))
+    assert outbox.close(keep=True) == 2
+    kept = outbox.kept_path
+    kept.write_text(kept.read_text(encoding="utf-8")[:-5], encoding="utf-8")  # cut short
+    later = MqttOutbox(spill)
+    assert later.restore() == 1
+    assert later.close() == 0
+    assert not list(tmp_path.iterdir())
+    assert MqttOutbox(spill).restore() == 0
