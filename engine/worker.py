@@ -11,6 +11,9 @@ Threading rules:
   step boundary, so new canvases join the running batch and cancelled ones leave it; when nothing is
   live it sleeps on the queue.
 
+Jobs wait in a :class:`engine.fair_queue.FairQueue` and enter the scheduler only as places free up in
+the batch, one stream at a time in turn: one stream's backlog never delays another stream's windows.
+
 Each round is :func:`engine.batch_round.run_round`: a failure to start or extend one canvas gives that
 canvas an error final; a failed step gives every canvas of that step an error final. The worker itself
 keeps running.
@@ -24,6 +27,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from engine.batch_round import run_round
+from engine.fair_queue import FairQueue
 from engine.model_thread import ModelThread
 from engine.runtime import ServingModel, warm_up
 from engine.scheduler import Scheduler
@@ -116,18 +120,23 @@ class EngineWorker(ModelThread[ServingModel]):
             decode=denoiser.decode,
             max_batch=self._max_batch,
         )
+        queued = FairQueue()
         stopping: _Stop | None = None
         while True:
-            item = self._inbox.get() if scheduler.idle and stopping is None else self._poll()
+            idle = scheduler.idle and not len(queued)
+            item = self._inbox.get() if idle and stopping is None else self._poll()
             while item is not None:
                 if isinstance(item, _Stop):
                     stopping = item
                 elif isinstance(item, _Cancel):
-                    self.stats.cancelled += len(scheduler.abort(item.keys))
+                    self.stats.cancelled += len(queued.abort(item.keys)) + len(scheduler.abort(item.keys))
                 else:
-                    self._admit(model, item, scheduler)
+                    self.stats.jobs += 1
+                    queued.put(item)
                 item = self._poll()
-            if stopping is not None and (not stopping.drain or scheduler.idle):
+            for job in queued.take(self._max_batch - scheduler.running - scheduler.waiting):
+                self._admit(model, job, scheduler)
+            if stopping is not None and (not stopping.drain or (scheduler.idle and not len(queued))):
                 return
             self._run_round(model, scheduler)
 
@@ -138,7 +147,6 @@ class EngineWorker(ModelThread[ServingModel]):
             return None
 
     def _admit(self, model: ServingModel, job: WindowJob, scheduler: Scheduler) -> None:
-        self.stats.jobs += 1
         try:
             request = model.request_for(job)
         except Exception as error:

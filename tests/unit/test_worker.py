@@ -271,3 +271,25 @@ def test_cancelled_windows_stop_costing_steps_and_get_no_final(
     assert worker.stats.forwards - forwards == THREE_STEPS.max_denoising_steps  # the cancelled ran no more
     assert worker.stats.cancelled == len(dropped)
     assert not [e for e in collector.events if isinstance(e, Final) and e.key.stream == "gone"]
+
+
+def test_a_flooding_stream_does_not_delay_another_streams_window(livecanvas_cache: Path) -> None:
+    """96 windows of one stream queued, then one of another: that one is admitted at the next free
+    place in the batch, so its final comes among the first finals, not after the flood's."""
+    collector = Collector()
+    engine = EngineWorker(load_embedded, collector, max_batch=8)
+    engine.start()
+    engine.wait_ready(WAIT_S)
+    try:
+        for window in range(96):
+            engine.submit(
+                replace(job(window, SENTENCES[window % len(SENTENCES)]), key=CanvasKey("flood", "pt", window))
+            )
+        engine.submit(replace(job(0, SENTENCES[0]), key=CanvasKey("calm", "pt", 0)))
+        events = collector.wait_for_finals(97)
+    finally:
+        engine.stop(drain=False, timeout=WAIT_S)
+    order = [e.key.stream for e in events if isinstance(e, Final)]
+    assert order.index("calm") < 2 * 8, f"the calm stream's final came {order.index('calm') + 1}th of 97"
+    flood = [e.key.window for e in events if isinstance(e, Final) and e.key.stream == "flood"]
+    assert sorted(flood) == list(range(96))
