@@ -169,12 +169,9 @@ class CanvasModel:
         )
 
 
-def load_canvas_model(
-    resolved: ResolvedModel, *, seed: int = 0, shortlist: bool | None = None, int8: bool | None = None
-) -> CanvasModel:
+def load_canvas_model(resolved: ResolvedModel, *, seed: int = 0, int8: bool | None = None) -> CanvasModel:
     """Load every direction at ``resolved.path`` (each verified against its ``SHA256SUMS``, its card
-    refused if it sets a field that does nothing). ``shortlist`` overrides the cards' choice of output
-    restriction (None: as the card says); ``int8`` overrides the cards' choice of a drafter whose
+    refused if it sets a field that does nothing). ``int8`` overrides the cards' choice of a drafter whose
     decoder's linear layers are quantised dynamically (faster on a CPU; the activations are scaled
     per batch, so a denoised window may then depend on its batch; the shipped cards choose it because
     they verify: only their drafts can change, and those hold their quality, bench/README.md). The
@@ -192,7 +189,6 @@ def load_canvas_model(
         verified(directory)
         card = DirectionCard.read(directory)
         model = CanvasTranslator.load(directory / CANVAS_WEIGHTS)
-        use_shortlist = card.shortlist if shortlist is None else shortlist
         verifier = None
         if card.verify:
             if not (directory / VERIFIER_WEIGHTS).is_file():
@@ -207,7 +203,7 @@ def load_canvas_model(
                 name=card.name,
                 model=_with_int8_decoder(model) if quantised else model,
                 tokenizer=Tokenizer.from_file(str(directory / TOKENIZER_FILE)),
-                shortlist=read_shortlist(directory / SHORTLIST_FILE) if use_shortlist else None,
+                shortlist=read_shortlist(directory / SHORTLIST_FILE) if card.shortlist else None,
                 settings=card.settings,
                 verifier=verifier,  # float32 even with int8: its finals must be the teacher's exactly
             )

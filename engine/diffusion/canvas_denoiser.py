@@ -16,8 +16,10 @@ direction whose teacher verifies, verification (:class:`engine.diffusion.verifie
   shortlist alone (Bergamot's lexical shortlist); each takes its most likely piece, its probability
   and its entropy. Then at most ``remask_quota`` slots are masked again
   (:mod:`engine.diffusion.mask_schedule`), the least probable first, never one that the
-  entropy-bounded rule (:func:`engine.diffusion.rules.acceptance_mask`) accepts;
-* a canvas with no slot masked again is filled. Without a verifier it is done. With one, the teacher
+  entropy-bounded rule (:func:`engine.diffusion.rules.acceptance_mask`) accepts, and before the fill
+  step (:func:`engine.diffusion.mask_schedule.fill_step`) at least one;
+* a canvas with no slot masked again is filled (at its fill step, or later while refining). Without
+  a verifier it is done. With one, the teacher
   verifies it from that same step on: each step is then a round of the teacher's verifier
   (:mod:`engine.diffusion.verifier`), which settles at least one more slot, until the canvas is the
   teacher's greedy translation.
@@ -46,7 +48,7 @@ import torch
 
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
 from engine.diffusion.denoiser import StepResult
-from engine.diffusion.mask_schedule import CanvasSettings, remask_quota, without_repeats
+from engine.diffusion.mask_schedule import CanvasSettings, fill_step, remask_quota, without_repeats
 from engine.diffusion.rules import acceptance_mask
 from engine.diffusion.stacking import Batch, Context, row_of, stack, stack_batch
 from engine.diffusion.verifier import Reading, TeacherVerifier
@@ -314,21 +316,28 @@ class CanvasDenoiser:
         tokens, probability, entropy = filled  # (B, T) each, after this step's predictions
         bounds = torch.tensor([w.request.diffusion.entropy_bound for w in windows])
         doubtful = real & ~acceptance_mask(entropy, bounds)  # (B, T)
+        budgets = [w.request.diffusion.max_denoising_steps for w in windows]
         quota = torch.tensor(
             [
                 remask_quota(length, last - remaining + 1, last, settings, verify=verifier is not None)
-                for length, remaining, last in zip(
-                    lengths,
-                    steps_remaining,
-                    [w.request.diffusion.max_denoising_steps for w in windows],
-                    strict=True,
-                )
+                for length, remaining, last in zip(lengths, steps_remaining, budgets, strict=True)
             ]
         )
         # the quota's least probable doubtful slots: rank each slot among its row's doubtful ones
         order = torch.argsort(torch.where(doubtful, probability, math.inf), dim=1, stable=True)
         rank = torch.empty_like(order).scatter_(1, order, torch.arange(order.shape[1]).expand_as(order))
         remask = doubtful & (rank < quota[:, None])  # (B, T)
+        # before its fill step a canvas keeps at least one slot masked: its least probable one
+        filling = torch.tensor(
+            [
+                last - remaining + 1 < fill_step(last, settings)
+                for remaining, last in zip(steps_remaining, budgets, strict=True)
+            ]
+        )
+        lone = filling & ~remask.any(dim=1)
+        if bool(lone.any()):
+            least = probability.argmin(dim=1)  # padding holds +inf: never the least probable
+            remask[lone, least[lone]] = True
         mean_entropy = (torch.where(real, entropy, 0.0).sum(dim=1) / torch.tensor(lengths)).tolist()
         filled_rows = (~remask.any(dim=1)).tolist()
         refilled = tokens.masked_fill(remask, MASK_ID)

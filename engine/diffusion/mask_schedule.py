@@ -16,8 +16,9 @@ from dataclasses import dataclass
 class CanvasSettings:
     """How one direction of the canvas translator fills a canvas (DiffusionGemma does not read these).
 
-    The canvas is filled by step ``fill_steps`` (None: by the request's last step, Mask-Predict's
-    linear schedule). Without a verifier, later steps then re-mask at most ``refine_share`` of it
+    The canvas is filled at step ``fill_steps`` (None: at the request's last step, Mask-Predict's
+    linear schedule), not before: until then at least one slot stays masked, however confident the
+    rest (:func:`fill_step`). Without a verifier, later steps then re-mask at most ``refine_share`` of it
     (None: all of it), falling linearly to none at the last step. A direction whose teacher verifies
     re-masks nothing after the fill (its filled canvas goes to the teacher), so a direction with a
     verifier refuses a ``refine_share`` (:class:`engine.diffusion.canvas_denoiser.Direction`).
@@ -33,6 +34,14 @@ class CanvasSettings:
             raise ValueError(f"refine_share must be in [0, 1], got {self.refine_share}")
 
 
+def fill_step(last: int, settings: CanvasSettings) -> int:
+    """The step ``F`` at which a canvas of a ``last``-step budget is filled: ``fill_steps``, at most
+    ``last``. Before it, at least one slot is masked again after every step (the least probable
+    when the entropy bound accepts every slot), so a canvas is never filled early: its ``F``-th step
+    is always a filling step, and a card's first draft at step ``F`` is always the filled canvas."""
+    return last if settings.fill_steps is None else min(settings.fill_steps, last)
+
+
 def remask_quota(length: int, step: int, last: int, settings: CanvasSettings, *, verify: bool) -> int:
     """How many of a canvas's ``length`` slots may be masked again after step ``step`` (1-based) of
     ``last``.
@@ -41,7 +50,7 @@ def remask_quota(length: int, step: int, last: int, settings: CanvasSettings, *,
     before it, so step ``F``'s canvas is what an ``F``-step decode would finish with; from step ``F``
     on, refinement re-masks at most ``floor(T * share * (N - k) / (N - F))``, none after the last step
     and none when the teacher verifies. ``F = N`` is the plain linear schedule ``floor(T * (N - k) / N)``."""
-    fill = last if settings.fill_steps is None else min(settings.fill_steps, last)
+    fill = fill_step(last, settings)
     if step < fill:
         return math.floor(length * (fill - step) / fill)
     if step >= last or verify:

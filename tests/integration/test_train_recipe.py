@@ -21,7 +21,7 @@ from engine.training import canvas_export
 from engine.training.corpus import read_jsonl
 from engine.training.distill import read_pairs
 from engine.training.recipe import training_rows
-from engine.translator import CanvasModel
+from engine.translator import CanvasModel, DirectionCard
 from engine.types import CanvasKey, WindowJob
 from tests.engine_driver import drive
 
@@ -94,7 +94,8 @@ def test_the_exports_are_verified_cards_with_every_figure(dry_run: Path) -> None
         } <= listed
         assert sum(path.stat().st_size for path in directory.iterdir()) < 60e6
         summary = json.loads((directory / "evaluation.json").read_text())
-        assert summary["decoding"]["diffusion"]["verify"]  # the shipped default: the teacher verifies
+        assert summary["decoding"]["canvas"]["verify"]  # the shipped default: the teacher verifies
+        assert DirectionCard.read(directory).verify  # and its card loads (no field that does nothing)
         steps = [row["steps"] for row in summary["quality"]]
         assert steps == ["1", "2", "3", "4", "8", "adaptive", "verified"]
         for row in summary["quality"]:

@@ -138,19 +138,22 @@ def test_each_window_finishes_within_its_step_budget_with_one_final(
     assert rounds <= 5
 
 
-def test_a_loose_entropy_bound_settles_every_slot_in_one_step_and_the_backend_says_so(
+def test_a_canvas_is_filled_at_its_fill_step_and_the_backend_says_so_whatever_the_draft_step(
     teachers: dict[str, PortedTeacher], student: CanvasTranslator
 ) -> None:
-    """The backend reports what the step did (every slot settled) whatever the window's draft step:
-    it keeps nothing open for the scheduler's sake."""
-    denoiser = denoiser_for(teachers, student)
-    loose = request(denoiser, 0, SENTENCES[0], 0, max_denoising_steps=8, entropy_bound=1e9)
-    denoiser.start(0, replace(loose, early_exit=EarlyExitParams(draft_step=3)))
-    result = denoiser.step([0], [8])[0]
-    length = canvas_length_for(len(denoiser.encode_source(0, SENTENCES[0])) - 1)
-    assert len(result.tokens) == length
-    assert result.done
-    assert result.settled == length
+    """An entropy bound that accepts every slot: the canvas still fills on its schedule (one slot
+    open before step F), and is done at step F. The window's draft step plays no part: the backend
+    reports what the step did and keeps nothing open for the scheduler's sake."""
+    loose = {"max_denoising_steps": 8, "entropy_bound": 1e9}
+    for fill, draft_step in ((3, 5), (1, 3)):
+        denoiser = denoiser_for(teachers, student, CanvasSettings(fill_steps=fill))
+        window = request(denoiser, 0, SENTENCES[0], 0, **loose)
+        denoiser.start(0, replace(window, early_exit=EarlyExitParams(draft_step=draft_step)))
+        results = [denoiser.step([0], [8 - k])[0] for k in range(fill)]
+        length = canvas_length_for(len(denoiser.encode_source(0, SENTENCES[0])) - 1)
+        assert [r.done for r in results] == [False] * (fill - 1) + [True]
+        assert [r.settled for r in results] == [0] * (fill - 1) + [length]
+        assert len(results[-1].tokens) == length
 
 
 def test_the_remask_schedule_is_linear_or_fills_early_then_refines() -> None:
@@ -410,9 +413,10 @@ def test_the_wanted_slots_alone_get_the_states_of_the_whole_canvas(
 def test_a_confident_window_goes_final_after_a_draft_the_scheduler_sends(
     teachers: dict[str, PortedTeacher], student: CanvasTranslator
 ) -> None:
-    """Done at its first step (every slot accepted), long before its draft step: the scheduler, not the
-    backend, shows the text as a draft in that round and sends the final in the next."""
-    denoiser = denoiser_for(teachers, student)
+    """Done at its first step (filled at step 1, every slot accepted), long before its draft step: the
+    scheduler, not the backend, shows the text as a draft in that round and sends the final in the
+    next."""
+    denoiser = denoiser_for(teachers, student, CanvasSettings(fill_steps=1))
     scheduler = Scheduler(
         canvas_length=denoiser.canvas_length, eos_token_ids=denoiser.eos_token_ids, decode=denoiser.decode
     )

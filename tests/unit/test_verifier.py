@@ -104,9 +104,9 @@ def test_verified_finals_are_the_teachers_greedy_translations_whatever_the_draft
     for text, result in zip(SENTENCES, translated, strict=True):
         # the fill steps, then one round per corrected slot at most (plus the one that accepts </s>)
         assert result.steps <= FILL + len(greedy(teacher, text)) + 1
-    # every window shows a draft by the draft step (the scheduler's rule), never after its final: a
-    # canvas filled early is verified from that step on, and may be final before the draft step
-    assert all(t.draft_steps <= min(FILL, t.steps) for t in translated)
+    # every canvas is filled at step FILL, its first draft (with the teacher's first round), and its
+    # final comes after it, even one the teacher accepts in that first round (the scheduler's rule)
+    assert all(t.draft_steps == FILL <= t.steps for t in translated)
     if drafter_kind == "shipped":  # a drafter that translates saves rounds: fewer than one per piece
         pieces = sum(len(greedy(teacher, text)) for text in SENTENCES)
         assert sum(t.steps - FILL for t in translated) < pieces
