@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING, assert_never
+from typing import TYPE_CHECKING, Protocol, assert_never
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -51,11 +51,34 @@ from stream.wire.messages import (
 from stream.wire.protocol import ServerProtocol, State
 
 if TYPE_CHECKING:
-    from stream.final_log import SentLog
-    from stream.session_host import SessionHost
+    from engine.cluster.frontend import ClusterModel
+    from engine.runtime import ServingModel
+    from stream.auth import TokenTable
+    from stream.config import ServerConfig
+    from stream.final_log import FinalLog, SentLog
+    from stream.hub import StreamHub
+    from stream.limits import SessionCounter
+    from stream.metrics import ServerMetrics
 
 
 logger = logging.getLogger("livecanvas.session")
+
+
+class SessionHost(Protocol):
+    """What a connection uses of its server (``stream.server.LivecanvasServer`` is one): this module
+    needs no import of the server, which imports it."""
+
+    config: ServerConfig
+    auth: TokenTable | None
+    model: ServingModel | ClusterModel | None  # None until the model has loaded
+    connections: set[Connection]
+    finals: FinalLog
+    hub: StreamHub
+    metrics: ServerMetrics
+    sessions: SessionCounter
+
+    def stats(self) -> dict[str, int | float]: ...
+
 
 TAKEOVER_BYE_TIMEOUT_S = 2.0  # a taken-over connection's bye may meet a dead peer: then close anyway
 
