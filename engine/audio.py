@@ -152,6 +152,7 @@ class SpeechDetector:
             speech_pad_ms=speech_pad_ms,
         )
         self._timestamps: Callable[..., list[dict[str, int]]] = get_speech_timestamps
+        self.speech_pad_ms = speech_pad_ms
 
     def speech_spans(self, samples: npt.ArrayLike, offset_ms: int = 0) -> list[tuple[int, int]]:
         """Absolute ``(start_ms, end_ms)`` spans of speech in ``samples`` (1-D, 16 kHz), which begin at

@@ -24,6 +24,7 @@ All times are ms of the stream's audio, from its first sample; the caller suppli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from engine.asr import AsrRequest
 from engine.audio import SAMPLE_RATE, AudioBuffer, SpeechDetector
@@ -35,7 +36,28 @@ DRAFT_PASS, FINAL_PASS = "draft", "final"
 MAX_FAILURES = 3
 ECHO_MIN_WORDS = 3
 
-__all__ = ["CaptionDraft", "LiveTranscriber", "TranscriberSettings"]
+__all__ = ["CaptionDraft", "LiveTranscriber", "Transcriber", "TranscriberSettings"]
+
+
+class Transcriber(Protocol):
+    """The contract of a live transcriber, whatever its recogniser (this module's ``LiveTranscriber``
+    for whisper, ``engine.segment_transcriber.SegmentTranscriber`` for Moonshine): one per stream,
+    sans I/O, driven by the hub."""
+
+    finished: bool
+
+    @property
+    def ending(self) -> bool: ...
+
+    def insert_audio(self, pcm16le: bytes) -> None: ...
+
+    def end(self) -> None: ...
+
+    def step(self) -> tuple[AsrRequest | None, list[CaptionDraft | Window]]: ...
+
+    def on_result(self, request: AsrRequest, words: list[Word]) -> list[CaptionDraft | Window]: ...
+
+    def on_error(self, request: AsrRequest) -> list[CaptionDraft | Window]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,15 +89,17 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
     parser.add_argument(
         "--asr-model",
         default=env_str("ASR_MODEL", ServerConfig().asr_model),
-        help="local (default: this process loads whisper) or ray:APP-asr[@ADDRESS], the recogniser "
+        help="the recogniser of English speech in this process, moonshine (default where installed) or "
+        "whisper (other languages always use whisper base), or ray:APP-asr[@ADDRESS], the recogniser "
         "deployed on a Ray cluster by `livecanvas deploy --asr`",
     )
     parser.add_argument(
         "--asr-window-ms",
         type=int,
-        default=env_int("ASR_WINDOW_MS", ServerConfig().asr_window_ms),
-        help="an audio caption closes once its words span this long (default %(default)s): longer "
-        "captions give the translator more to work with, and every word waits for its caption's end",
+        default=env_int("ASR_WINDOW_MS", None),
+        help="an audio caption closes once its words span this long (default: 2000 with Moonshine, 2500 "
+        "with whisper): longer captions give the translator more to work with, and every word waits "
+        "for its caption's end",
     )
     add_security_flags(parser)
     add_mqtt_flags(parser)

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from engine.asr import RecogniserSettings
+from engine.asr import ENGLISH_RECOGNISERS, RecogniserSettings, default_english_recogniser
 from engine.cluster.spec import ray_spec
-from engine.transcriber import TranscriberSettings
 from stream.auth import TokenTable
 from stream.limits import Limits
 
@@ -29,7 +29,10 @@ def env_optional_bool(name: str) -> bool | None:
     raise SystemExit(f"LIVECANVAS_{name} must be 1 or 0 (true/false, yes/no, on/off), got {value!r}")
 
 
-def env_int(name: str, default: int) -> int:
+_Default = TypeVar("_Default", int, None)
+
+
+def env_int(name: str, default: _Default) -> int | _Default:
     value = os.environ.get(f"LIVECANVAS_{name}")
     if value is None:
         return default
@@ -106,11 +109,13 @@ class ServerConfig:
     asr_audio_context_pad_s: float = 0.0  # >0: final passes encode the audio + this padding, not 30 s
     asr_draft: str = "none"  # extra draft passes: "none", "base-short" (audio + 1 s) or "tiny.en"
     asr_max_batch: int = 8  # recognition requests per round, at most
-    # "local" (this process loads whisper) or ray:<app>[@address], a recogniser deployed on a Ray
-    # cluster (engine/cluster/); the draft-pass settings above then come from that deployment
-    asr_model: str = "local"
-    # an audio caption window closes once its words span this long (engine/transcriber.py)
-    asr_window_ms: int = TranscriberSettings().max_window_ms
+    # this process's recogniser of English speech, "moonshine" (the default where it is installed) or
+    # "whisper" (other languages always use whisper), or ray:<app>[@address], a recogniser deployed on
+    # a Ray cluster (engine/cluster/); the recogniser settings above then come from that deployment
+    asr_model: str = field(default_factory=default_english_recogniser)
+    # an audio caption window closes once its words span this long; None: the transcriber's own
+    # default (engine/segment_transcriber.py for Moonshine, engine/transcriber.py for whisper)
+    asr_window_ms: int | None = None
     mqtt: MqttConfig | None = None  # publish to / read from an MQTT broker
     # who may publish / subscribe (stream/auth.py). None: anyone may do anything, which only suits
     # development; `livecanvas serve` refuses to start that way without --insecure-dev.
@@ -120,14 +125,23 @@ class ServerConfig:
     @property
     def recogniser(self) -> RecogniserSettings:
         """The models a local recogniser loads (engine/asr.py)."""
+        english = self.asr_model if self.asr_model in ENGLISH_RECOGNISERS else default_english_recogniser()
         return RecogniserSettings(
-            draft=self.asr_draft, final_context_pad_s=self.asr_audio_context_pad_s, threads=self.asr_threads
+            draft=self.asr_draft,
+            final_context_pad_s=self.asr_audio_context_pad_s,
+            threads=self.asr_threads,
+            english=english,
         )
 
     def __post_init__(self) -> None:
         self.recogniser  # noqa: B018 - validates the recogniser settings
-        if self.asr_model != "local" and ray_spec(self.asr_model) is None:
-            raise ValueError(f"asr_model must be 'local' or ray:APP[@ADDRESS], got {self.asr_model!r}")
+        if self.asr_model not in ENGLISH_RECOGNISERS and ray_spec(self.asr_model) is None:
+            raise ValueError(
+                f"asr_model must be one of {', '.join(ENGLISH_RECOGNISERS)} or ray:APP[@ADDRESS], "
+                f"got {self.asr_model!r}"
+            )
+        if self.asr_window_ms is not None and self.asr_window_ms <= 0:
+            raise ValueError(f"asr_window_ms must be positive, got {self.asr_window_ms}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0..65535, got {self.port}")
         for name in (
@@ -135,7 +149,6 @@ class ServerConfig:
             "max_frame_bytes",
             "max_window_words",
             "idle_ms",
-            "asr_window_ms",
             "orphan_grace_ms",
         ):
             if getattr(self, name) <= 0:

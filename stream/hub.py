@@ -10,7 +10,7 @@ tracks. For every window the hub:
 * relays engine drafts to that track's viewers, and releases finals in window order per track (a
   final that overtakes an earlier window waits for it), exactly once each.
 
-Audio goes through a ``LiveTranscriber`` per stream: the hub hands its recognition requests to the
+Audio goes through a ``Transcriber`` per stream: the hub hands its recognition requests to the
 ``submit_asr`` callback (whose result callback must run on the hub's thread), relays its caption
 drafts, and treats its closed windows exactly like text windows. The hub numbers every stream's
 windows itself, so text and audio windows share one gapless sequence.
@@ -43,7 +43,7 @@ from dataclasses import replace
 from engine.asr import AsrRequest
 from engine.caption_windows import CaptionDraft
 from engine.prompts import ContextEntry
-from engine.transcriber import LiveTranscriber
+from engine.transcriber import Transcriber
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, WindowJob, Word
 from engine.windows import TextWindower
 from stream.errors import ProtocolError
@@ -71,7 +71,7 @@ class StreamHub:
         idle_ms: int = 1500,
         clock_ns: Callable[[], int] = time.monotonic_ns,
         submit_asr: AsrSubmit | None = None,
-        make_transcriber: Callable[[str], LiveTranscriber] | None = None,
+        make_transcriber: Callable[[str], Transcriber] | None = None,
         finals: FinalLog | None = None,
         cancel: Callable[[Collection[CanvasKey]], None] | None = None,
         orphan_grace_ms: int = ORPHAN_GRACE_MS,

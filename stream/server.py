@@ -41,7 +41,8 @@ from engine.cluster.frontend import ClusterModel, RayAsrWorker, RayEngineWorker
 from engine.cluster.replicas import RecogniserInfo
 from engine.cluster.spec import ray_spec
 from engine.runtime import ServingModel, load_model
-from engine.transcriber import LiveTranscriber, TranscriberSettings
+from engine.segment_transcriber import SegmentSettings, SegmentTranscriber
+from engine.transcriber import LiveTranscriber, Transcriber, TranscriberSettings
 from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
 from stream.config import ServerConfig
@@ -343,13 +344,15 @@ class LivecanvasServer:
     def _load_asr(self) -> Asr:
         return load_recogniser(self.config.recogniser)
 
-    def _make_transcriber(self, source_lang: str) -> LiveTranscriber:
+    def _make_transcriber(self, source_lang: str) -> Transcriber:
         assert self._speech_detector is not None
         language = source_lang.split("-")[0].lower()
+        window = {} if self.config.asr_window_ms is None else {"max_window_ms": self.config.asr_window_ms}
+        if self._recogniser.uses_segments(language):
+            segments = SegmentSettings(language=language, **window)
+            return SegmentTranscriber(detector=self._speech_detector, settings=segments)
         settings = TranscriberSettings(
-            language=language,
-            use_draft_pass=self._recogniser.uses_draft_pass(language),
-            max_window_ms=self.config.asr_window_ms,
+            language=language, use_draft_pass=self._recogniser.uses_draft_pass(language), **window
         )
         return LiveTranscriber(detector=self._speech_detector, settings=settings)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
 from engine.prompts import ContextEntry
-from engine.transcriber import LiveTranscriber
+from engine.transcriber import Transcriber
 from engine.types import CAPTION_TRACK, Window
 from engine.windows import TextWindower
 from stream.wire.messages import DraftMsg, Ended, FinalMsg
@@ -60,7 +60,7 @@ class StreamState:
     tracks: dict[str, TrackState] = field(default_factory=dict)
     drain_waiters: list[Callable[[], None]] = field(default_factory=list)
     next_window: int = 0
-    transcriber: LiveTranscriber | None = None
+    transcriber: Transcriber | None = None
     audio_started_ns: int = 0  # wall clock of the stream's first audio sample
     held_audio: bytearray = field(default_factory=bytearray)  # a new publisher's, while the old audio ends
     caption_draft_rev: int = 0

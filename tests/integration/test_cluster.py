@@ -36,7 +36,7 @@ def front_end_config(model: str, *, asr_model: str | None = None) -> ServerConfi
         idle_ms=400,
         drain_timeout_s=60,
         asr=asr_model is not None,
-        asr_model=asr_model or "local",
+        asr_model=asr_model or "moonshine",
     )
 
 

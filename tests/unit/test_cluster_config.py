@@ -77,9 +77,9 @@ def test_serve_takes_the_clusters_translator_and_recogniser() -> None:
     config = server_config(args)
     assert ray_spec(config.model) == RaySpec("talks", "head:6379")
     assert ray_spec(config.asr_model) == RaySpec("talks-asr", "head:6379")
-    assert server_config(build_parser().parse_args(["serve"])).asr_model == "local"
+    assert server_config(build_parser().parse_args(["serve"])).asr_model == "moonshine"
 
 
 def test_an_asr_model_that_is_neither_local_nor_a_cluster_is_refused() -> None:
-    with pytest.raises(ValueError, match="asr_model must be 'local' or ray:APP"):
+    with pytest.raises(ValueError, match="asr_model must be one of moonshine, whisper or ray:APP"):
         server_config(build_parser().parse_args(["serve", "--asr-model", "whisper-large"]))

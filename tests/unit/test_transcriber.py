@@ -12,6 +12,7 @@ import pytest
 
 from engine.asr import AsrRequest
 from engine.audio import SpeechDetector
+from engine.segment_transcriber import SegmentSettings, SegmentTranscriber
 from engine.transcriber import CaptionDraft, LiveTranscriber, TranscriberSettings
 from engine.types import Window, Word
 from engine.windows import ends_sentence
@@ -337,7 +338,7 @@ def test_a_word_is_confirmed_by_the_first_pass_that_hears_enough_after_it(
     assert draft.text == "so here we are"  # confirmed words, then the newest pass's unconfirmed tail
 
 
-def test_serve_chooses_the_caption_span_by_flag_or_environment(
+def test_serve_chooses_the_recogniser_and_caption_span_by_flag_or_environment(
     monkeypatch: pytest.MonkeyPatch, detector: SpeechDetector
 ) -> None:
     from stream.cli import build_parser
@@ -347,12 +348,24 @@ def test_serve_chooses_the_caption_span_by_flag_or_environment(
     def config(*flags: str) -> Any:
         return server_config(build_parser().parse_args(["serve", *flags]))
 
-    assert config().asr_window_ms == TranscriberSettings().max_window_ms
+    assert config().asr_window_ms is None  # each transcriber's own default
     assert config("--asr-window-ms", "4000").asr_window_ms == 4000
     monkeypatch.setenv("LIVECANVAS_ASR_WINDOW_MS", "3500")
     assert config().asr_window_ms == 3500
     with pytest.raises(ValueError, match="asr_window_ms must be positive"):
         config("--asr-window-ms", "0")
+    monkeypatch.delenv("LIVECANVAS_ASR_WINDOW_MS")
     server = LivecanvasServer(config("--asr-window-ms", "1800"))
     server._speech_detector = detector  # what start() sets once the recogniser is loaded
     assert server._make_transcriber("en-GB").settings.max_window_ms == 1800
+    assert server._make_transcriber("es").settings.max_window_ms == 1800
+    default = LivecanvasServer(config("--asr-model", "moonshine"))
+    default._speech_detector = detector
+    assert isinstance(default._make_transcriber("en-US"), SegmentTranscriber)
+    assert default._make_transcriber("en").settings.max_window_ms == SegmentSettings().max_window_ms
+    assert isinstance(default._make_transcriber("es"), LiveTranscriber)  # whisper for other languages
+    whisper = LivecanvasServer(config("--asr-model", "whisper"))
+    whisper._speech_detector = detector
+    english = whisper._make_transcriber("en")
+    assert isinstance(english, LiveTranscriber)
+    assert english.settings.max_window_ms == TranscriberSettings().max_window_ms

@@ -1,0 +1,185 @@
+"""Moonshine base English on onnxruntime: the recogniser made for live speech, behind the ``Asr`` protocol.
+
+This module owns running Moonshine: its tokenizer (the wheel's ``tokenizer.bin``), the encoder and the
+greedy decoding loop over the converted models (``engine.moonshine_convert``; placed in the model cache
+by ``engine.asr_models.ensure_moonshine_base``).
+
+* **Cost follows the audio.** Unlike whisper, which pads every pass to 30 s, Moonshine's encoder reads
+  exactly the audio it is given, and the decoder runs one step per token of new text.
+* **Continuing a segment.** A request may carry ``prefix``: the words already final at the start of
+  its audio (the live transcriber's confirmed words of the open segment). They are fed to the decoder
+  in one call, as if it had produced them, and only the text after them is decoded and returned. A pass
+  over a growing segment thus costs one encoder run, one prefix call and the new tokens; the confirmed
+  words cannot change, so what follows is read in their context.
+* **Guards.** Decoding stops at ``MAX_TOKENS_PER_S`` tokens per second of audio (Moonshine's own rule
+  against runaway loops on noise), and a row whose new text ends in a loop of one word or phrase
+  (three repeats or more) keeps the text before the loop.
+* **Word times** are estimates: Moonshine gives none. Words are spread over the request's audio in
+  proportion to their length; the caller, which knows where the speech is, may place them better.
+* **Batching.** Rows are decoded one after another: the encoder takes no attention mask, so rows of
+  different lengths cannot share a batch without padding that changes what the model hears
+  (bench/README.md has the measurement). A pass is short (tens of ms), so a round of many streams
+  still returns quickly.
+
+Threading: one ``MoonshineAsr`` is used by one thread (the ASR worker); onnxruntime runs each call on
+``threads`` intra-op threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from engine.asr import SEGMENT_PASS, AsrRequest
+from engine.audio import SAMPLE_RATE
+from engine.segment_transcriber import spread_words
+from engine.types import Word
+
+START_TOKEN, END_TOKEN = 1, 2
+LAYERS, KV_HEADS, HEAD_DIM = 8, 8, 52  # Moonshine base's decoder
+MAX_TOKENS_PER_S = 6.5
+MIN_AUDIO_S = 0.1  # shorter input than this cannot hold a word (and the encoder needs ~64 ms)
+LOOP_REPEATS = 3
+WORD_SPACE = "\u2581"  # SentencePiece's word-start mark
+_BYTE_TOKENS = range(3, 259)  # ids 3..258: the 256 byte-fallback pieces
+
+
+class MoonshineTokenizer:
+    """Moonshine's SentencePiece BPE vocabulary, read from the wheel's ``tokenizer.bin``: a sequence of
+    pieces, each as a length (one byte, or two as a little-endian base-128 varint) and its UTF-8 bytes;
+    a piece's id is its position. Byte-fallback pieces (ids 3..258) are the raw byte."""
+
+    def __init__(self, pieces: Sequence[bytes]) -> None:
+        self.pieces = list(pieces)
+        self._ids = {piece: i for i, piece in enumerate(self.pieces) if i not in _BYTE_TOKENS and i > 2}
+
+    @classmethod
+    def read(cls, path: Path) -> MoonshineTokenizer:
+        data = path.read_bytes()
+        pieces: list[bytes] = []
+        index = 0
+        while index < len(data):
+            length = data[index]
+            index += 1
+            if length >= 0x80:
+                length = (length & 0x7F) | (data[index] << 7)
+                index += 1
+            pieces.append(data[index : index + length])
+            index += length
+        if len(pieces) < 259:
+            raise ValueError(f"{path} holds {len(pieces)} pieces, not a Moonshine vocabulary")
+        return cls(pieces)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of ``ids`` (special pieces dropped, bytes fused, the first word's space removed)."""
+        raw = b"".join(self.pieces[i] for i in ids if 2 < i < len(self.pieces))
+        text = raw.decode("utf-8", errors="replace").replace(WORD_SPACE, " ")
+        return text[1:] if text.startswith(" ") else text
+
+    def encode(self, text: str) -> list[int]:
+        """SentencePiece BPE: characters (unknown ones as their bytes), then repeatedly the adjacent pair
+        whose joined piece ranks best (lowest id) is merged. Words get the leading word-start mark."""
+        marked = (WORD_SPACE + WORD_SPACE.join(text.split())).encode() if text.strip() else b""
+        symbols: list[bytes] = []
+        for char in marked.decode():
+            encoded = char.encode()
+            symbols.extend([encoded] if encoded in self._ids else [bytes([b]) for b in encoded])
+        while len(symbols) > 1:
+            ranks = [self._ids.get(symbols[i] + symbols[i + 1]) for i in range(len(symbols) - 1)]
+            candidates = [(rank, i) for i, rank in enumerate(ranks) if rank is not None]
+            if not candidates:
+                break
+            _, best = min(candidates)
+            symbols[best : best + 2] = [symbols[best] + symbols[best + 1]]
+        return [self._ids[s] if s in self._ids else 3 + s[0] for s in symbols]
+
+
+class MoonshineAsr:
+    """``Asr`` on Moonshine base English (converted ONNX models in ``directory``)."""
+
+    def __init__(self, directory: Path, *, threads: int = 1) -> None:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = max(1, threads)
+        options.inter_op_num_threads = 1
+        options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+        providers = ["CPUExecutionProvider"]
+        self._encoder = onnxruntime.InferenceSession(
+            str(directory / "encoder_model.onnx"), options, providers=providers
+        )
+        self._decoder = onnxruntime.InferenceSession(
+            str(directory / "decoder_model_merged.onnx"), options, providers=providers
+        )
+        self.tokenizer = MoonshineTokenizer.read(directory / "tokenizer.bin")
+        self.calls = 0
+        self.rows = 0
+
+    def has_pass(self, pass_name: str) -> bool:
+        return pass_name == SEGMENT_PASS
+
+    def transcribe(self, requests: Sequence[AsrRequest]) -> list[list[Word]]:
+        self.calls += 1
+        self.rows += len(requests)
+        return [self._words(request) for request in requests]
+
+    def _words(self, request: AsrRequest) -> list[Word]:
+        if request.language not in (None, "en"):
+            raise ValueError(f"Moonshine base transcribes English only, not {request.language!r}")
+        if len(request.audio) < MIN_AUDIO_S * SAMPLE_RATE:
+            return []
+        text = self.tokenizer.decode(self.decode(request.audio, self.tokenizer.encode(request.prefix)))
+        heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
+        return spread_words(text.split(), [(request.offset_ms, heard_until)])
+
+    def decode(self, audio: npt.NDArray[np.float32], prefix: Sequence[int] = ()) -> list[int]:
+        """Greedy token ids after ``prefix`` for ``audio`` (16 kHz float32), without the end token."""
+        (hidden,) = self._encoder.run(None, {"input_values": audio[np.newaxis, :].astype(np.float32)})
+        budget = int(np.ceil(len(audio) / SAMPLE_RATE * MAX_TOKENS_PER_S))
+        past: dict[str, Any] = {
+            f"past_key_values.{layer}.{side}.{kind}": np.zeros((1, KV_HEADS, 0, HEAD_DIM), np.float32)
+            for layer in range(LAYERS)
+            for side in ("decoder", "encoder")
+            for kind in ("key", "value")
+        }
+        step_ids = [START_TOKEN, *prefix]
+        new: list[int] = []
+        first = True
+        while len(prefix) + len(new) < budget:
+            outputs = self._decoder.run(
+                None,
+                {
+                    "input_ids": np.array([step_ids], dtype=np.int64),
+                    "encoder_hidden_states": hidden,
+                    "use_cache_branch": np.array([not first]),
+                    **past,
+                },
+            )
+            token = int(outputs[0][0, -1].argmax())
+            if token == END_TOKEN:
+                break
+            new.append(token)
+            for name, value in zip(past, outputs[1:], strict=True):
+                if first or ".decoder." in name:  # the encoder's keys and values are computed once
+                    past[name] = value
+            step_ids = [token]
+            first = False
+        return without_loop(new)
+
+
+def without_loop(ids: list[int]) -> list[int]:
+    """``ids`` without a trailing loop: a run of one token sequence (1..8 tokens) repeated
+    ``LOOP_REPEATS`` times or more at the end is cut back to its first occurrence."""
+    for size in range(1, 9):
+        repeats = 1
+        while len(ids) >= size * (repeats + 1) and (
+            ids[len(ids) - size * (repeats + 1) : len(ids) - size * repeats] == ids[len(ids) - size :]
+        ):
+            repeats += 1
+        if repeats >= LOOP_REPEATS:
+            return ids[: len(ids) - size * (repeats - 1)]
+    return ids
