@@ -114,7 +114,8 @@ class Scheduler:
 
     @property
     def running(self) -> int:
-        return len(self._running)
+        """Canvases that take a place in the batch (a canvas whose final is due takes none)."""
+        return sum(c.status is CanvasStatus.RUNNING for c in self._running.values())
 
     @property
     def idle(self) -> bool:
@@ -144,7 +145,7 @@ class Scheduler:
         canvas whose final is due takes no place in the batch)."""
         release, self._to_release = tuple(self._to_release), []
         start: list[tuple[int, CanvasRequest]] = []
-        stepping = sum(c.status is CanvasStatus.RUNNING for c in self._running.values())
+        stepping = self.running
         while self._waiting and stepping < self.max_batch:
             stepping += 1
             canvas = self._waiting.popleft()
