@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from engine.asr import ENGLISH_RECOGNISERS, RecogniserSettings, default_english_recogniser
 from engine.cluster.spec import ray_spec
+from engine.types import SAMPLERS, Sampler
 from stream.auth import TokenTable
 from stream.limits import Limits
 
@@ -91,7 +92,7 @@ class ServerConfig:
     device: str = "cpu"
     dtype: str = "auto"
     torch_threads: int = 0  # 0: one per core; half the cores when speech recognition is on
-    sampler: str = "fast"  # "exact": generate()'s sampling, bit for bit (see docs/engine.md)
+    sampler: Sampler = "fast"  # "exact": generate()'s sampling, bit for bit (see docs/engine.md)
     # int8 dynamic quantisation of the translator's linear layers (CPU): faster, but activations are
     # scaled per batch, so a canvas's tokens may then depend on what it was batched with; None: the
     # model's default (the embedded translator: its drafter in int8, its verified finals exact)
@@ -134,6 +135,8 @@ class ServerConfig:
         )
 
     def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         self.recogniser  # noqa: B018 - validates the recogniser settings
         if self.asr_model not in ENGLISH_RECOGNISERS and ray_spec(self.asr_model) is None:
             raise ValueError(

@@ -80,7 +80,7 @@ class LivecanvasServer:
                 device=config.device,
                 dtype=config.dtype,
                 seed=config.seed,
-                sampler="fast" if config.sampler == "fast" else "exact",
+                sampler=config.sampler,
                 int8=config.int8,
             )
         )

@@ -425,3 +425,12 @@ def test_serve_flags_and_environment_choose_sampler_and_int8(monkeypatch: pytest
     monkeypatch.setenv("LIVECANVAS_INT8", "maybe")
     with pytest.raises(SystemExit, match="LIVECANVAS_INT8 must be 1 or 0"):
         config()
+
+
+def test_the_server_config_takes_a_known_sampler_only() -> None:
+    """One meaning for the setting: an unknown sampler is refused, never read as one of the two."""
+    from stream.config import ServerConfig
+
+    assert ServerConfig(sampler="exact").sampler == "exact"
+    with pytest.raises(ValueError, match="sampler must be one of exact, fast"):
+        ServerConfig(sampler="greedy")  # type: ignore[arg-type]
