@@ -11,7 +11,7 @@ streams start up to ``--stagger`` s apart, as independent speakers would. Only t
 is requested unless ``--translate TRACK`` adds a translation track (the translation model then
 competes for the CPU).
 
-**Server.** ``python -m stream.cli --log-level warning serve`` on a free loopback port (speech
+**Server.** ``python -m livecanvas.cli --log-level warning serve`` on a free loopback port (speech
 recognition is on by default), started afresh for every stream count N and reused for that N's runs.
 
 **Per-word latency and WER**: see :mod:`bench.caption_scoring` (from a word's estimated spoken time to

@@ -21,7 +21,7 @@ def start_server(
     port: int, extra_args: Sequence[str] = (), *, timeout_s: float = 600
 ) -> subprocess.Popen[bytes]:
     """``livecanvas serve`` on ``port`` (offline), returned once it accepts connections."""
-    command = [sys.executable, "-m", "stream.cli", "--log-level", "warning", "serve", "--port", str(port)]
+    command = [sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", "serve", "--port", str(port)]
     command.append("--insecure-dev")  # loopback only; benchmarks measure the engine, not authentication
     process = subprocess.Popen([*command, *extra_args], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     deadline = time.monotonic() + timeout_s

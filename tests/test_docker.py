@@ -23,8 +23,8 @@ import jsonschema
 import pytest
 import yaml
 
-from stream.cli import build_parser
-from stream.cli_serve import server_config
+from livecanvas.cli import build_parser
+from livecanvas.cli_serve import server_config
 from stream.config import ServerConfig
 from tests.integration.mosquitto import free_port, mosquitto_binary
 
@@ -52,7 +52,7 @@ def test_hadolint_finds_nothing_in_our_dockerfiles(name: str) -> None:
 def test_hadolint_does_flag_a_bad_dockerfile(tmp_path: Path) -> None:
     bad = tmp_path / "Dockerfile"
     bad.write_text(
-        "FROM python:latest\nRUN pip install aiomqtt\nCMD python -m stream.cli\n", encoding="utf-8"
+        "FROM python:latest\nRUN pip install aiomqtt\nCMD python -m livecanvas.cli\n", encoding="utf-8"
     )
     result = hadolint(bad)
     assert result.returncode != 0
@@ -233,7 +233,7 @@ def livecanvas_commands(shell: str) -> list[list[str]]:
 
 def test_compose_cluster_runs_the_front_end_on_the_clusters_deployments() -> None:
     from engine.cluster.spec import ray_spec
-    from stream.cli_deploy import deployment_from_args
+    from livecanvas.cli_deploy import deployment_from_args
 
     services = load_compose("compose.cluster.yaml")["services"]
     assert set(services) == {"mosquitto", "ray-head", "ray-worker", "deploy", "livecanvas"}

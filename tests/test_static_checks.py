@@ -1,4 +1,5 @@
-"""The code standards as tests: ruff (lint and format) over the tree, mypy --strict on stream/ and engine/."""
+"""The code standards as tests: ruff (lint and format) over the tree, mypy --strict on livecanvas/, stream/
+and engine/."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def test_ruff_format_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_mypy_strict_on_stream_and_engine() -> None:
+def test_mypy_strict_on_the_command_line_stream_and_engine() -> None:
     result = run("mypy")  # packages and strictness come from pyproject.toml
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -33,7 +34,12 @@ def test_mypy_strict_on_stream_and_engine() -> None:
 def test_every_module_says_what_it_owns() -> None:
     missing = []
     for path in sorted(
-        [*ROOT.glob("engine/**/*.py"), *ROOT.glob("stream/*.py"), *ROOT.glob("clients/**/*.py")]
+        [
+            *ROOT.glob("livecanvas/*.py"),
+            *ROOT.glob("engine/**/*.py"),
+            *ROOT.glob("stream/*.py"),
+            *ROOT.glob("clients/**/*.py"),
+        ]
     ):
         text = path.read_text()
         if path.name == "__init__.py" and not text.strip():

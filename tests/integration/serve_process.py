@@ -41,7 +41,7 @@ async def running_serve(
     tokens.write_text(f'[[token]]\nname = "test"\nsecret = "{secret}"\nroles = ["admin"]\n', encoding="utf-8")
     port = free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "--log-level", "warning", "serve", "--no-asr",
+        sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", "serve", "--no-asr",
         "--port", str(port), "--tokens", str(tokens), *flags,
         env={**os.environ, "LIVECANVAS_CACHE": str(livecanvas_cache), "HF_HUB_OFFLINE": "1"},
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,

@@ -25,7 +25,7 @@ SENTENCES = ["Good evening from the newsroom.", "Olá, São Paulo — ça va?", 
 
 async def start_captions(*args: str, log_level: str = "warning") -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "--log-level", log_level, "captions", *args,
+        sys.executable, "-m", "livecanvas.cli", "--log-level", log_level, "captions", *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip

@@ -16,7 +16,7 @@ from tests.integration.conftest import url_of
 
 def test_demo_shows_drafts_then_finals(livecanvas_cache: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "--log-level", "warning", "demo", "--interval", "0.05"],
+        [sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", "demo", "--interval", "0.05"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -54,7 +54,7 @@ def test_demo_shows_drafts_then_finals(livecanvas_cache: Path) -> None:
 
 def test_version_prints_protocol() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "version"], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "livecanvas.cli", "version"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0
     assert re.match(r"livecanvas \S+ \(protocol 1\)", result.stdout)
@@ -62,7 +62,7 @@ def test_version_prints_protocol() -> None:
 
 def test_send_to_a_closed_port_fails_cleanly() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "send", "--url", "ws://127.0.0.1:9", "Hello."],
+        [sys.executable, "-m", "livecanvas.cli", "send", "--url", "ws://127.0.0.1:9", "Hello."],
         capture_output=True,
         text=True,
         timeout=120,
@@ -76,7 +76,7 @@ async def test_send_publishes_a_file_line_by_line(server: LivecanvasServer, tmp_
     transcript = tmp_path / "transcript.txt"
     transcript.write_text("First line of the talk.\n\nSecond line, and the last one.\n", encoding="utf-8")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "--log-level", "warning", "send",
+        sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", "send",
         "--url", url_of(server), "--stream", "file-talk", "--tracks", "caption,pt", "--json",
         "--file", str(transcript),
         stdout=asyncio.subprocess.PIPE,

@@ -41,7 +41,7 @@ async def asr_server(livecanvas_cache: Path) -> AsyncIterator[LivecanvasServer]:
 
 async def run_cli(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "stream.cli", "--log-level", "warning", *args,
+        sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -102,7 +102,7 @@ async def test_the_last_words_survive_audio_that_stops_abruptly(
 
 def test_mic_without_a_sound_device_fails_cleanly() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "send", "--mic", "--url", "ws://127.0.0.1:9"],
+        [sys.executable, "-m", "livecanvas.cli", "send", "--mic", "--url", "ws://127.0.0.1:9"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -115,7 +115,7 @@ def test_mic_without_a_sound_device_fails_cleanly() -> None:
 
 def test_audio_and_text_together_are_refused(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "send", "--audio", str(tmp_path / "x.wav"), "Hello."],
+        [sys.executable, "-m", "livecanvas.cli", "send", "--audio", str(tmp_path / "x.wav"), "Hello."],
         capture_output=True,
         text=True,
         timeout=120,
@@ -129,7 +129,7 @@ def test_a_bad_wav_is_refused_before_connecting(tmp_path: Path) -> None:
     bad = tmp_path / "notes.wav"
     bad.write_text("not audio", encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "stream.cli", "send", "--audio", str(bad), "--url", "ws://127.0.0.1:9"],
+        [sys.executable, "-m", "livecanvas.cli", "send", "--audio", str(bad), "--url", "ws://127.0.0.1:9"],
         capture_output=True,
         text=True,
         timeout=120,

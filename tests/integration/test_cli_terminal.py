@@ -28,7 +28,7 @@ def run_on_a_terminal(args: list[str], columns: int) -> tuple[int, str]:
     env = {**os.environ, "COLUMNS": str(columns), "TERM": "xterm", "HF_HUB_OFFLINE": "1"}
     env.pop("NO_COLOR", None)
     with subprocess.Popen(
-        [sys.executable, "-m", "stream.cli", "--log-level", "warning", *args],
+        [sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", *args],
         stdout=slave,
         stderr=subprocess.PIPE,
         env=env,

@@ -20,7 +20,7 @@ from tests.integration.conftest import url_of
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if not k.startswith("LIVECANVAS_TOKEN")}
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "livecanvas.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -33,7 +33,7 @@ def dry_train(work: Path, *options: str) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
-        "stream.cli",
+        "livecanvas.cli",
         "train",
         "--dry-run",
         "--work-dir",
@@ -235,7 +235,7 @@ def test_a_run_from_an_export_continues_its_weights_and_record(dry_run: Path, tm
 
 
 def test_train_refuses_to_retune_and_continue_an_export_at_once(capsys: pytest.CaptureFixture[str]) -> None:
-    from stream.cli import build_parser
+    from livecanvas.cli import build_parser
 
     assert build_parser().parse_args(["train", "--retune"]).retune
     with pytest.raises(SystemExit):

@@ -23,7 +23,7 @@ from engine.asr_models import (
 from engine.embedded import EMBEDDED_NAME
 from engine.errors import ModelResolutionError
 from engine.models import PACKAGED_MODELS, packaged_model_dirs
-from stream.cli import main as cli_main
+from livecanvas.cli import main as cli_main
 from tests.speech import librivox_clips, wer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -201,7 +201,7 @@ def test_list_models_reports_a_model_that_cannot_be_provisioned(
 
 def test_livecanvas_models_json_and_table(cache: Path) -> None:
     env = {**os.environ, "LIVECANVAS_CACHE": str(cache)}
-    command = [sys.executable, "-m", "stream.cli", "models"]
+    command = [sys.executable, "-m", "livecanvas.cli", "models"]
     result = subprocess.run(
         [*command, "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
     )

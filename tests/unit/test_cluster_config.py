@@ -8,9 +8,9 @@ import pytest
 from engine.cluster.deploy import MAX_WINDOWS_PER_REPLICA, Sizing
 from engine.cluster.spec import RaySpec, ray_spec
 from engine.errors import EngineError
-from stream.cli import build_parser
-from stream.cli_deploy import deployment_from_args
-from stream.cli_serve import server_config
+from livecanvas.cli import build_parser
+from livecanvas.cli_deploy import deployment_from_args
+from livecanvas.cli_serve import server_config
 
 
 def test_ray_specs_name_an_application_and_optionally_a_cluster() -> None:

@@ -410,8 +410,8 @@ def test_int8_and_the_sampler_can_be_chosen(livecanvas_cache: Path) -> None:
 
 
 def test_serve_flags_and_environment_choose_sampler_and_int8(monkeypatch: pytest.MonkeyPatch) -> None:
-    from stream.cli import build_parser
-    from stream.cli_serve import server_config
+    from livecanvas.cli import build_parser
+    from livecanvas.cli_serve import server_config
 
     def config(*flags: str) -> Any:
         return server_config(build_parser().parse_args(["serve", *flags]))

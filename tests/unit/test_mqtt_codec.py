@@ -8,8 +8,8 @@ import msgpack
 import pytest
 
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final
-from stream.cli import build_parser
-from stream.cli_serve import server_config
+from livecanvas.cli import build_parser
+from livecanvas.cli_serve import server_config
 from stream.config import MqttConfig, parse_host_port
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub

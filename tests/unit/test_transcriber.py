@@ -341,8 +341,8 @@ def test_a_word_is_confirmed_by_the_first_pass_that_hears_enough_after_it(
 def test_serve_chooses_the_recogniser_and_caption_span_by_flag_or_environment(
     monkeypatch: pytest.MonkeyPatch, detector: SpeechDetector
 ) -> None:
-    from stream.cli import build_parser
-    from stream.cli_serve import server_config
+    from livecanvas.cli import build_parser
+    from livecanvas.cli_serve import server_config
     from stream.server import LivecanvasServer
 
     def config(*flags: str) -> Any:

@@ -1,12 +1,12 @@
 """``livecanvas serve``/``demo`` flags for the server, its models and its MQTT bridge, and the
-``ServerConfig`` built from them (authentication and limits: ``stream/cli_security.py``)."""
+``ServerConfig`` built from them (authentication and limits: ``livecanvas/cli_security.py``)."""
 
 from __future__ import annotations
 
 import argparse
 
 from engine.asr import ASR_DRAFT_CHOICES, SHORT_CONTEXT_PAD_S
-from stream.cli_security import add_security_flags, limits_config
+from livecanvas.cli_security import add_security_flags, limits_config
 from stream.config import (
     MQTT_PAYLOADS,
     MqttConfig,

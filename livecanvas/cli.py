@@ -13,10 +13,10 @@ from pathlib import Path
 
 from clients.broadcast.captions_cli import add_captions_parser
 from engine.errors import EngineError
+from livecanvas.cli_deploy import add_deploy_parser
+from livecanvas.cli_security import auth_config
+from livecanvas.cli_serve import add_server_flags, server_config
 from stream.auth import Permission, TokenTable
-from stream.cli_deploy import add_deploy_parser
-from stream.cli_security import auth_config
-from stream.cli_serve import add_server_flags, server_config
 from stream.config import env_str
 from stream.event_loop import run_event_loop
 
