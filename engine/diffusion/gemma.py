@@ -68,7 +68,6 @@ class _SequenceState:
     version: int  # unique stamp of this context (new on start and on every appended block)
 
 
-
 class DiffusionGemmaDenoiser:
     """Batched step-level decoding on a ``DiffusionGemmaForBlockDiffusion`` model (any checkpoint).
 
