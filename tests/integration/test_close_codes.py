@@ -1,16 +1,19 @@
 """The close codes the WebSocket library itself may send (docs/protocol.md section 8): frames our own
 decoder never sees. A frame over ``max_frame_bytes`` gets the ``frame_too_large`` error and the
 connection goes on; one over 4x that is refused by websockets with 1009; a text frame that is not
-UTF-8 is refused with 1007."""
+UTF-8 is refused with 1007. Both limits count a compressed (permessage-deflate) message as
+decompressed (docs/protocol.md section 1)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import msgpack
 import pytest
+from websockets.asyncio.client import connect as ws_connect
 
 from stream.config import ServerConfig
 from stream.errors import ErrorCode
@@ -69,3 +72,17 @@ async def test_a_text_frame_that_is_not_utf8_closes_with_1007(small_frames: Live
         await raw.writer.drain()
         _, code, _ = await raw.read_until_close()
     assert code == 1007
+
+
+async def test_the_limits_count_a_compressed_message_as_decompressed(small_frames: LivecanvasServer) -> None:
+    async with ws_connect(f"ws://127.0.0.1:{small_frames.port}", compression="deflate") as ws:
+        assert "permessage-deflate" in (ws.response.headers.get("Sec-WebSocket-Extensions") or "")
+        await ws.send(msgpack.packb(HELLO))
+        assert msgpack.unpackb(await ws.recv())["type"] == "ready"
+        # a few dozen bytes on the wire, 2x the limit once inflated
+        await ws.send(msgpack.packb({"type": "text", "segment": "x" * (2 * MAX_FRAME)}))
+        error = msgpack.unpackb(await ws.recv())
+        assert (error["type"], error["code"]) == ("error", ErrorCode.FRAME_TOO_LARGE)
+        await ws.send(msgpack.packb({"type": "text", "segment": "x" * (FRAME_SIZE_HEADROOM * MAX_FRAME)}))
+        await asyncio.wait_for(ws.wait_closed(), 10)
+        assert ws.close_code == 1009

@@ -186,3 +186,29 @@ def test_a_second_publisher_is_refused_and_its_session_released() -> None:
     assert isinstance(second, Refusal)
     assert (second.code, second.close) == (ErrorCode.INVALID_STATE, None)
     assert gate.sessions.count("studio") == 1
+
+
+def test_a_base_language_track_is_served_under_its_own_name_and_counts_as_another_track() -> None:
+    """docs/protocol.md, *Language tags*: ``pt`` (any case) is served by a ``pt-BR`` model, the track
+    keeps the name asked for, and ``pt`` and ``pt-BR`` are two tracks of the stream."""
+    gate = make_gate(auth=False, limits=Limits(max_tracks_per_stream=1))
+    model = LoadedModel(CARD)
+    short = admit(
+        gate,
+        hello(Role.PUBLISH, ("caption", "pt"), ""),
+        RecordingViewer("caption", "pt"),
+        header_token="",
+        model=model,
+    )
+    assert isinstance(short, Admission)
+    assert short.tracks == frozenset({"caption", "pt"})
+    both = admit(
+        gate, hello(Role.SUBSCRIBE, ("pt-BR",), ""), RecordingViewer("pt-BR"), header_token="", model=model
+    )
+    assert isinstance(both, Refusal)
+    assert both.code == ErrorCode.TOO_MANY_TRACKS  # pt-BR is not the same track as pt
+    refused = admit(
+        gate, hello(Role.SUBSCRIBE, ("de",), ""), RecordingViewer("de"), header_token="", model=model
+    )
+    assert isinstance(refused, Refusal)
+    assert "en -> pt-BR" in refused.message  # refusals name the model's own tags
