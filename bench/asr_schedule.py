@@ -6,8 +6,9 @@ compare commit-policy settings fairly, this replays the same programme through t
 ``--recogniser`` (``moonshine``: ``SegmentTranscriber`` and ``SegmentSettings``; ``whisper``:
 ``LiveTranscriber`` and ``TranscriberSettings``) with the real models, but on a virtual clock: audio
 arrives in 100 ms chunks at real-time pace, a recognition pass started at virtual time *t* returns at
-*t* + its duration, and meanwhile audio keeps arriving. A pass's duration is its measured wall time (``--pass-ms measured``, the default) or a fixed
-figure (``--pass-ms 840``), which removes the machine's noise entirely. Drafts and windows are numbered
+*t* + its duration, and meanwhile audio keeps arriving. A pass's duration is its measured wall time
+(``--pass-ms measured``, the default) or a fixed figure (``--pass-ms 840``), which removes the
+machine's noise entirely. Drafts and windows are numbered
 as the hub numbers them, and scored exactly as ``bench.audio_latency`` scores a live stream
 (``score_stream``: per-word latency from when the word was spoken, final and draft WER).
 
@@ -147,7 +148,9 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def parse_grid(items: list[str], settings_type: type[TranscriberSettings | SegmentSettings]) -> list[dict[str, Any]]:
+def parse_grid(
+    items: list[str], settings_type: type[TranscriberSettings | SegmentSettings]
+) -> list[dict[str, Any]]:
     known = {f.name: f for f in fields(settings_type)}
     axes: list[list[tuple[str, Any]]] = []
     for item in items:
@@ -156,7 +159,9 @@ def parse_grid(items: list[str], settings_type: type[TranscriberSettings | Segme
             raise SystemExit(f"unknown setting {name!r}; known: {', '.join(known)}")
         default = getattr(settings_type(), name)
         value_type = type(default) if default is not None else str
-        axes.append([(name, value_type(v) if value_type is not bool else v == "true") for v in values.split(",")])
+        axes.append(
+            [(name, value_type(v) if value_type is not bool else v == "true") for v in values.split(",")]
+        )
     return [dict(point) for point in itertools.product(*axes)] if axes else [{}]
 
 
@@ -206,9 +211,9 @@ def main() -> None:
         result = {
             "settings": point,
             "draft_median_s": round(statistics.median(score.draft_s), 3),
-            "draft_p95_s": round(percentile(score.draft_s, 95), 3),
+            "draft_p95_s": round(percentile(score.draft_s, 0.95), 3),
             "final_median_s": round(statistics.median(score.final_s), 3),
-            "final_p95_s": round(percentile(score.final_s, 95), 3),
+            "final_p95_s": round(percentile(score.final_s, 0.95), 3),
             "final_wer": round(wer([programme.reference], [score.final_text]), 4),
             "draft_wer": round(wer([programme.reference], [score.draft_text]), 4),
             "windows": len(record.finals),

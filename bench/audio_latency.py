@@ -34,7 +34,12 @@ last run of each N; the server is restarted per N, so each peak is that N's own.
 
 Medians and p95 are over all words of all runs of a stream count. Prints JSON and writes
 ``bench/results/audio_latency.json`` and ``audio_latency.png``. Targets: median first draft <= 1.0 s
-and median final <= 3.0 s at 1 stream.
+and median final <= 3.0 s at 1 stream; with Moonshine at 4 streams, final median <= 2.0 s, p95
+<= 3.5 s, first draft median <= 1.0 s, WER <= 4% (at 1 stream, final median <= 1.5 s).
+
+**Recognisers side by side.** ``--recognisers moonshine whisper`` (the default) runs every stream count
+with each (``serve --asr-model``), one after the other on the same machine, so their figures share
+the machine's load; the JSON's ``summary`` and the plot have one entry per recogniser.
 
     python -m bench.audio_latency --streams 1 2 4 --runs 2
 """
@@ -275,28 +280,44 @@ def summarise(runs: list[dict[str, Any]], programme: Programme, peaks: dict[int,
     return summary
 
 
-def plot(summary: dict[str, Any], path: Path) -> None:
+def plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:
+    """One panel per recogniser: per-word first-draft and final latency (median, p95) by stream count,
+    and the recogniser's busy share (RTF x streams) on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    streams = [int(s) for s in summary]
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for key, label, colour in (("first_draft_s", "first draft", "tab:blue"), ("final_s", "final", "tab:red")):
-        medians = [summary[str(s)][key]["median"] for s in streams]
-        p95s = [summary[str(s)][key]["p95"] for s in streams]
-        axis.plot(streams, medians, marker="o", color=colour, label=f"{label} median")
-        axis.plot(streams, p95s, marker="x", linestyle="--", color=colour, label=f"{label} p95")
-    axis.axhline(DRAFT_TARGET_S, color="tab:blue", linestyle=":", alpha=0.7, label="draft target (median)")
-    axis.axhline(FINAL_TARGET_S, color="tab:red", linestyle=":", alpha=0.7, label="final target (median)")
-    axis.set_xticks(streams)
-    axis.set_ylim(bottom=0)
-    axis.set_xlabel("concurrent real-time audio streams")
-    axis.set_ylabel("per-word latency from spoken (s)")
-    axis.set_title("livecanvas audio path latency")
-    axis.grid(True, alpha=0.3)
-    axis.legend(fontsize="small")
+    figure, axes = plt.subplots(
+        1, len(summaries), figsize=(6 * len(summaries), 4.2), sharey=True, squeeze=False
+    )
+    for axis, (recogniser, summary) in zip(axes[0], summaries.items(), strict=True):
+        streams = [int(s) for s in summary]
+        for key, label, colour in (
+            ("first_draft_s", "first draft", "tab:blue"),
+            ("final_s", "final", "tab:red"),
+        ):
+            medians = [summary[str(s)][key]["median"] for s in streams]
+            p95s = [summary[str(s)][key]["p95"] for s in streams]
+            axis.plot(streams, medians, marker="o", color=colour, label=f"{label} median")
+            axis.plot(streams, p95s, marker="x", linestyle="--", color=colour, label=f"{label} p95")
+        axis.axhline(
+            DRAFT_TARGET_S, color="tab:blue", linestyle=":", alpha=0.7, label="draft target (median)"
+        )
+        axis.axhline(FINAL_TARGET_S, color="tab:red", linestyle=":", alpha=0.7, label="final target (median)")
+        busy = axis.twinx()
+        busy.bar(streams, [summary[str(s)]["rtf"] * s for s in streams], alpha=0.15, color="grey")
+        busy.set_ylim(0, 2)
+        busy.set_ylabel("recogniser busy (core-s per s)", color="grey")
+        wers = ", ".join(f"{s}: {summary[str(s)]['final_wer'] * 100:.1f}%" for s in streams)
+        axis.set_title(f"{recogniser} (WER {wers})", fontsize="small")
+        axis.set_xticks(streams)
+        axis.set_ylim(bottom=0)
+        axis.set_xlabel("concurrent real-time audio streams")
+        axis.grid(True, alpha=0.3)
+    axes[0][0].set_ylabel("per-word latency from spoken (s)")
+    axes[0][0].legend(fontsize="x-small")
+    figure.suptitle("livecanvas audio path latency, recognisers side by side")
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
@@ -312,6 +333,9 @@ def main() -> None:
     parser.add_argument("--chunk-ms", type=int, default=100, help="audio per frame (default 100)")
     parser.add_argument("--stagger", type=float, default=1.0, help="streams start up to this many s apart")
     parser.add_argument("--translate", metavar="TRACK", help="also request this translation track")
+    parser.add_argument(
+        "--recognisers", nargs="+", choices=("moonshine", "whisper"), default=["moonshine", "whisper"]
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     load_before = [round(x, 2) for x in os.getloadavg()]
@@ -320,27 +344,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="audio-latency-") as workdir:
         programme = build_programme(args.piper, Path(workdir), args.script)
     runs: list[dict[str, Any]] = []
-    peaks: dict[int, float | None] = {}
-    for streams in args.streams:
-        port = free_port()
-        server = start_server(port)
-        busy_before: float | None = 0.0
-        try:
-            for run in range(args.runs):
-                records = asyncio.run(
-                    run_load(
-                        f"ws://127.0.0.1:{port}", streams, run, programme, args.chunk_ms, args.stagger, tracks
+    summaries: dict[str, Any] = {}
+    for streams in args.streams:  # the recognisers alternate at each stream count: one run, same load
+        for recogniser in args.recognisers:
+            port = free_port()
+            server = start_server(port, ["--asr-model", recogniser])
+            busy_before: float | None = 0.0
+            try:
+                for run in range(args.runs):
+                    records = asyncio.run(
+                        run_load(
+                            f"ws://127.0.0.1:{port}",
+                            streams,
+                            run,
+                            programme,
+                            args.chunk_ms,
+                            args.stagger,
+                            tracks,
+                        )
                     )
-                )
-                result = measure_run(records, programme, streams, busy_before)
-                result["run"] = run
-                busy_before = result["asr_busy_total_s"]
-                runs.append(result)
-            peaks[streams] = peak_rss_mib(server.pid)
-        finally:
-            server.terminate()
-            server.wait(timeout=60)
-    summary = summarise(runs, programme, peaks)
+                    result = measure_run(records, programme, streams, busy_before)
+                    result.update(run=run, recogniser=recogniser, peak_rss_mib=peak_rss_mib(server.pid))
+                    busy_before = result["asr_busy_total_s"]
+                    runs.append(result)
+            finally:
+                server.terminate()
+                server.wait(timeout=60)
+    for recogniser in args.recognisers:
+        mine = [r for r in runs if r["recogniser"] == recogniser]
+        peaks = {r["streams"]: r["peak_rss_mib"] for r in mine}
+        summaries[recogniser] = summarise(mine, programme, peaks)
     report = {
         "benchmark": "audio_latency",
         "programme": {"parts": programme.parts, "duration_s": round(programme.duration_s, 2)},
@@ -352,11 +385,11 @@ def main() -> None:
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "targets_s": {"first_draft_median": DRAFT_TARGET_S, "final_median": FINAL_TARGET_S},
         "latency_estimate": "word ends spread linearly over each final window's t0_ms..t1_ms",
-        "summary": summary,
+        "summary": summaries,
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "audio_latency.json").write_text(json.dumps({**report, "runs": runs}, indent=2))
-    plot(summary, args.out / "audio_latency.png")
+    plot(summaries, args.out / "audio_latency.png")
     print(json.dumps(report, indent=2))
 
 

@@ -197,9 +197,9 @@ def _converted_intact(target: Path, *, verify: bool) -> bool:
 def list_models(verify: bool) -> list[InstalledModel]:
     """Every model livecanvas uses, provisioning the speech models (building whisper base if needed)."""
     return [
-        _moonshine_entry(verify),
         _whisper_base_entry(verify),
         _whisper_tiny_en_entry(verify),
+        _moonshine_entry(verify),
         *_translator_entries(),
         _embedded_entry(),
     ]

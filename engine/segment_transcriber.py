@@ -13,12 +13,14 @@ policy fit for a model whose cost follows the audio it hears and which continues
 * **Passes.** Once ``interval_ms`` of audio is new to the last pass, the next pass hears the whole open
   segment, with the segment's confirmed words as ``prefix``: the recogniser continues after them, so a
   pass costs the audio plus the new words, and confirmed words never change.
-* **Confirmation.** A word is final when two consecutive passes agree on it and on every word before it
-  (LocalAgreement-2 after the prefix), except the newest ``hold_words`` of the latest pass and any
-  word it places within ``right_context_ms`` of its audio's end, which the audio may have cut (a pass
-  that ends inside "cold-hearted" may hear "cold, hearted"); and every word of a segment is final once a pause ends the segment: the detector
-  sees the speech end at least its minimum silence before the newest audio. The segment is then cut in
-  that silence and its last pass, over exactly the segment, confirms what is left.
+* **Confirmation.** A word is final when the latest pass and an earlier one that heard at least
+  ``agreement_gap_ms`` less audio agree on it and on every word before it (LocalAgreement-2 after the
+  prefix, across a gap: two passes 200 ms apart often agree on the same guess at where an unfinished
+  phrase goes, "going down [from Jerusalem]"), except the newest ``hold_words`` of the latest pass
+  and any word it places within ``right_context_ms`` of its audio's end. Every word of a segment is
+  final once a pause ends it: the detector (``pause_detector``) sees the speech end at least
+  ``PAUSE_MS`` before the newest audio; the segment is cut in that silence and a last pass over
+  exactly the segment confirms what is left.
 * **Long speech without a pause.** Once a segment reaches ``max_segment_ms``, it is cut at the quietest
   10 ms of its second half that lies after its confirmed words (the gap between two words, in practice),
   and the words before the cut are confirmed the same way.
@@ -49,22 +51,23 @@ from engine.types import Window, Word
 MAX_FAILURES = 3
 MAX_REPEAT_WORDS = 3
 FRAME_MS = 10
+PAUSE_MS = 300  # the silence that ends a segment: the minimum silence of ``pause_detector``'s spans
 READINGS_KEPT = 16
 
 
 @dataclass(frozen=True, slots=True)
 class SegmentSettings:
     language: str | None = "en"
-    interval_ms: int = 300  # audio new to the last pass, needed before the next pass
+    interval_ms: int = 200  # audio new to the last pass, needed before the next pass
     hold_words: int = 1  # the newest words of a pass wait for a pause or more audio after them
-    agreement_gap_ms: int = 600  # a reading is checked against one that heard at least this much less
+    agreement_gap_ms: int = 1_000  # a reading is checked against one that heard at least this much less
     right_context_ms: int = 600  # and so does every word (by its estimated end) this close to the end
     max_segment_ms: int = 12_000  # a segment this long is cut in its quietest gap
     lead_ms: int = 300  # audio kept before the detected start of speech
     context_ms: int = 1_500  # audio before the cut heard again by the next segment's passes
     max_buffer_ms: int = 40_000  # hard bound of the rolling buffer (a safety net, not the policy)
     max_window_words: int = 16
-    max_window_ms: int = 2_500
+    max_window_ms: int = 2_000
     clause_window_words: int = 6
 
     @property
@@ -326,3 +329,9 @@ def spread_words(texts: list[str], spans: list[tuple[int, int]]) -> list[Word]:
         t1 = at((elapsed - 1) * total_ms // total)
         words.append(Word(text=text, t0_ms=t0, t1_ms=max(t0, t1)))
     return words
+
+
+def pause_detector() -> SpeechDetector:
+    """The speech detector a segment transcriber is given: a span ends after ``PAUSE_MS`` of silence
+    (shorter than the whisper transcriber's 500 ms: a pause confirms a whole phrase at once)."""
+    return SpeechDetector(min_silence_ms=PAUSE_MS)

@@ -41,7 +41,7 @@ from engine.cluster.frontend import ClusterModel, RayAsrWorker, RayEngineWorker
 from engine.cluster.replicas import RecogniserInfo
 from engine.cluster.spec import ray_spec
 from engine.runtime import ServingModel, load_model
-from engine.segment_transcriber import SegmentSettings, SegmentTranscriber
+from engine.segment_transcriber import SegmentSettings, SegmentTranscriber, pause_detector
 from engine.transcriber import LiveTranscriber, Transcriber, TranscriberSettings
 from engine.types import Word
 from engine.worker import EngineEvent, EngineWorker
@@ -106,6 +106,7 @@ class LivecanvasServer:
             )
         self._recogniser = config.recogniser  # a cluster's own, once it has answered
         self._speech_detector: SpeechDetector | None = None
+        self._pause_detector: SpeechDetector | None = None  # the segment transcriber's
         limits = config.limits
         self.finals = FinalLog(
             max_finals=limits.history_finals,
@@ -160,6 +161,7 @@ class LivecanvasServer:
             if isinstance(recogniser, RecogniserInfo):
                 self._recogniser = recogniser.settings
             self._speech_detector = SpeechDetector()
+            self._pause_detector = pause_detector()
         model: ServingModel | ClusterModel = await asyncio.to_thread(self.worker.wait_ready)
         self.model = model
         card = model.card
@@ -349,8 +351,9 @@ class LivecanvasServer:
         language = source_lang.split("-")[0].lower()
         window = {} if self.config.asr_window_ms is None else {"max_window_ms": self.config.asr_window_ms}
         if self._recogniser.uses_segments(language):
+            assert self._pause_detector is not None
             segments = SegmentSettings(language=language, **window)
-            return SegmentTranscriber(detector=self._speech_detector, settings=segments)
+            return SegmentTranscriber(detector=self._pause_detector, settings=segments)
         settings = TranscriberSettings(
             language=language, use_draft_pass=self._recogniser.uses_draft_pass(language), **window
         )

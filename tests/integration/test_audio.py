@@ -4,8 +4,10 @@ exactly once, translations of every caption window, and no text from silence."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +90,24 @@ def check_windows(messages: list[ServerMessage], ended_at: int) -> None:
     assert [f.t0_ms for f in finals] == sorted(f.t0_ms for f in finals)
 
 
+@pytest.fixture
+def busy_core() -> Iterator[None]:
+    """Another process keeps one core busy for the whole test (as on a machine doing something else)."""
+    burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        burner.kill()
+        burner.wait()
+
+
 async def test_real_speech_is_captioned_accurately_and_translated(
-    asr_server: LivecanvasServer, tmp_path: Path
+    asr_server: LivecanvasServer, tmp_path: Path, busy_core: None
 ) -> None:
+    """Two real-time streams with one core taken by another process: windows still become final while
+    the audio arrives, in order and once each, drafted first, translated, at a low WER. This holds
+    because English goes to Moonshine, whose passes cost what they hear (about 0.1 s of one core for
+    a few seconds of speech): the recogniser is busy well under half the time even on the free core."""
     url = f"ws://127.0.0.1:{asr_server.port}"
     clips = librivox_clips()
     gap = silence(1.0)
@@ -113,6 +130,9 @@ async def test_real_speech_is_captioned_accurately_and_translated(
     assert score < 0.08, f"WER {score:.3f}\nLibriVox: {librivox_text}\nPiper: {piper_text}"
     assert asr_server.asr_worker is not None
     assert asr_server.asr_worker.stats.rows > 0
+    # the headroom the guarantee rests on: recognition kept up with two live streams on the free core
+    audio_s = (len(librivox_pcm) + len(piper_pcm)) / 32_000
+    assert asr_server.asr_worker.stats.busy_s < 0.5 * audio_s
 
 
 async def test_other_languages_are_captioned_in_their_own_language(asr_server: LivecanvasServer) -> None:

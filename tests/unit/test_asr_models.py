@@ -13,6 +13,7 @@ import pytest
 
 from engine import asr_models
 from engine.asr_models import (
+    MOONSHINE_BASE_NAME,
     WHISPER_BASE_SHA256,
     WHISPER_BASE_SIZE,
     ensure_whisper_base,
@@ -163,8 +164,18 @@ def test_whisper_tiny_en_is_a_complete_model_directory() -> None:
 
 def test_list_models_provisions_and_reports_every_model(cache: Path) -> None:
     models = {m.name: m for m in list_models(verify=False)}
-    assert list(models) == ["whisper-base", "whisper-tiny.en", *PACKAGED_MODELS, EMBEDDED_NAME]
-    base, tiny, en_pt, pt_en, embedded = models.values()
+    assert list(models) == [
+        "whisper-base",
+        "whisper-tiny.en",
+        MOONSHINE_BASE_NAME,
+        *PACKAGED_MODELS,
+        EMBEDDED_NAME,
+    ]
+    base, tiny, moonshine, en_pt, pt_en, embedded = models.values()
+    assert moonshine.verified
+    assert not moonshine.required  # where it cannot be installed, English falls back to whisper
+    assert moonshine.path == cache / "models" / MOONSHINE_BASE_NAME
+    assert "MIT licence" in moonshine.detail
     for translator, directory in zip((en_pt, pt_en), packaged_model_dirs(), strict=True):
         assert translator.path == directory
         assert translator.verified  # the shipped translators, checksums verified
@@ -185,6 +196,7 @@ def test_list_models_provisions_and_reports_every_model(cache: Path) -> None:
     verified = {m.name: m for m in list_models(verify=True)}
     assert verified["whisper-base"].verified
     assert verified["whisper-tiny.en"].verified
+    assert verified[MOONSHINE_BASE_NAME].verified
 
 
 def test_list_models_reports_a_model_that_cannot_be_provisioned(
@@ -210,6 +222,7 @@ def test_livecanvas_models_json_and_table(cache: Path) -> None:
     assert [e["name"] for e in entries] == [
         "whisper-base",
         "whisper-tiny.en",
+        MOONSHINE_BASE_NAME,
         *PACKAGED_MODELS,
         EMBEDDED_NAME,
     ]
@@ -223,9 +236,11 @@ def test_livecanvas_models_json_and_table(cache: Path) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split()[:4] == ["name", "verified", "size", "path"]
     assert lines[1].split()[:3] == ["whisper-base", "yes", "147.9"]
-    assert lines[3].split()[:2] == [PACKAGED_MODELS[0], "yes"]  # the shipped translators, verified
-    assert lines[4].split()[:2] == [PACKAGED_MODELS[1], "yes"]
-    assert "not created yet" in lines[5]
+    assert lines[3].split()[:2] == [MOONSHINE_BASE_NAME, "yes"]
+    assert "MIT licence" in lines[3]
+    assert lines[4].split()[:2] == [PACKAGED_MODELS[0], "yes"]  # the shipped translators, verified
+    assert lines[5].split()[:2] == [PACKAGED_MODELS[1], "yes"]
+    assert "not created yet" in lines[6]
 
 
 def test_the_built_model_transcribes_real_speech(cache: Path) -> None:

@@ -82,7 +82,7 @@ def windows_of(events: list[Event]) -> list[str]:
 def test_words_become_final_in_order_once_each_with_drafts_first(
     detector: SpeechDetector, speech: bytes
 ) -> None:
-    script = words("Good evening everyone. Welcome to the show, where tonight we talk about heat.", 200)
+    script = words("Good evening everyone. Welcome to the show, where tonight we talk about heat.", 700)
     transcriber = SegmentTranscriber(detector=detector, settings=SegmentSettings(max_window_ms=60_000))
     events = run(transcriber, speech + silence(1.0), script)
     assert windows_of(events) == [
@@ -124,7 +124,7 @@ def test_passes_hear_the_open_segment_with_its_final_words_as_prefix(
 def test_one_request_in_flight_and_the_next_covers_everything(
     detector: SpeechDetector, speech: bytes
 ) -> None:
-    transcriber = SegmentTranscriber(detector=detector)
+    transcriber = SegmentTranscriber(detector=detector, settings=SegmentSettings(interval_ms=300))
     transcriber.insert_audio(speech[: 10 * CHUNK])
     request, _ = transcriber.step()
     assert request is not None

@@ -360,7 +360,7 @@ def test_serve_chooses_the_recogniser_and_caption_span_by_flag_or_environment(
     assert server._make_transcriber("en-GB").settings.max_window_ms == 1800
     assert server._make_transcriber("es").settings.max_window_ms == 1800
     default = LivecanvasServer(config("--asr-model", "moonshine"))
-    default._speech_detector = detector
+    default._speech_detector = default._pause_detector = detector
     assert isinstance(default._make_transcriber("en-US"), SegmentTranscriber)
     assert default._make_transcriber("en").settings.max_window_ms == SegmentSettings().max_window_ms
     assert isinstance(default._make_transcriber("es"), LiveTranscriber)  # whisper for other languages
