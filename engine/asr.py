@@ -159,7 +159,9 @@ class AsrRequest:
     ``pass_name`` picks the model (``draft`` or ``final``); ``prompt`` is the stream's recent text,
     given to the model as previous context; ``language`` is an ISO code (``en``) or None to detect.
     ``prefix`` is text already final at the start of ``audio``: a recogniser that can continue from it
-    (Moonshine) returns only the words after it; whisper does not use it.
+    (Moonshine) returns only the words after it; whisper does not use it. ``guess`` is what probably
+    follows (the previous pass's unconfirmed words): a recogniser may use it to decode faster, never
+    to change its answer.
     """
 
     audio: np.ndarray
@@ -168,6 +170,7 @@ class AsrRequest:
     language: str | None = "en"
     prompt: str = ""
     prefix: str = ""
+    guess: str = ""
 
 
 class Asr(Protocol):

@@ -10,7 +10,10 @@ by ``engine.asr_models.ensure_moonshine_base``).
   its audio (the live transcriber's confirmed words of the open segment). They are fed to the decoder
   in one call, as if it had produced them, and only the text after them is decoded and returned. A pass
   over a growing segment thus costs one encoder run, one prefix call and the new tokens; the confirmed
-  words cannot change, so what follows is read in their context.
+  words cannot change, so what follows is read in their context. A request may also carry ``guess``,
+  the previous pass's unconfirmed words: the first decoder call checks them all at once (as a
+  speculative draft), so a pass pays one step only for the tokens that changed or are new, and its
+  result is still exactly greedy decoding's.
 * **Guards.** Decoding stops at ``MAX_TOKENS_PER_S`` tokens per second of audio (Moonshine's own rule
   against runaway loops on noise), and a row whose new text ends in a loop of one word or phrase
   (three repeats or more) keeps the text before the loop.
@@ -132,12 +135,20 @@ class MoonshineAsr:
             raise ValueError(f"Moonshine base transcribes English only, not {request.language!r}")
         if len(request.audio) < MIN_AUDIO_S * SAMPLE_RATE:
             return []
-        text = self.tokenizer.decode(self.decode(request.audio, self.tokenizer.encode(request.prefix)))
+        prefix, guess = self.tokenizer.encode(request.prefix), self.tokenizer.encode(request.guess)
+        text = self.tokenizer.decode(self.decode(request.audio, prefix, guess))
         heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
         return spread_words(text.split(), [(request.offset_ms, heard_until)])
 
-    def decode(self, audio: npt.NDArray[np.float32], prefix: Sequence[int] = ()) -> list[int]:
-        """Greedy token ids after ``prefix`` for ``audio`` (16 kHz float32), without the end token."""
+    def decode(
+        self, audio: npt.NDArray[np.float32], prefix: Sequence[int] = (), guess: Sequence[int] = ()
+    ) -> list[int]:
+        """Greedy token ids after ``prefix`` for ``audio`` (16 kHz float32), without the end token.
+
+        ``guess`` (say, the previous pass's unconfirmed tokens) is checked in the first decoder call
+        together with the prefix: every guessed token that greedy decoding would have produced anyway
+        is kept without a step of its own, and decoding goes on from the first one it would not. The
+        result is greedy decoding's, with or without a guess."""
         (hidden,) = self._encoder.run(None, {"input_values": audio[np.newaxis, :].astype(np.float32)})
         budget = int(np.ceil(len(audio) / SAMPLE_RATE * MAX_TOKENS_PER_S))
         past: dict[str, Any] = {
@@ -146,7 +157,8 @@ class MoonshineAsr:
             for side in ("decoder", "encoder")
             for kind in ("key", "value")
         }
-        step_ids = [START_TOKEN, *prefix]
+        guess = list(guess)[: max(0, budget - len(prefix))]
+        step_ids = [START_TOKEN, *prefix, *guess]
         new: list[int] = []
         first = True
         while len(prefix) + len(new) < budget:
@@ -159,12 +171,27 @@ class MoonshineAsr:
                     **past,
                 },
             )
-            token = int(outputs[0][0, -1].argmax())
-            if token == END_TOKEN:
+            predicted = outputs[0][0].argmax(axis=-1)  # (positions,): the token after each input
+            kept: int | None = None  # decoder positions to keep in the cache (None: all)
+            if first:  # keep the guessed tokens greedy decoding agrees with, up to the first it would not
+                base = len(prefix)  # position of the token before the first guessed one
+                accepted = 0
+                while accepted < len(guess) and int(predicted[base + accepted]) == guess[accepted]:
+                    accepted += 1
+                if END_TOKEN in guess[:accepted]:
+                    accepted = guess.index(END_TOKEN)
+                new.extend(guess[:accepted])
+                kept = 1 + base + accepted
+                token = int(predicted[base + accepted])
+            else:
+                token = int(predicted[-1])
+            if token == END_TOKEN or len(prefix) + len(new) >= budget:
                 break
             new.append(token)
             for name, value in zip(past, outputs[1:], strict=True):
-                if first or ".decoder." in name:  # the encoder's keys and values are computed once
+                if ".decoder." in name:
+                    past[name] = value[:, :, :kept]  # the rejected guesses' keys and values go
+                elif first:  # the encoder's keys and values are computed once
                     past[name] = value
             step_ids = [token]
             first = False

@@ -156,6 +156,7 @@ class SegmentTranscriber:
             pass_name=SEGMENT_PASS,
             language=self.settings.language,
             prefix=" ".join(w.text for w in self._confirmed),
+            guess=" ".join(w.text for w in self._hypothesis),
         )
         pad = self.detector.speech_pad_ms  # the spans' padding: words lie inside it
         spans = tuple(

@@ -146,3 +146,14 @@ def test_a_trailing_loop_is_cut_back_to_its_first_occurrence() -> None:
     assert without_loop([5, 6, 7, 7, 7, 7]) == [5, 6, 7]
     assert without_loop([1, 8, 9, 8, 9, 8, 9]) == [1, 8, 9]
     assert without_loop([1, 2, 3, 2, 3]) == [1, 2, 3, 2, 3]  # twice is speech ("very very")
+
+
+def test_a_guess_saves_steps_but_never_changes_the_answer(moonshine: MoonshineAsr) -> None:
+    audio = samples(0)
+    greedy = moonshine.decode(audio)
+    assert len(greedy) > 12
+    third = len(greedy) // 3
+    right = greedy[third:]
+    wrong = [*right[:3], 100, *right[4:]]  # a guess that goes wrong at its fourth token
+    for guess in ([], right, right[:4], wrong, [*right, 7, 7]):
+        assert moonshine.decode(audio, greedy[:third], guess) == right
