@@ -58,7 +58,7 @@ READINGS_KEPT = 16
 @dataclass(frozen=True, slots=True)
 class SegmentSettings:
     language: str | None = "en"
-    interval_ms: int = 200  # audio new to the last pass, needed before the next pass
+    interval_ms: int = 300  # audio new to the last pass, needed before the next pass
     hold_words: int = 1  # the newest words of a pass wait for a pause or more audio after them
     agreement_gap_ms: int = 1_000  # a reading is checked against one that heard at least this much less
     right_context_ms: int = 600  # and so does every word (by its estimated end) this close to the end

@@ -130,9 +130,10 @@ async def test_real_speech_is_captioned_accurately_and_translated(
     assert score < 0.08, f"WER {score:.3f}\nLibriVox: {librivox_text}\nPiper: {piper_text}"
     assert asr_server.asr_worker is not None
     assert asr_server.asr_worker.stats.rows > 0
-    # the headroom the guarantee rests on: recognition kept up with two live streams on the free core
-    audio_s = (len(librivox_pcm) + len(piper_pcm)) / 32_000
-    assert asr_server.asr_worker.stats.busy_s < 0.5 * audio_s
+    # the headroom the guarantee rests on: one recognition thread kept up with both live streams
+    # (busy for less than the audio lasted), with time to spare for the translator on the free core
+    programme_s = max(len(librivox_pcm), len(piper_pcm)) / 32_000
+    assert asr_server.asr_worker.stats.busy_s < 0.8 * programme_s
 
 
 async def test_other_languages_are_captioned_in_their_own_language(asr_server: LivecanvasServer) -> None:
