@@ -288,9 +288,7 @@ def plot(summaries: dict[str, dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(
-        1, len(summaries), figsize=(6 * len(summaries), 4.2), sharey=True, squeeze=False
-    )
+    figure, axes = plt.subplots(1, len(summaries), figsize=(6 * len(summaries), 4.2), squeeze=False)
     for axis, (recogniser, summary) in zip(axes[0], summaries.items(), strict=True):
         streams = [int(s) for s in summary]
         for key, label, colour in (
