@@ -60,7 +60,7 @@ class SegmentSettings:
     language: str | None = "en"
     interval_ms: int = 300  # audio new to the last pass, needed before the next pass
     hold_words: int = 1  # the newest words of a pass wait for a pause or more audio after them
-    agreement_gap_ms: int = 1_000  # a reading is checked against one that heard at least this much less
+    agreement_gap_ms: int = 800  # a reading is checked against one that heard at least this much less
     right_context_ms: int = 600  # and so does every word (by its estimated end) this close to the end
     max_segment_ms: int = 12_000  # a segment this long is cut in its quietest gap
     lead_ms: int = 300  # audio kept before the detected start of speech
