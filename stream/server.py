@@ -34,12 +34,13 @@ from typing import TypeVar
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from engine.asr import Asr, AsrRequest, load_recogniser
+from engine.asr import Asr, AsrRequest
 from engine.asr_worker import AsrWorker
 from engine.audio import SpeechDetector
 from engine.cluster.frontend import ClusterModel, RayAsrWorker, RayEngineWorker
 from engine.cluster.replicas import RecogniserInfo
 from engine.cluster.spec import ray_spec
+from engine.recognisers import load_recogniser
 from engine.runtime import ServingModel, load_model
 from engine.segment_transcriber import SegmentSettings, SegmentTranscriber, pause_detector
 from engine.transcriber import LiveTranscriber, Transcriber, TranscriberSettings

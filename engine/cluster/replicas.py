@@ -27,9 +27,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 
-from engine.asr import AsrRequest, RecogniserSettings, load_recogniser
+from engine.asr import AsrRequest, RecogniserSettings
 from engine.asr_worker import AsrWorker
 from engine.models import ModelCard
+from engine.recognisers import load_recogniser
 from engine.runtime import load_model
 from engine.types import CanvasKey, Final, WindowJob, Word
 from engine.worker import EngineEvent, EngineWorker

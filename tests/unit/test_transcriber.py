@@ -356,7 +356,7 @@ def test_serve_chooses_the_recogniser_and_caption_span_by_flag_or_environment(
         config("--asr-window-ms", "0")
     monkeypatch.delenv("LIVECANVAS_ASR_WINDOW_MS")
     server = LivecanvasServer(config("--asr-window-ms", "1800"))
-    server._speech_detector = detector  # what start() sets once the recogniser is loaded
+    server._speech_detector = server._pause_detector = detector  # what start() sets
     assert server._make_transcriber("en-GB").settings.max_window_ms == 1800
     assert server._make_transcriber("es").settings.max_window_ms == 1800
     default = LivecanvasServer(config("--asr-model", "moonshine"))
