@@ -182,6 +182,7 @@ class StreamHub:
             self._cancel_orphans(stream)
             if self.streams.get(stream.name) is stream:
                 self._announce_end(stream)
+                self._forget_if_unused(stream)
 
     def when_drained(self, name: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` once every committed window of the stream has all its finals out."""
@@ -387,12 +388,17 @@ class StreamHub:
         self._announce_end(stream)
         self._forget_if_unused(stream)
 
+    def _may_resume(self, stream: StreamState) -> bool:
+        """Its publisher's connection went away less than the grace ago: it may still resume."""
+        recent = self._clock_ns() - stream.input_over_ns < self._orphan_grace_ns
+        return stream.input_over == ENDED_BY_DISCONNECT and recent
+
     def _announce_end(self, stream: StreamState) -> None:
         """``ended`` to all but the publisher once its input is over (a disconnect: past the grace)."""
         reason = stream.input_over
         if reason is None or stream.ended is not None or not stream.drained:
             return
-        if reason == ENDED_BY_DISCONNECT and self._clock_ns() - stream.input_over_ns < self._orphan_grace_ns:
+        if self._may_resume(stream):
             return  # it may come back (resume); tick() looks again
         ended = Ended(stream=stream.name, reason=reason, windows=stream.next_window, epoch=stream.epoch)
         stream.ended = ended
@@ -403,6 +409,11 @@ class StreamHub:
                 viewer.deliver(ended)
 
     def _forget_if_unused(self, stream: StreamState) -> None:
+        """Forget a stream nobody watches once its windows are out, but not while its publisher may
+        still resume (a dropped connection, within the grace): it goes on where it stopped, windows
+        numbered on, not as a new stream from window 0."""
         unused = not stream.viewers and stream.drained and not stream.windower.pending_text
+        if unused and self._may_resume(stream):
+            return
         if unused and self.streams.pop(stream.name, None) is not None:
             self.finals.end(stream.name)

@@ -16,7 +16,7 @@ from stream.hub import ORPHANED, StreamHub
 from stream.stream_state import CONTEXT_WINDOWS
 from stream.wire.messages import DraftMsg, FinalMsg
 from tests.speech import librivox_clips, read_wav_16k
-from tests.unit.hub_harness import IDLE_MS, START_NS, Harness, RecordingViewer
+from tests.unit.hub_harness import IDLE_MS, ORPHAN_GRACE_MS, START_NS, Harness, RecordingViewer
 
 
 @pytest.fixture
@@ -302,6 +302,9 @@ def test_stream_is_forgotten_when_nobody_is_left_and_nothing_is_pending(h: Harne
     h.final("pt", 0, "Um.")
     assert "s" in h.hub.streams
     h.final("pt", 1, "Inacabado")
+    assert "s" in h.hub.streams  # its publisher dropped: it may still resume, within the grace
+    h.advance(ORPHAN_GRACE_MS)
+    h.hub.tick()
     assert h.hub.streams == {}
     assert viewer.messages == []  # it left before the finals came
     h.hub.leave("s", viewer)  # leaving a forgotten stream is harmless
@@ -321,10 +324,28 @@ def test_a_new_stream_of_the_same_name_starts_from_window_zero(h: Harness) -> No
     publisher = h.join(CAPTION_TRACK, publisher=True)
     h.hub.publish_text("s", "One. Two.", None)
     h.hub.leave("s", publisher)
+    h.advance(ORPHAN_GRACE_MS)
+    h.hub.tick()
     assert h.hub.streams == {}
     again = h.join(CAPTION_TRACK, publisher=True)
     h.hub.publish_text("s", "Three.", None)
     assert [(m.window, m.text) for m in again.finals()] == [(0, "Three.")]
+
+
+def test_a_publisher_back_within_the_grace_continues_its_stream(h: Harness) -> None:
+    """Nothing left to do and nobody watching, but a dropped publisher may resume: its stream is kept
+    through the grace, so the windows it publishes next are numbered on, not from 0 again."""
+    publisher = h.join(CAPTION_TRACK, publisher=True)
+    h.hub.publish_text("s", "One. Two.", None)
+    epoch = h.hub.streams["s"].epoch
+    h.hub.leave("s", publisher)  # the connection dropped: no end
+    h.advance(ORPHAN_GRACE_MS - 1)
+    h.hub.tick()
+    assert "s" in h.hub.streams
+    back = h.join(CAPTION_TRACK, publisher=True)
+    h.hub.publish_text("s", "Three.", None)
+    assert [(m.window, m.text) for m in back.finals()] == [(2, "Three.")]
+    assert h.hub.streams["s"].epoch == epoch
 
 
 def test_drafts_and_finals_carry_the_epoch_and_the_log_gets_every_final_stamped(h: Harness) -> None:
@@ -344,6 +365,8 @@ def test_drafts_and_finals_carry_the_epoch_and_the_log_gets_every_final_stamped(
     assert kept is not None
     assert [k.final for k in kept.tracks["pt"].finals] == publisher.finals("pt")
     h.hub.leave("s", publisher)
+    h.advance(ORPHAN_GRACE_MS)  # it did not come back
+    h.hub.tick()
     assert h.hub.finals.epoch_of("s") == first  # the hub forgot it; the log has not
     again = h.join(CAPTION_TRACK, publisher=True)
     h.hub.publish_text("s", "Two.", None)
