@@ -11,7 +11,7 @@ import webvtt
 
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, WindowJob
 from stream.final_log import FinalLog
-from stream.hub import StreamHub
+from stream.hub import ORPHAN_GRACE_MS, StreamHub
 from stream.web import HttpReply, HttpSite, load_assets, to_response
 from stream.wire.messages import DraftMsg, FinalMsg
 
@@ -178,6 +178,8 @@ def test_a_restarted_stream_gets_a_new_epoch_and_a_new_transcript(s: Site) -> No
     s.hub.publish_text("talk", "First life.", None)
     first = s.log.epoch_of("talk")
     s.hub.leave("talk", publisher)
+    s.now[0] += ORPHAN_GRACE_MS * MS  # the publisher did not resume in time
+    s.hub.tick()
     assert "talk" not in s.hub.streams  # forgotten by the hub ...
     row = json.loads(s.get("/streams").body)["streams"][0]
     assert (row["stream"], row["live"], row["epoch"]) == ("talk", False, first)  # ... still downloadable
@@ -202,6 +204,8 @@ def test_the_log_keeps_bounded_captions_and_forgets_old_streams_first() -> None:
         s.hub.publish_text(name, "One. Two. Three.", None)
         if name != "c":
             s.hub.leave(name, publisher)
+            s.now[0] += ORPHAN_GRACE_MS * MS  # its publisher did not resume in time
+            s.hub.tick()
     rows = json.loads(s.get("/streams").body)["streams"]
     assert [(r["stream"], r["live"]) for r in rows] == [("c", True), ("b", False)]
     finals = json.loads(s.get("/captions/c/caption.json").body)["finals"]
