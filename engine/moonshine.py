@@ -21,8 +21,7 @@ by ``engine.asr_models.ensure_moonshine_base``).
   proportion to their length; the caller, which knows where the speech is, may place them better.
 * **Batching.** Rows are decoded one after another: the encoder takes no attention mask, so rows of
   different lengths cannot share a batch without padding that changes what the model hears
-  (bench/README.md has the measurement). A pass is short (tens of ms), so a round of many streams
-  still returns quickly.
+  (docs/engine.md). A pass is short (tens of ms), so a round of many streams still returns quickly.
 
 Threading: one ``MoonshineAsr`` is used by one thread (the ASR worker); onnxruntime runs each call on
 ``threads`` intra-op threads.
@@ -119,15 +118,11 @@ class MoonshineAsr:
             str(directory / "decoder_model_merged.onnx"), options, providers=providers
         )
         self.tokenizer = MoonshineTokenizer.read(directory / "tokenizer.bin")
-        self.calls = 0
-        self.rows = 0
 
     def has_pass(self, pass_name: str) -> bool:
         return pass_name == SEGMENT_PASS
 
     def transcribe(self, requests: Sequence[AsrRequest]) -> list[list[Word]]:
-        self.calls += 1
-        self.rows += len(requests)
         return [self._words(request) for request in requests]
 
     def _words(self, request: AsrRequest) -> list[Word]:

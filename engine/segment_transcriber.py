@@ -148,7 +148,7 @@ class SegmentTranscriber:
         elif len(speech) > 1:  # a pause the speaker has already ended
             cut = speech[-2][1]
         elif end - start >= self.settings.max_segment_ms:
-            cut, pause = self._quietest_gap(start, end), False
+            cut, pause = self._quietest_gap(end), False
         until = end if cut is None else cut
         request = AsrRequest(
             audio=self.buffer.samples(start)[: (until - start) * SAMPLE_RATE // 1000],
@@ -289,7 +289,7 @@ class SegmentTranscriber:
                 return words[size:]
         return words
 
-    def _quietest_gap(self, start: int, end: int) -> int:
+    def _quietest_gap(self, end: int) -> int:
         """The quietest 10 ms of the segment's second half, after its confirmed words (a forced cut)."""
         earliest = max(
             self._segment_from_ms + (end - self._segment_from_ms) // 2,
