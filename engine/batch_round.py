@@ -2,7 +2,7 @@
 evaluation and the tests all run.
 
 A round is the scheduler's next :class:`~engine.scheduler.Batch` carried out in field order (release,
-start, extend, step) and folded back with ``update`` (which also emits the batch's due finals, even
+start, revise, extend, step) and folded back with ``update`` (which also emits the batch's due finals, even
 when nothing was stepped). A canvas that fails to start or to take its next
 block gets an error final and leaves the batch; a failed step gives every canvas in it an error final.
 Either way the failure is logged and the round returns normally, so one bad window never stops the
@@ -42,6 +42,12 @@ def run_round(scheduler: Scheduler, denoiser: Denoiser) -> Round:
         except Exception as error:
             logger.exception("canvas %s failed to start", request.key)
             failed[seq_id] = f"engine could not start this window: {error}"
+    for seq_id, request in batch.revise:
+        try:
+            denoiser.revise(seq_id, request)
+        except Exception as error:
+            logger.exception("canvas %s failed to take its newer source", request.key)
+            failed[seq_id] = f"engine could not revise this window: {error}"
     for seq_id, block in batch.extend:
         try:
             denoiser.next_block(seq_id, block)

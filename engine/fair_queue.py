@@ -11,9 +11,11 @@ window of another stream waits for at most one free place per stream queued ahea
 few canvases to finish (a few denoising steps), not for the whole backlog. Within a stream jobs keep
 their order. ``abort`` drops queued jobs (a window nobody reads any more).
 
-The rule is per stream and per key, so a job that must replace a queued one (a newer provisional
-source of the same window, once drafts of open windows are translated) can take its place in its
-stream's FIFO without changing the turn order.
+A job for a key that already has a job queued takes that job's place in its stream's FIFO (the turn
+order does not change) when it is newer news about the same window: a newer provisional source
+replaces a queued provisional one, and the window's final job replaces a queued provisional one. So
+under load a window waits with one job, its newest, never a backlog of stale drafts. A provisional
+job that finds its window's final job queued is dropped (the final already covers it).
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ class FairQueue:
         if jobs is None:
             jobs = self._jobs[stream] = deque()
             self._turns.append(stream)
+        for position, queued in enumerate(jobs):
+            if queued.key == job.key and queued.provisional:
+                jobs[position] = job
+                return
+            if queued.key == job.key and job.provisional:
+                return  # the window's final job is queued: a provisional source adds nothing
         jobs.append(job)
 
     def take(self, places: int) -> list[WindowJob]:

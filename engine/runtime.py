@@ -71,6 +71,7 @@ class LoadedModel:
             diffusion=job.diffusion or self.card.diffusion,
             early_exit=job.early_exit or self.card.early_exit,
             submitted_ns=job.submitted_ns,
+            provisional=job.provisional,
         )
 
 

@@ -16,6 +16,19 @@ before it showed one sends its final text as a draft in that round and its final
 (``Batch.finish``), without stepping again. The final is emitted exactly once, unless the canvas is
 aborted first (``abort``: nobody is left to read it), which emits nothing.
 
+Windows still open (:attr:`engine.types.CanvasRequest.provisional`) are translated while their source
+grows, and a canvas is edited, not restarted, when its source changes. ``add`` with the key of a
+canvas already here is newer news about that window: a waiting canvas takes the new request; a live
+one is *revised* (``Batch.revise``: the backend re-reads the source and keeps what of its canvas still
+holds) and steps again from its block's first step, keeping its draft numbering. A provisional
+canvas sends no early-exit drafts: it sends one draft each time it is done (its text for that
+source) and then stays *parked*, taking no place in the batch and stepping no more, until the next
+source for its window arrives or it is aborted. The window's final request (not provisional)
+revises it one last time; when its source is the one the parked canvas already finished, its final
+is that text, sent in the next round without stepping. A revised canvas sends no early-exit drafts
+either (its window already shows the drafts of its provisional sources). A provisional request never
+replaces a final one.
+
 No threads, clocks or tensors here; :func:`engine.batch_round.run_round` carries the batches out.
 """
 
@@ -37,15 +50,19 @@ class CanvasStatus(IntEnum):
     RUNNING = 1  # stepping
     FINISHED = 2  # final emitted; its sequence is released at the next schedule()
     FINAL_DUE = 3  # done, its text shown as a draft; its final goes out in the next round
+    PARKED = 4  # provisional and done: kept, not stepped, until its window's next request
 
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """One scheduling decision; run it in field order: release, start, extend, then step; ``update``
-    then emits the finals of ``finish`` (canvases done in an earlier round, not stepped again)."""
+    """One scheduling decision; run it in field order: release, start, revise, extend, then step;
+    ``update`` then emits the finals of ``finish`` (canvases done in an earlier round, not stepped
+    again). ``revise`` gives live canvases a newer request for their window (the backend keeps their
+    state and re-reads the source)."""
 
     release: tuple[int, ...] = ()
     start: tuple[tuple[int, CanvasRequest], ...] = ()
+    revise: tuple[tuple[int, CanvasRequest], ...] = ()
     extend: tuple[tuple[int, tuple[int, ...]], ...] = ()
     step: tuple[int, ...] = ()
     steps_remaining: tuple[int, ...] = ()
@@ -53,7 +70,7 @@ class Batch:
 
     @property
     def empty(self) -> bool:
-        return not (self.release or self.start or self.extend or self.step or self.finish)
+        return not (self.release or self.start or self.revise or self.extend or self.step or self.finish)
 
     def without(self, seq_ids: set[int]) -> Batch:
         """The same batch with some sequences no longer stepped (they failed to start or extend)."""
@@ -63,6 +80,7 @@ class Batch:
         return Batch(
             release=self.release,
             start=self.start,
+            revise=self.revise,
             extend=self.extend,
             step=tuple(i for i, _ in kept),
             steps_remaining=tuple(n for _, n in kept),
@@ -82,7 +100,9 @@ class _Canvas:
     draft_rev: int = 0
     last_draft_step: int | None = None
     last_draft_tokens: tuple[int, ...] = ()
-    final_tokens: tuple[int, ...] = ()  # FINAL_DUE: the final's tokens, already shown as a draft
+    final_tokens: tuple[int, ...] = ()  # FINAL_DUE: the final's tokens; PARKED: its source's text
+    revising: bool = False  # its request changed while live: the next batch revises it
+    revised: bool = False  # it was revised at least once: no early-exit drafts
 
 
 class Scheduler:
@@ -118,8 +138,15 @@ class Scheduler:
         return sum(c.status is CanvasStatus.RUNNING for c in self._running.values())
 
     @property
+    def parked(self) -> int:
+        """Provisional canvases done with their source, waiting for their window's next request."""
+        return sum(c.status is CanvasStatus.PARKED for c in self._running.values())
+
+    @property
     def idle(self) -> bool:
-        return not (self._waiting or self._running or self._to_release)
+        """Nothing to run: no canvas waiting, stepping or due, none to release (parked ones may stay)."""
+        busy = any(c.status is not CanvasStatus.PARKED for c in self._running.values())
+        return not (self._waiting or busy or self._to_release)
 
     def status(self, seq_id: int) -> CanvasStatus:
         if seq_id in self._running:
@@ -134,7 +161,12 @@ class Scheduler:
 
     # -- the contract ------------------------------------------------------------------------------
     def add(self, request: CanvasRequest) -> int:
-        """Queue a canvas; returns its sequence id."""
+        """Queue a canvas, or hand a canvas of the same key its window's newer request (see the module
+        docstring); returns its sequence id."""
+        known = self._find(request.key)
+        if known is not None:
+            self._renew(known, request)
+            return known.seq_id
         seq_id = self._next_seq_id
         self._next_seq_id += 1
         self._waiting.append(_Canvas(seq_id=seq_id, request=request))
@@ -152,6 +184,11 @@ class Scheduler:
             canvas.status = CanvasStatus.RUNNING
             self._running[canvas.seq_id] = canvas
             start.append((canvas.seq_id, canvas.request))
+        revise: list[tuple[int, CanvasRequest]] = []
+        for canvas in self._running.values():
+            if canvas.revising:
+                revise.append((canvas.seq_id, canvas.request))
+                canvas.revising = False
         extend: list[tuple[int, tuple[int, ...]]] = []
         for canvas in self._running.values():
             if canvas.pending_block is not None:
@@ -165,6 +202,7 @@ class Scheduler:
         return Batch(
             release=release,
             start=tuple(start),
+            revise=tuple(revise),
             extend=tuple(extend),
             step=step,
             steps_remaining=remaining,
@@ -219,7 +257,42 @@ class Scheduler:
         return finals
 
     # -- internals ---------------------------------------------------------------------------------
+    def _find(self, key: CanvasKey) -> _Canvas | None:
+        for canvas in self._waiting:
+            if canvas.request.key == key:
+                return canvas
+        for canvas in self._running.values():
+            if canvas.request.key == key:
+                return canvas
+        return None
+
+    def _renew(self, canvas: _Canvas, request: CanvasRequest) -> None:
+        """A newer request for a canvas's window (module docstring)."""
+        if request.provisional and not canvas.request.provisional:
+            return  # the window's final request is here already: a provisional source adds nothing
+        old, canvas.request = canvas.request, request
+        if canvas.status is CanvasStatus.WAITING:
+            return  # not started: it simply starts with the newer request
+        canvas.revised = True
+        same_source = request.prompt_ids == old.prompt_ids and request.max_new_tokens == old.max_new_tokens
+        if same_source and canvas.status is CanvasStatus.RUNNING:
+            return  # still stepping on this very source: it goes on, now under the newer request
+        if same_source and canvas.status is CanvasStatus.PARKED:
+            if request.provisional:
+                return
+            if canvas.draft_rev > 0:  # the final is the text the parked canvas finished and showed
+                canvas.status = CanvasStatus.FINAL_DUE
+                return
+        canvas.status = CanvasStatus.RUNNING
+        canvas.revising = True
+        canvas.block_step = 0
+        canvas.tokens = []
+        canvas.pending_block = None
+        canvas.last_draft_step = None
+
     def _maybe_draft(self, canvas: _Canvas, result: StepResult) -> Draft | None:
+        if canvas.request.provisional or canvas.revised:
+            return None  # a provisional canvas drafts when done; a revised one showed those drafts
         window_tokens = self._window_tokens(canvas, result.tokens)
         due = draft_due(
             canvas.request.early_exit,
@@ -247,6 +320,9 @@ class Scheduler:
         text_tokens, ended = truncate_at_eos(canvas.tokens, self.eos_token_ids)
         if ended or len(canvas.tokens) >= canvas.request.max_new_tokens:
             final = tuple(text_tokens[: canvas.request.max_new_tokens])
+            if canvas.request.provisional:  # its source's text: a draft, then it waits for news
+                canvas.status, canvas.final_tokens = CanvasStatus.PARKED, final
+                return [self._draft(canvas, final)] if final != canvas.last_draft_tokens else []
             if canvas.draft_rev > 0:
                 return [self._finish(canvas, tokens=final, error=None)]
             # no draft shown yet: the final's text goes out as the draft now, the final next round

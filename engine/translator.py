@@ -166,6 +166,7 @@ class CanvasModel:
             diffusion=job.diffusion or card.diffusion,
             early_exit=job.early_exit or card.early_exit,
             submitted_ns=job.submitted_ns,
+            provisional=job.provisional,
         )
 
 

@@ -110,6 +110,7 @@ class CanvasRequest:
     diffusion: DiffusionParams = field(default_factory=DiffusionParams)
     early_exit: EarlyExitParams = field(default_factory=EarlyExitParams)
     submitted_ns: int = 0
+    provisional: bool = False  # see WindowJob.provisional
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
@@ -120,7 +121,12 @@ class CanvasRequest:
 
 @dataclass(frozen=True, slots=True)
 class WindowJob:
-    """Fill one window of one stream for one target track."""
+    """Fill one window of one stream for one target track.
+
+    A ``provisional`` job translates the text of a window that is still open (a caption draft, a
+    publisher's provisional line): it produces drafts only, never a final, and a later job for the
+    same key (a newer provisional source, or the window's final job once it closes) edits its canvas
+    in place instead of starting another (:meth:`engine.scheduler.Scheduler.add`)."""
 
     key: CanvasKey
     source: str
@@ -131,6 +137,7 @@ class WindowJob:
     diffusion: DiffusionParams | None = None  # None: the checkpoint's defaults
     early_exit: EarlyExitParams | None = None
     seed_key: CanvasKey | None = None  # None: ``key``; set where a canvas runs under another key
+    provisional: bool = False
 
     def seed(self, base: int) -> int:
         """The canvas's sampling seed: stable per window key (``seed_key`` when set), so one window

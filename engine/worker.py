@@ -13,6 +13,10 @@ Threading rules:
 
 Jobs wait in a :class:`engine.fair_queue.FairQueue` and enter the scheduler only as places free up in
 the batch, one stream at a time in turn: one stream's backlog never delays another stream's windows.
+A job for a window the scheduler already holds (a newer provisional source, or the final job of a
+window translated while open) revises that canvas (:meth:`engine.scheduler.Scheduler.add`); a parked
+canvas takes its place in the batch again at once. A provisional job the model refuses (a source
+over its budget, say) is dropped without a final: only the window's final job answers for it.
 
 Each round is :func:`engine.batch_round.run_round`: a failure to start or extend one canvas gives that
 canvas an error final; a failed step gives every canvas of that step an error final. The worker itself
@@ -151,6 +155,8 @@ class EngineWorker(ModelThread[ServingModel]):
             request = model.request_for(job)
         except Exception as error:
             logger.warning("window %s refused: %s", job.key, error)
+            if job.provisional:
+                return  # an open window's text: no draft for it; its final job will say what is wrong
             self.stats.errors += 1
             self.stats.finals += 1
             self._emit([Final(key=job.key, rev=0, text="", steps=0, tokens=0, error=str(error))])

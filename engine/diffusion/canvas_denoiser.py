@@ -32,6 +32,17 @@ Re-masking runs for all the windows of a step at once; the windows' stacked cont
 layers (gathered once from the embedding over their candidates) are kept while the same windows step
 together.
 
+*Revising* (``revise``: the window's source changed while it was live, a longer caption draft or
+its final text): the window reads the new source (re-encoded with the next step's encoder forward,
+its shortlist taken again) and keeps its canvas's text, all but its last :data:`REVISE_TAIL` pieces,
+as given pieces at their slots; the slots after them, up to the new source's canvas length, are
+masked. The drafter fills those in :data:`REVISE_FILL_STEPS` step(s), reading the kept pieces, and
+the teacher (where it verifies) then reads the whole canvas from its first slot under the new
+source: the kept pieces that still hold are accepted in its first rounds, the first that does not
+is corrected there, so a revised window's verified text is the teacher's for the new source, as a
+fresh window's is. With ``edit_in_place`` off a revised window starts from a blank canvas (the
+benchmark's re-translation mode).
+
 A denoised canvas's text drops a piece that repeats its left neighbour (the usual remedy for the
 repeated tokens of parallel decoders; subword pieces seldom repeat in real text); a verified canvas's
 text is the teacher's, repeats and all.
@@ -42,7 +53,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -58,6 +69,12 @@ from engine.marian.teacher import EOS_ID, pad_batch
 from engine.types import CanvasRequest
 
 MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrapolate
+REVISE_TAIL = 2
+"""A revised canvas masks again this many of its kept pieces at the end of its text: the translation
+of a source's last words is the part a longer source most often changes."""
+REVISE_FILL_STEPS = 1
+"""A revised canvas is filled by this step after its revision (its kept pieces are given, so little
+is left to fill; measured in bench/README.md, *Translating open windows*)."""
 
 
 @dataclass
@@ -85,7 +102,8 @@ class Denoising:
 
     Invariant: ``tokens`` holds ``MASK_ID`` exactly at the slots the next step predicts and a piece
     everywhere else; ``probability`` and ``entropy`` are, per slot, those of the distribution its
-    current piece was chosen from (0 and +inf for a slot never predicted)."""
+    current piece was chosen from (0 and +inf for a slot never predicted; 1 and 0 for a piece a
+    revision kept, which the drafter takes as given)."""
 
     tokens: torch.Tensor
     probability: torch.Tensor
@@ -99,10 +117,12 @@ class Denoising:
 
 @dataclass(eq=False)
 class _Window:
-    """One live window: what it reads (fixed at its start; ``context`` and ``teacher_context`` set by
-    its first step's encoder forward) and the state of its phase (``reading`` None while denoising)."""
+    """One live window: what it reads (fixed at its start or its last revision; ``context`` and
+    ``teacher_context`` set by the next step's encoder forward) and the state of its phase (``reading``
+    None while denoising). ``revised``: its canvas was carried over from an earlier source, so it is
+    filled on the revision schedule (:data:`REVISE_FILL_STEPS`)."""
 
-    serial: int  # unique over the denoiser's life (a sequence id may be reused after a release)
+    serial: int  # unique over the denoiser's life: a new one whenever what the window reads changes
     direction: int
     request: CanvasRequest
     source: list[int]  # pieces plus </s>
@@ -111,15 +131,17 @@ class _Window:
     context: Context | None = None  # per layer (1, H, S, D/H) cross-attention keys and values
     teacher_context: Context | None = None  # the teacher's, as ``context`` (verifying directions)
     reading: Reading | None = None  # set once the canvas is filled and the teacher verifies it
+    revised: bool = False
 
 
 class CanvasDenoiser:
     """See the module docstring."""
 
-    def __init__(self, directions: Sequence[Direction]) -> None:
+    def __init__(self, directions: Sequence[Direction], *, edit_in_place: bool = True) -> None:
         if not directions:
             raise EngineError("a canvas denoiser needs at least one direction")
         self.directions = list(directions)
+        self.edit_in_place = edit_in_place
         self.vocab = directions[0].model.dims.vocab
         self._windows: dict[int, _Window] = {}
         self._serials = itertools.count()
@@ -166,6 +188,32 @@ class CanvasDenoiser:
             candidates=candidates,
             canvas=Denoising.empty(min(request.max_new_tokens, MAX_CANVAS)),
         )
+
+    def revise(self, seq_id: int, request: CanvasRequest) -> None:
+        """Edit the window's canvas for its newer source (module docstring, *Revising*): with
+        ``edit_in_place`` off, start it afresh from a blank canvas instead."""
+        window = self._windows[seq_id]
+        direction, pieces = self._split_ids(request.prompt_ids)
+        if not self.edit_in_place or direction != window.direction:
+            self.release(seq_id)
+            self.start(seq_id, request)
+            return
+        old = window.canvas.tokens.tolist()
+        text = old[: old.index(EOS_ID)] if EOS_ID in old else old
+        length = min(request.max_new_tokens, MAX_CANVAS)
+        kept = text[: max(0, min(len(text) - REVISE_TAIL, length - 1))]
+        canvas = Denoising.empty(length)
+        canvas.tokens[: len(kept)] = torch.tensor(kept, dtype=torch.long)
+        given = canvas.tokens != MASK_ID  # a kept piece is given: certain, never masked again by the drafter
+        canvas.probability[given], canvas.entropy[given] = 1.0, 0.0
+        shortlist = self.directions[direction].shortlist
+        window.serial = next(self._serials)
+        window.request = request
+        window.source = pieces
+        window.candidates = torch.from_numpy(shortlist.candidates(pieces)) if shortlist is not None else None
+        window.canvas = canvas
+        window.context = window.teacher_context = window.reading = None
+        window.revised = True
 
     def next_block(self, seq_id: int, block: Sequence[int]) -> None:
         raise EngineError("a canvas translator fills a window in one canvas; there is no next block")
@@ -317,10 +365,14 @@ class CanvasDenoiser:
         bounds = torch.tensor([w.request.diffusion.entropy_bound for w in windows])
         doubtful = real & ~acceptance_mask(entropy, bounds)  # (B, T)
         budgets = [w.request.diffusion.max_denoising_steps for w in windows]
+        revision = replace(settings, fill_steps=REVISE_FILL_STEPS)
+        schedules = [revision if w.revised else settings for w in windows]
         quota = torch.tensor(
             [
-                remask_quota(length, last - remaining + 1, last, settings, verify=verifier is not None)
-                for length, remaining, last in zip(lengths, steps_remaining, budgets, strict=True)
+                remask_quota(length, last - remaining + 1, last, schedule, verify=verifier is not None)
+                for length, remaining, last, schedule in zip(
+                    lengths, steps_remaining, budgets, schedules, strict=True
+                )
             ]
         )
         # the quota's least probable doubtful slots: rank each slot among its row's doubtful ones
@@ -330,8 +382,8 @@ class CanvasDenoiser:
         # before its fill step a canvas keeps at least one slot masked: its least probable one
         filling = torch.tensor(
             [
-                last - remaining + 1 < fill_step(last, settings)
-                for remaining, last in zip(steps_remaining, budgets, strict=True)
+                last - remaining + 1 < fill_step(last, schedule)
+                for remaining, last, schedule in zip(steps_remaining, budgets, schedules, strict=True)
             ]
         )
         lone = filling & ~remask.any(dim=1)

@@ -64,6 +64,12 @@ class Denoiser(Protocol):
         """Encode the request's prompt once and set up its first canvas block."""
         ...
 
+    def revise(self, seq_id: int, request: CanvasRequest) -> None:
+        """Give a live sequence its window's newer request (a longer or corrected source): read the new
+        prompt and set up its canvas again from its first block, keeping of the current canvas what
+        the backend can (a backend that keeps nothing starts it afresh)."""
+        ...
+
     def next_block(self, seq_id: int, block: Sequence[int]) -> None:
         """Append a finished block to the sequence's context and set up a fresh canvas after it."""
         ...

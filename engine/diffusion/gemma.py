@@ -157,6 +157,12 @@ class DiffusionGemmaDenoiser:
             )
         self._sequences[seq_id] = state
 
+    def revise(self, seq_id: int, request: CanvasRequest) -> None:
+        """DiffusionGemma keeps nothing of a canvas whose prompt changed (its prompt cache is the
+        prompt's): the sequence starts afresh under the newer request."""
+        self.release(seq_id)
+        self.start(seq_id, request)
+
     def next_block(self, seq_id: int, block: Sequence[int]) -> None:
         state = self._sequences[seq_id]
         if len(block) != self._canvas_length:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from engine.fair_queue import FairQueue
 from engine.types import CanvasKey, WindowJob
 
@@ -53,3 +55,19 @@ def test_abort_drops_queued_jobs_and_streams_left_empty() -> None:
     assert sorted(map(str, found)) == ["a/pt/0", "a/pt/1", "b/pt/1"]
     assert names(queue.take(5)) == ["b0"]
     assert len(queue) == 0
+
+
+def test_a_newer_provisional_source_takes_the_queued_ones_place_and_the_final_supersedes_it() -> None:
+    queue = FairQueue()
+    queue.put(job("a", 0))
+    draft = job("a", 1)
+    queue.put(replace(draft, source="a 1", provisional=True))
+    queue.put(job("b", 0))
+    queue.put(replace(draft, source="a 1 and", provisional=True))
+    assert len(queue) == 3  # one job per window: the newest source
+    queue.put(draft)  # the window closed: its final job replaces the provisional one in place
+    queue.put(replace(draft, source="a 1 late", provisional=True))  # dropped
+    taken = queue.take(10)
+    assert names(taken) == ["a0", "b0", "a1"]
+    assert not taken[2].provisional
+    assert taken[2].source == "a 1."

@@ -217,3 +217,123 @@ def test_a_window_that_showed_a_draft_goes_final_in_the_round_it_is_done() -> No
     assert [type(e) for e in events] == [Draft]
     events = scheduler.update(scheduler.schedule(), [result(7, 8, EOS, 0, done=True)])
     assert [(type(e), e.text) for e in events] == [(Final, "7 8")]
+
+
+# -- windows translated while open: provisional canvases, revised in place ---------------------------
+
+
+def provisional(window: int, prompt: tuple[int, ...], *, final: bool = False) -> CanvasRequest:
+    return CanvasRequest(
+        key=CanvasKey("s", "pt", window),
+        prompt_ids=prompt,
+        max_new_tokens=L,
+        seed=window,
+        diffusion=DiffusionParams(max_denoising_steps=5),
+        early_exit=EarlyExitParams(draft_step=1),
+        provisional=not final,
+    )
+
+
+def run(scheduler: Scheduler, *results: StepResult) -> tuple[list[Batch], list[Draft | Final]]:
+    """One round per result, each result given to every stepped canvas."""
+    batches, events = [], []
+    for step_result in results:
+        batch = scheduler.schedule()
+        batches.append(batch)
+        events += scheduler.update(batch, [step_result] * len(batch.step))
+    return batches, events
+
+
+def test_a_provisional_canvas_drafts_only_when_done_and_then_parks_without_a_place() -> None:
+    scheduler = make(max_batch=1)
+    seq = scheduler.add(provisional(0, (2,)))
+    _, events = run(scheduler, result(7, 8, 9), result(7, 8, EOS, EOS, done=True))
+    assert [(type(e), e.rev, e.text) for e in events] == [(Draft, 0, "7 8")]  # no early-exit draft
+    assert scheduler.status(seq) is CanvasStatus.PARKED
+    assert scheduler.idle
+    assert scheduler.running == 0
+    assert scheduler.parked == 1
+    other = scheduler.add(request(1))  # the parked canvas takes no place: another window starts
+    batch = scheduler.schedule()
+    assert [s for s, _ in batch.start] == [other]
+    assert batch.step == (other,)
+    assert seq not in batch.release
+
+
+def test_a_newer_source_revises_the_live_canvas_keeping_its_numbering() -> None:
+    scheduler = make()
+    seq = scheduler.add(provisional(0, (2,)))
+    run(scheduler, result(7, EOS, EOS, EOS, done=True))
+    assert scheduler.add(provisional(0, (2, 3))) == seq  # the same canvas, not a second one
+    batch = scheduler.schedule()
+    assert batch.start == ()
+    assert [s for s, _ in batch.revise] == [seq]
+    assert batch.revise[0][1].prompt_ids == (2, 3)
+    assert batch.step == (seq,)
+    assert batch.steps_remaining == (5,)  # its block starts again from its first step
+    events = scheduler.update(batch, [result(7, 8, EOS, EOS, done=True)])
+    assert [(e.rev, e.text) for e in events] == [(1, "7 8")]
+    final_seq = scheduler.add(provisional(0, (2, 3, 4), final=True))
+    assert final_seq == seq
+    batches, events = run(scheduler, result(7, 8, 5, 9), result(7, 8, 5, EOS, done=True))
+    assert [s for s, _ in batches[0].revise] == [seq]
+    assert [(type(e), e.rev, e.text) for e in events] == [(Final, 2, "7 8 5")]  # no early-exit draft
+    assert scheduler.status(seq) is CanvasStatus.FINISHED
+
+
+def test_the_final_of_the_source_a_parked_canvas_finished_goes_out_without_stepping() -> None:
+    scheduler = make()
+    seq = scheduler.add(provisional(0, (2, 3)))
+    run(scheduler, result(7, 8, EOS, EOS, done=True))
+    scheduler.add(provisional(0, (2, 3), final=True))
+    batch = scheduler.schedule()
+    assert batch.step == ()
+    assert batch.revise == ()
+    assert batch.finish == (seq,)
+    events = scheduler.update(batch, [])
+    assert [(type(e), e.rev, e.text) for e in events] == [(Final, 1, "7 8")]
+
+
+def test_a_final_request_while_its_source_still_steps_takes_over_without_a_restart() -> None:
+    scheduler = make()
+    seq = scheduler.add(provisional(0, (2, 3)))
+    run(scheduler, result(7, 8, 9))
+    scheduler.add(provisional(0, (2, 3), final=True))
+    batches, events = run(scheduler, result(7, 8, 9), result(7, 8, EOS, EOS, done=True))
+    assert all(b.revise == () for b in batches)
+    assert batches[0].step == (seq,)
+    batch = scheduler.schedule()  # no draft shown yet: the final's text went out as one, its final now
+    assert batch.finish == (seq,)
+    events += scheduler.update(batch, [])
+    assert [(type(e), e.rev, e.text) for e in events] == [(Draft, 0, "7 8"), (Final, 1, "7 8")]
+
+
+def test_a_provisional_request_never_replaces_a_final_one() -> None:
+    scheduler = make()
+    seq = scheduler.add(provisional(0, (2, 3), final=True))
+    scheduler.add(provisional(0, (2,)))  # late news about a window already closed
+    batch = scheduler.schedule()
+    assert batch.start[0][1].prompt_ids == (2, 3)
+    assert not batch.start[0][1].provisional
+    scheduler.update(batch, [result(7, 8, 9)])
+    scheduler.add(provisional(0, (2,)))
+    assert scheduler.schedule().revise == ()
+    assert scheduler.status(seq) is CanvasStatus.RUNNING
+
+
+def test_a_waiting_canvas_takes_its_newer_request_and_an_abort_drops_a_parked_one() -> None:
+    scheduler = make(max_batch=1)
+    scheduler.add(request(5))
+    scheduler.schedule()
+    seq = scheduler.add(provisional(0, (2,)))
+    assert scheduler.add(provisional(0, (2, 3))) == seq
+    assert scheduler.waiting == 1
+    scheduler.abort([CanvasKey("s", "pt", 5)])
+    batch = scheduler.schedule()
+    assert batch.start[0][1].prompt_ids == (2, 3)
+    scheduler.update(batch, [result(7, EOS, EOS, EOS, done=True)])
+    assert scheduler.status(seq) is CanvasStatus.PARKED
+    assert scheduler.abort([CanvasKey("s", "pt", 0)]) == [CanvasKey("s", "pt", 0)]
+    assert scheduler.schedule().release == (seq,)
+    assert scheduler.idle
+    assert scheduler.parked == 0
