@@ -10,6 +10,15 @@ tracks. For every window the hub:
 * relays engine drafts to that track's viewers, and releases finals in window order per track (a
   final that overtakes an earlier window waits for it), exactly once each.
 
+The window still open is translated too (:mod:`stream.draft_display`): each newer text of it (speech's
+caption draft; a text publisher's pending text plus its ``partial`` line, which goes out as a caption
+draft the same way) becomes a *provisional* job per watched track, whose drafts go out as that
+track's drafts of the open window; when the window closes, its final job edits the same canvas. One
+path for both: ``_open_window_text``. A translation draft reaches viewers only through the display
+rule (:func:`stream.draft_display.shown`), and the hub numbers what it sends (``rev`` 0, 1, ... per
+window and track; the final's ``rev`` one more). Provisional canvases a window no longer needs (its
+track lost its viewers before the window closed) are cancelled.
+
 Audio goes through a ``Transcriber`` per stream: the hub hands its recognition requests to the
 ``submit_asr`` callback (whose result callback must run on the hub's thread), relays its caption
 drafts, and treats its closed windows exactly like text windows. The hub numbers every stream's
@@ -46,9 +55,10 @@ from engine.prompts import ContextEntry
 from engine.transcriber import Transcriber
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, WindowJob, Word
 from engine.windows import TextWindower
+from stream.draft_display import DraftDisplay, shown
 from stream.errors import ProtocolError
 from stream.final_log import FinalLog
-from stream.stream_state import StreamState, TrackState, Viewer, WindowState
+from stream.stream_state import OpenText, StreamState, TrackState, Viewer, WindowState
 from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 ORPHAN_GRACE_MS = 5000
@@ -75,8 +85,10 @@ class StreamHub:
         finals: FinalLog | None = None,
         cancel: Callable[[Collection[CanvasKey]], None] | None = None,
         orphan_grace_ms: int = ORPHAN_GRACE_MS,
+        display: DraftDisplay | None = None,
     ) -> None:
         self.finals = finals if finals is not None else FinalLog()
+        self.display = display if display is not None else DraftDisplay()
         self._submit = submit
         self._cancel = cancel
         self._orphan_grace_ns = orphan_grace_ms * 1_000_000
@@ -141,7 +153,19 @@ class StreamHub:
     # -- input -------------------------------------------------------------------------------------
     def publish_text(self, name: str, text: str, t_ms: int | None) -> None:
         stream = self.streams[name]
+        stream.partial = ""  # settled text replaces the provisional line
         self._commit(stream, stream.windower.push(Segment(text=text, t_ms=t_ms), self._now_ms(stream)))
+
+    def publish_partial(self, name: str, text: str, t_ms: int | None) -> None:
+        """The publisher's provisional line (``partial``): it replaces the previous one and is shown as
+        the open window's caption draft and translated into drafts, never committed."""
+        stream = self.streams[name]
+        stream.partial = text.strip()
+        now_ms = self._now_ms(stream)
+        t_ms = now_ms if t_ms is None else t_ms
+        open_text = " ".join(t for t in (stream.windower.pending_text, stream.partial) if t)
+        if open_text:
+            self._open_window_text(stream, open_text, t_ms, t_ms, self._clock_ns())
 
     def flush(self, name: str) -> None:
         stream = self.streams[name]
@@ -213,6 +237,8 @@ class StreamHub:
     def _cancel_orphans(self, stream: StreamState) -> None:
         now = self._clock_ns()
         due = [t for t, since in stream.unwatched_since_ns.items() if now - since >= self._orphan_grace_ns]
+        if due:
+            self._close_open_window(stream, keep=stream.provisional_tracks - set(due))
         for name in sorted(due):
             del stream.unwatched_since_ns[name]
             track = stream.tracks.get(name)
@@ -239,13 +265,18 @@ class StreamHub:
             stream = self.streams.get(event.key.stream)
             if stream is None:
                 continue
-            window = stream.windows.get(event.key.window)
-            if window is None or event.key.track not in window.open_tracks:
+            key = event.key
+            window = stream.windows.get(key.window)
+            if window is None and isinstance(event, Draft) and key.window == stream.next_window:
+                if key.track in stream.provisional_tracks and stream.open_text is not None:
+                    self._draft(stream, key.track, key.window, event.text, stream.open_text)
+                continue
+            if window is None or key.track not in window.open_tracks:
                 continue  # its final is already out
-            if event.key.window in stream.tracks[event.key.track].held:
+            if key.window in stream.tracks[key.track].held:
                 continue  # its final is already in, held for an earlier window: first final wins
             if isinstance(event, Draft):
-                self._broadcast(stream, event.key.track, self._message(stream, window, event))
+                self._draft(stream, key.track, key.window, event.text, window)
             else:
                 self._on_final(stream, window, event)
 
@@ -287,13 +318,39 @@ class StreamHub:
                 self._commit(stream, [event], spoken_ns=[stream.spoken_ns(event.t1_ms)])
                 continue
             spoken_ns = stream.spoken_ns(event.t1_ms)
-            draft = DraftMsg(
-                stream=stream.name, track=CAPTION_TRACK, window=stream.next_window,
-                rev=stream.caption_draft_rev, text=event.text, t0_ms=event.t0_ms, t1_ms=event.t1_ms,
-                latency_ms=max(0, (self._clock_ns() - spoken_ns) // 1_000_000), epoch=stream.epoch,
-            )  # fmt: skip
-            stream.caption_draft_rev += 1
-            self._broadcast(stream, CAPTION_TRACK, draft)
+            self._open_window_text(stream, event.text, event.t0_ms, event.t1_ms, spoken_ns)
+
+    def _open_window_text(
+        self, stream: StreamState, text: str, t0_ms: int, t1_ms: int, since_ns: int
+    ) -> None:
+        """A newer text of the open window: its caption draft (``latency_ms`` from ``since_ns``, when
+        its last word was spoken or typed), and a provisional job per watched track (module docstring)."""
+        now_ns = self._clock_ns()
+        draft = DraftMsg(
+            stream=stream.name, track=CAPTION_TRACK, window=stream.next_window, rev=stream.caption_draft_rev,
+            text=text, t0_ms=t0_ms, t1_ms=t1_ms, latency_ms=max(0, (now_ns - since_ns) // 1_000_000),
+            epoch=stream.epoch,
+        )  # fmt: skip
+        stream.caption_draft_rev += 1
+        self._broadcast(stream, CAPTION_TRACK, draft)
+        targets = stream.target_tracks()
+        if not targets or not self.display.translates(text):
+            return
+        stream.open_text = OpenText(text=text, t0_ms=t0_ms, t1_ms=t1_ms, made_ns=since_ns)
+        for track in sorted(targets):
+            track_state = stream.tracks.setdefault(track, TrackState())
+            stream.provisional_tracks.add(track)
+            self._submit(
+                WindowJob(
+                    key=CanvasKey(stream.name, track, stream.next_window),
+                    source=text,
+                    context=tuple(track_state.context),
+                    source_lang=stream.source_lang,
+                    target_lang=track,
+                    submitted_ns=now_ns,
+                    provisional=True,
+                )
+            )
 
     # -- internals ---------------------------------------------------------------------------------
     def _now_ms(self, stream: StreamState) -> int:
@@ -305,10 +362,11 @@ class StreamHub:
         now_ns = self._clock_ns()
         for position, produced in enumerate(windows):
             window = replace(produced, index=stream.next_window)
+            targets = stream.target_tracks()
+            self._close_open_window(stream, keep=targets)
             stream.next_window += 1
             stream.caption_draft_rev = 0
             committed_ns = min(now_ns, spoken_ns[position]) if spoken_ns else now_ns
-            targets = stream.target_tracks()
             state = WindowState(window=window, committed_ns=committed_ns, open_tracks=set(targets))
             stream.windows[window.index] = state
             caption = FinalMsg(
@@ -339,10 +397,46 @@ class StreamHub:
                 del stream.windows[window.index]
         self._check_drained(stream)
 
+    def _close_open_window(self, stream: StreamState, *, keep: Collection[str]) -> None:
+        """The open window is closing (committed, or its stream is going): the provisional canvases of
+        tracks that will not get its final job (``keep``: those that will) are cancelled."""
+        dropped = sorted(stream.provisional_tracks - set(keep))
+        if dropped and self._cancel is not None:
+            self._cancel([CanvasKey(stream.name, track, stream.next_window) for track in dropped])
+        for track in dropped:
+            track_state = stream.tracks.get(track)
+            if track_state is not None:
+                track_state.shown.pop(stream.next_window, None)
+                track_state.drafts.pop(stream.next_window, None)
+        stream.provisional_tracks = set()
+        stream.open_text = None
+
+    def _draft(
+        self, stream: StreamState, track: str, index: int, text: str, window: WindowState | OpenText
+    ) -> None:
+        """An engine draft of a translation track, through the display rule; numbered per window."""
+        track_state = stream.tracks[track]
+        text_shown = shown(self.display, track_state.shown.get(index), text)
+        if text_shown is None:
+            return
+        track_state.shown[index] = text_shown
+        rev = track_state.drafts.get(index, 0)
+        track_state.drafts[index] = rev + 1
+        if isinstance(window, OpenText):
+            t0_ms, t1_ms, since_ns = window.t0_ms, window.t1_ms, window.made_ns
+        else:
+            t0_ms, t1_ms, since_ns = window.window.t0_ms, window.window.t1_ms, window.committed_ns
+        draft = DraftMsg(
+            stream=stream.name, track=track, window=index, rev=rev, text=text_shown, t0_ms=t0_ms,
+            t1_ms=t1_ms, latency_ms=max(0, (self._clock_ns() - since_ns) // 1_000_000), epoch=stream.epoch,
+        )  # fmt: skip
+        self._broadcast(stream, track, draft)
+
     def _on_final(self, stream: StreamState, window: WindowState, final: Final) -> None:
         track = stream.tracks[final.key.track]
+        track.shown.pop(final.key.window, None)
+        final = replace(final, rev=track.drafts.pop(final.key.window, 0))
         message = self._message(stream, window, final)
-        assert isinstance(message, FinalMsg)
         track.held[final.key.window] = message
         while track.order and track.order[0] in track.held:
             index = track.order.popleft()
@@ -356,15 +450,10 @@ class StreamHub:
                 del stream.windows[index]
         self._check_drained(stream)
 
-    def _message(self, stream: StreamState, window: WindowState, event: Draft | Final) -> DraftMsg | FinalMsg:
+    def _message(self, stream: StreamState, window: WindowState, event: Final) -> FinalMsg:
         latency_ms = (self._clock_ns() - window.committed_ns) // 1_000_000
         t0_ms, t1_ms = window.window.t0_ms, window.window.t1_ms
         key = event.key
-        if isinstance(event, Draft):
-            return DraftMsg(
-                stream=stream.name, track=key.track, window=key.window, rev=event.rev, text=event.text,
-                t0_ms=t0_ms, t1_ms=t1_ms, latency_ms=latency_ms, epoch=stream.epoch,
-            )  # fmt: skip
         return FinalMsg(
             stream=stream.name, track=key.track, window=key.window, rev=event.rev, text=event.text,
             t0_ms=t0_ms, t1_ms=t1_ms, latency_ms=latency_ms, error=event.error,
@@ -416,4 +505,5 @@ class StreamHub:
         if unused and self._may_resume(stream):
             return
         if unused and self.streams.pop(stream.name, None) is not None:
+            self._close_open_window(stream, keep=())
             self.finals.end(stream.name)

@@ -2,7 +2,9 @@
 
 A stream's *windows* are the committed windows whose translations are not all out yet; each track
 keeps the windows it was asked for in order, the finals that arrived ahead of an earlier window's,
-and the last few committed windows as context for the next job. A stream also remembers why its
+the drafts it sent per window, and the last few committed windows as context for the next job. The
+open window (the one being spoken or typed, not yet committed) has its newest text and the tracks
+translating it. A stream also remembers why its
 publisher's input is over, if it is, and the ``ended`` message its viewers were sent for that.
 """
 
@@ -45,6 +47,19 @@ class TrackState:
     context: deque[ContextEntry] = field(default_factory=lambda: deque(maxlen=CONTEXT_WINDOWS))
     order: deque[int] = field(default_factory=deque)  # windows submitted, in window order
     held: dict[int, FinalMsg] = field(default_factory=dict)  # finals waiting for earlier windows
+    shown: dict[int, str] = field(default_factory=dict)  # per window: the text of its last draft sent
+    drafts: dict[int, int] = field(default_factory=dict)  # per window: drafts sent (the next rev)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenText:
+    """The newest text of the stream's open window (a caption draft, or a publisher's pending text
+    and ``partial`` line), as translated into drafts; ``made_ns``: when it was made."""
+
+    text: str
+    t0_ms: int
+    t1_ms: int
+    made_ns: int
 
 
 @dataclass(eq=False)
@@ -64,6 +79,9 @@ class StreamState:
     audio_started_ns: int = 0  # wall clock of the stream's first audio sample
     held_audio: bytearray = field(default_factory=bytearray)  # a new publisher's, while the old audio ends
     caption_draft_rev: int = 0
+    partial: str = ""  # the publisher's ``partial`` line, until its next ``text``
+    open_text: OpenText | None = None  # the open window's newest text, once translated
+    provisional_tracks: set[str] = field(default_factory=set)  # tracks translating the open window
     unwatched_since_ns: dict[str, int] = field(default_factory=dict)  # tracks that lost their last viewer
     # why the publisher's input is over ("end", "disconnected"; None while one publishes, or none ever
     # did), since when, and the ``ended`` sent for it (also to viewers who join while it holds)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from engine.types import CanvasKey, Draft, Final, WindowJob
+from stream.draft_display import DraftDisplay
 from stream.hub import ORPHAN_GRACE_MS, StreamHub
 from stream.stream_state import Delivery
 from stream.wire.messages import DraftMsg, FinalMsg
@@ -10,6 +11,9 @@ from stream.wire.messages import DraftMsg, FinalMsg
 MS = 1_000_000  # nanoseconds per millisecond
 START_NS = 5_000 * MS  # the fake clock does not start at zero: stream times are relative to join
 IDLE_MS = 1500
+AS_SENT = DraftDisplay(translate_open=False, hold_back_words=0)
+"""Closed windows translated only, engine drafts shown whole: what the hub tests before open windows
+were translated assume."""
 
 
 class RecordingViewer:
@@ -32,15 +36,24 @@ class RecordingViewer:
 class Harness:
     """A hub with a recording ``submit`` and a fake clock (``now[0]`` nanoseconds)."""
 
-    def __init__(self, *, max_window_words: int = 32, orphan_grace_ms: int = ORPHAN_GRACE_MS) -> None:
+    def __init__(
+        self,
+        *,
+        max_window_words: int = 32,
+        orphan_grace_ms: int = ORPHAN_GRACE_MS,
+        display: DraftDisplay = AS_SENT,
+    ) -> None:
         self.now = [START_NS]
         self.jobs: list[WindowJob] = []
+        self.cancelled: list[CanvasKey] = []
         self.hub = StreamHub(
             self.jobs.append,
             max_window_words=max_window_words,
             idle_ms=IDLE_MS,
             clock_ns=lambda: self.now[0],
             orphan_grace_ms=orphan_grace_ms,
+            cancel=self.cancelled.extend,
+            display=display,
         )
 
     def advance(self, ms: int) -> None:

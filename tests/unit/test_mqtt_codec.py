@@ -151,7 +151,7 @@ def test_hub_observers_see_every_draft_and_final_of_every_stream() -> None:
     hub.publish_text("b", "Two. ", None)
     hub.flush("a")
     hub.flush("b")
-    hub.on_engine_events([Draft(key=CanvasKey("a", "pt", 0), rev=0, text="U", steps=1)])
+    hub.on_engine_events([Draft(key=CanvasKey("a", "pt", 0), rev=0, text="Um dois", steps=1)])
     hub.on_engine_events([Final(key=CanvasKey("b", "es", 0), rev=1, text="Dos.", steps=2, tokens=2)])
     assert seen == [
         ("final", "a", "caption", 0),
