@@ -170,7 +170,9 @@ class CanvasModel:
         )
 
 
-def load_canvas_model(resolved: ResolvedModel, *, seed: int = 0, int8: bool | None = None) -> CanvasModel:
+def load_canvas_model(
+    resolved: ResolvedModel, *, seed: int = 0, int8: bool | None = None, edit_in_place: bool = True
+) -> CanvasModel:
     """Load every direction at ``resolved.path`` (each verified against its ``SHA256SUMS``, its card
     refused if it sets a field that does nothing). ``int8`` overrides the cards' choice of a drafter whose
     decoder's linear layers are quantised dynamically (faster on a CPU; the activations are scaled
@@ -220,7 +222,9 @@ def load_canvas_model(resolved: ResolvedModel, *, seed: int = 0, int8: bool | No
         target_languages=tuple(dict.fromkeys(c.target for c in cards)),
         pairs=pairs,
     )
-    return CanvasModel(resolved, CanvasDenoiser(directions), model_card, cards, seed)
+    return CanvasModel(
+        resolved, CanvasDenoiser(directions, edit_in_place=edit_in_place), model_card, cards, seed
+    )
 
 
 def _with_int8_decoder(model: CanvasTranslator) -> CanvasTranslator:

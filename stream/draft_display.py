@@ -23,6 +23,13 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+from typing import Literal, get_args
+
+OpenWindows = Literal["edit", "restart", "off"]
+"""How windows still open are translated (``--open-windows``): ``edit`` edits one canvas per window in
+place as its text grows (the default), ``restart`` translates each newer text from a blank canvas
+(the baseline the benchmark compares with), ``off`` translates a window once it has closed only."""
+OPEN_WINDOWS: tuple[OpenWindows, ...] = get_args(OpenWindows)
 
 
 @dataclass(frozen=True, slots=True)

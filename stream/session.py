@@ -42,6 +42,7 @@ from stream.wire.messages import (
     End,
     Flush,
     Hello,
+    Partial,
     Ready,
     Resume,
     Role,
@@ -53,6 +54,7 @@ from stream.wire.protocol import ServerProtocol, State
 if TYPE_CHECKING:
     from engine.cluster.frontend import ClusterModel
     from engine.runtime import ServingModel
+    from engine.translator_pool import PooledModel
     from stream.auth import TokenTable
     from stream.config import ServerConfig
     from stream.final_log import FinalLog, SentLog
@@ -70,7 +72,7 @@ class SessionHost(Protocol):
 
     config: ServerConfig
     auth: TokenTable | None
-    model: ServingModel | ClusterModel | None  # None until the model has loaded
+    model: ServingModel | ClusterModel | PooledModel | None  # None until the model has loaded
     connections: set[Connection]
     finals: FinalLog
     hub: StreamHub
@@ -288,6 +290,12 @@ class Connection:
                         "this segment was not taken, send it again later",
                         ref="text",
                     )
+            case Partial():
+                assert self.stream is not None
+                if self._text.try_take(max(len(message.segment), MIN_TEXT_COST), time.monotonic()):
+                    hub.publish_partial(self.stream, message.segment, message.t_ms)
+                else:  # a newer partial will follow: this one is simply not shown
+                    self.server.metrics.limit_hits.labels("text_rate").inc()
             case Flush():
                 assert self.stream is not None
                 hub.flush(self.stream)

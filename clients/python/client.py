@@ -45,6 +45,7 @@ from stream.wire.messages import (
     FinalMsg,
     Flush,
     Hello,
+    Partial,
     Ready,
     Resume,
     Role,
@@ -100,6 +101,11 @@ class CaptionSession:
     async def send_text(self, segment: str, t_ms: int | None = None) -> None:
         await self._send(Text(segment=segment, t_ms=t_ms))
 
+    async def send_partial(self, segment: str, t_ms: int | None = None) -> None:
+        """The open window's provisional text (replaced by the next ``send_partial``; ``send_text``
+        commits): shown as drafts, caption and translations, never as a final."""
+        await self._send(Partial(segment=segment, t_ms=t_ms))
+
     async def send_audio(self, pcm16le: bytes) -> None:
         """Send audio: PCM16 little-endian, 16 kHz, mono, any (even) number of bytes."""
         await self._send(Audio(pcm=pcm16le))
@@ -147,7 +153,7 @@ class CaptionSession:
         new, self.epoch = self.epoch is not None, epoch
         return new
 
-    async def _send(self, message: Text | Audio | Flush | End) -> None:
+    async def _send(self, message: Text | Partial | Audio | Flush | End) -> None:
         self.protocol.send(message)
         for frame in self.protocol.data_to_send():
             await self.websocket.send(frame)

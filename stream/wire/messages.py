@@ -55,6 +55,7 @@ __all__ = [
     "FinalMsg",
     "Flush",
     "Hello",
+    "Partial",
     "Ready",
     "Resume",
     "Role",
@@ -150,6 +151,21 @@ class Text(_Message):
             segment=string(m, "segment", max_len=MAX_SEGMENT_CHARS, nonblank=True),
             t_ms=opt_uint(m, "t_ms"),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Partial(_Message):
+    """The publisher's provisional text of the open window (a stenographer's or an external
+    recogniser's growing line): it replaces the previous one and is never committed; may be empty."""
+
+    TYPE: ClassVar[str] = "partial"
+    _OMIT_NONE: ClassVar[frozenset[str]] = frozenset({"t_ms"})
+    segment: str
+    t_ms: int | None = None
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, object], wire: Wire) -> Self:
+        return cls(segment=string(m, "segment", max_len=MAX_SEGMENT_CHARS), t_ms=opt_uint(m, "t_ms"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,11 +369,11 @@ class Ended(_Message):
         )
 
 
-ClientMessage: TypeAlias = Hello | Audio | Text | Flush | End | Resume
+ClientMessage: TypeAlias = Hello | Audio | Text | Partial | Flush | End | Resume
 ServerMessage: TypeAlias = Ready | DraftMsg | FinalMsg | ErrorMsg | StatsMsg | Ended | Bye
 
 CLIENT_MESSAGES: Final[Mapping[str, type[ClientMessage]]] = {
-    c.TYPE: c for c in (Hello, Audio, Text, Flush, End, Resume)
+    c.TYPE: c for c in (Hello, Audio, Text, Partial, Flush, End, Resume)
 }
 SERVER_MESSAGES: Final[Mapping[str, type[ServerMessage]]] = {
     c.TYPE: c for c in (Ready, DraftMsg, FinalMsg, ErrorMsg, StatsMsg, Ended, Bye)

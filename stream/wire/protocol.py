@@ -42,6 +42,7 @@ from stream.wire.messages import (
     FinalMsg,
     Flush,
     Hello,
+    Partial,
     Ready,
     Resume,
     Role,
@@ -66,6 +67,7 @@ __all__ = [
     "FinalMsg",
     "Flush",
     "Hello",
+    "Partial",
     "ProtocolError",
     "Ready",
     "Resume",
@@ -84,7 +86,7 @@ __all__ = [
 MAX_REF_CHARS: Final = 64  # an unknown ``type`` longer than this is not echoed back as ``ref``
 
 _M = TypeVar("_M", bound=ServerMessage)
-_PUBLISH_ONLY: tuple[type[ClientMessage], ...] = (Audio, Text, Flush)
+_PUBLISH_ONLY: tuple[type[ClientMessage], ...] = (Audio, Text, Partial, Flush)
 
 
 class State(IntEnum):
