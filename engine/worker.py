@@ -53,6 +53,7 @@ class WorkerStats:
     errors: int = 0
     cancelled: int = 0  # windows dropped before their final (nobody left to read them)
     max_batch_seen: int = 0
+    busy_s: float = 0.0  # seconds spent in denoising forwards
 
     @property
     def mean_batch(self) -> float:
@@ -169,6 +170,7 @@ class EngineWorker(ModelThread[ServingModel]):
             self.stats.forwards += 1
             self.stats.canvases_stepped += len(done.batch.step)
             self.stats.max_batch_seen = max(self.stats.max_batch_seen, len(done.batch.step))
+            self.stats.busy_s += done.step_seconds
             if self._on_step is not None:
                 self._on_step(len(done.batch.step), done.step_seconds)
             logger.debug("step of %d canvases in %.1f ms", len(done.batch.step), 1e3 * done.step_seconds)

@@ -159,6 +159,12 @@ class RayEngineWorker(ModelThread[ClusterModel]):
 
     # -- called from other threads ------------------------------------------------------------------
     def submit(self, job: WindowJob) -> None:
+        """Send a window to the cluster. A provisional job (an open window's text) is not sent: a
+        replica's request ends with the window's final, and Serve routes a window's requests to any
+        replica, so its canvas could not be edited in place; over a cluster, windows are translated
+        once they close (docs/scaling.md)."""
+        if job.provisional:
+            return
         with self._lock:
             self.stats.jobs += 1
             self._in_flight[job.key] = 0
