@@ -3,8 +3,16 @@ serves which stream.
 
 ``RecogniserSettings.english`` names the recogniser of English streams: ``moonshine`` (the default
 where the ``moonshine-cpp`` package is installed; ``engine.moonshine``, with the segment transcriber)
-or ``whisper``. Every other language, and whisper's own tasks, use whisper base.
+or ``whisper``. Every other language, and whisper's own tasks, use whisper base, or the user's own
+faster-whisper model directory (``RecogniserSettings.whisper_model``).
 ``engine.recognisers`` loads what the settings name.
+
+A request's ``task`` is one of whisper's: ``transcribe``; ``translate``, whisper's own translation of
+the speech into English (words and times like a transcription); or ``identify``, whisper's language
+identification, answered as ``language_words``: one ``Word`` per language, most likely first, its
+code as text and its probability (``language_guesses`` reads them back). Language identification goes
+through the same request and answer types as passes, so every worker (local or on a cluster) runs it
+unchanged.
 
 One call transcribes many audio buffers (one per live stream) at once. The faster-whisper backend
 batches every request of the same model and language into one encoder pass and one batched
@@ -43,6 +51,8 @@ APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"  # noqa: RUF001
 
 
 ASR_DRAFT_CHOICES = ("base-short", "tiny.en", "none")
+TRANSCRIBE, TRANSLATE, IDENTIFY = "transcribe", "translate", "identify"
+TASKS = (TRANSCRIBE, TRANSLATE, IDENTIFY)
 ENGLISH_RECOGNISERS = ("moonshine", "whisper")
 SEGMENT_PASS = "segment"  # the pass name of a segment recogniser's requests (Moonshine)
 
@@ -67,6 +77,8 @@ class RecogniserSettings:
     final_context_pad_s: float = 0.0
     threads: int = 0  # CTranslate2 threads per model (0: one per core, at most 4)
     english: str = field(default_factory=default_english_recogniser)  # ENGLISH_RECOGNISERS
+    # a faster-whisper (CTranslate2) model directory for whisper's languages instead of whisper base
+    whisper_model: Path | None = None
 
     def __post_init__(self) -> None:
         if self.draft not in ASR_DRAFT_CHOICES:
@@ -104,6 +116,22 @@ class AsrRequest:
     prompt: str = ""
     prefix: str = ""
     guess: str = ""
+    task: str = TRANSCRIBE  # TASKS; whisper's, see the module docstring
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"the task must be one of {TASKS}, got {self.task!r}")
+
+
+def language_words(guesses: Sequence[tuple[str, float]], t0_ms: int, t1_ms: int) -> list[Word]:
+    """Language identification's answer (``IDENTIFY``) as words: a language code per word, most
+    likely first, each spanning the audio it was heard in."""
+    return [Word(text=code, t0_ms=t0_ms, t1_ms=t1_ms, probability=p) for code, p in guesses]
+
+
+def language_guesses(words: Sequence[Word]) -> list[tuple[str, float]]:
+    """``language_words`` read back: (language code, probability), most likely first."""
+    return [(w.text, w.probability) for w in words]
 
 
 class Asr(Protocol):
@@ -148,17 +176,38 @@ class FasterWhisperAsr:
 
     def transcribe(self, requests: Sequence[AsrRequest]) -> list[list[Word]]:
         results: list[list[Word]] = [[] for _ in requests]
-        groups: dict[tuple[str, str | None, int], list[int]] = defaultdict(list)
+        groups: dict[tuple[str, str | None, str, int], list[int]] = defaultdict(list)
         for index, request in enumerate(requests):
+            if request.task == IDENTIFY:
+                results[index] = self._identify(request)
+                continue
             # CTranslate2 needs the start-of-transcript token at one position in every row of a batch,
             # so rows are grouped by prompt length too (streams with a full context budget share one)
             prompt_length = len(self._context_tokens(request))
-            groups[(request.pass_name, request.language, prompt_length)].append(index)
-        for (pass_name, language, _), indexes in groups.items():
+            groups[(request.pass_name, request.language, request.task, prompt_length)].append(index)
+        for (pass_name, language, task, _), indexes in groups.items():
             batch = [requests[i] for i in indexes]
-            for index, words in zip(indexes, self._transcribe_group(pass_name, language, batch), strict=True):
+            answers = self._transcribe_group(pass_name, language, task, batch)
+            for index, words in zip(indexes, answers, strict=True):
                 results[index] = words
         return results
+
+    def _identify(self, request: AsrRequest) -> list[Word]:
+        """Whisper's language identification on the request's audio (one 30 s window, as
+        faster-whisper's ``detect_language`` reads it): every language with its probability."""
+        from faster_whisper.transcribe import get_ctranslate2_storage, pad_or_trim
+
+        model = self._models[request.pass_name]
+        if not model.model.is_multilingual:
+            raise ValueError("language identification needs a multilingual whisper model")
+        mel = model.feature_extractor(request.audio[: MAX_AUDIO_S * SAMPLE_RATE])[..., :-1]
+        features = np.stack([pad_or_trim(mel, FULL_WINDOW_FRAMES)])  # (1, n_mels, frames)
+        detected = model.model.detect_language(model.model.encode(get_ctranslate2_storage(features)))
+        self.calls += 1
+        self.rows += 1
+        end_ms = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
+        guesses = [(token.strip("<|>"), float(p)) for token, p in detected[0]]
+        return language_words(guesses, request.offset_ms, end_ms)
 
     def _encoder_frames(self, pass_name: str, needed: int) -> int:
         """Mel frames given to the encoder: Whisper's full 30 s window, or (a padding set for the pass)
@@ -180,7 +229,7 @@ class FasterWhisperAsr:
         return ids[-PROMPT_TOKENS:]
 
     def _transcribe_group(
-        self, pass_name: str, language: str | None, batch: list[AsrRequest]
+        self, pass_name: str, language: str | None, task: str, batch: list[AsrRequest]
     ) -> list[list[Word]]:
         from faster_whisper.tokenizer import Tokenizer
         from faster_whisper.transcribe import get_compression_ratio, get_ctranslate2_storage, pad_or_trim
@@ -194,7 +243,9 @@ class FasterWhisperAsr:
         if multilingual and language is None:
             detected = model.model.detect_language(encoder_output)
             language = detected[0][0][0].strip("<|>")
-        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task="transcribe", language=language or "en")
+        if task == TRANSLATE and not multilingual:
+            raise ValueError("translation into English needs a multilingual whisper model")
+        tokenizer = Tokenizer(model.hf_tokenizer, multilingual, task=task, language=language or "en")
         prompts = [
             model.get_prompt(tokenizer, previous_tokens=self._context_tokens(r), without_timestamps=False)
             for r in batch

@@ -16,6 +16,9 @@ Owns where the speech models live on disk and whether they are intact:
   made. Later calls trust that record while sizes and mtimes hold; ``verify=True`` re-hashes the made
   files. Anything missing or different is converted again. The package is only read, never imported:
   importing it would load its own native library, which needs AVX-512.
+* **a user's faster-whisper model** (``--asr-model DIR``: small, medium, large-v3, distil, any
+  CTranslate2 conversion): ``user_whisper_model`` checks that a directory holds ``model.bin`` and
+  ``config.json`` (nothing is pinned: the user vouches for it).
 * ``list_models`` reports all of them, plus the shipped diffusion translator (checked against its
   ``SHA256SUMS``) and the untrained placeholder checkpoint (never created just to list).
 
@@ -100,6 +103,31 @@ def ensure_whisper_base(root: Path | None = None, *, verify: bool = False) -> Pa
     if not model_ok:
         _build_model(sources, target)
     return target
+
+
+WHISPER_MODEL_FILES = (MODEL_FILE, "config.json")  # what makes a directory a faster-whisper model
+
+
+def is_whisper_model_dir(value: str) -> bool:
+    """Whether ``value`` names a directory holding a faster-whisper (CTranslate2) model."""
+    path = Path(value).expanduser()
+    return path.is_dir() and all((path / name).is_file() for name in WHISPER_MODEL_FILES)
+
+
+def user_whisper_model(value: str) -> Path:
+    """The faster-whisper model directory ``value`` names (resolved), or ``ModelResolutionError``
+    saying what is missing. It needs ``tokenizer.json`` too: without it faster-whisper would fetch a
+    tokenizer from the Hugging Face hub, and livecanvas never downloads."""
+    path = Path(value).expanduser()
+    if not path.is_dir():
+        raise ModelResolutionError(f"{value}: not a directory (expected a faster-whisper model directory)")
+    missing = [name for name in (*WHISPER_MODEL_FILES, "tokenizer.json") if not (path / name).is_file()]
+    if missing:
+        raise ModelResolutionError(
+            f"{value} lacks {', '.join(missing)}: not a faster-whisper (CTranslate2) model directory; "
+            "convert one with ct2-transformers-converter or use a Systran/faster-whisper-* download"
+        )
+    return path.resolve()
 
 
 def whisper_tiny_en() -> Path:

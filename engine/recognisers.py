@@ -2,7 +2,8 @@
 
 ``load_recogniser`` returns an ``Asr`` that routes each request by its pass name: ``segment`` to
 Moonshine (``engine.moonshine``) where ``RecogniserSettings.english`` is ``moonshine``, ``final`` and
-``draft`` to whisper base (``engine.asr.FasterWhisperAsr``), which is then loaded on first use, so an
+``draft`` to whisper base (``engine.asr.FasterWhisperAsr``), or to the user's own faster-whisper model
+where ``RecogniserSettings.whisper_model`` names one, which is then loaded on first use, so an
 English-only server never spends its memory on it.
 """
 
@@ -73,10 +74,12 @@ class RoutedAsr:
 
 
 def load_whisper(settings: RecogniserSettings) -> FasterWhisperAsr:
-    """The faster-whisper recogniser ``settings`` name, from the offline model files."""
-    from engine.asr_models import ensure_whisper_base, whisper_tiny_en
+    """The faster-whisper recogniser ``settings`` name, from the offline model files (whisper base, or
+    the user's model directory in its place)."""
+    from engine.asr_models import ensure_whisper_base, user_whisper_model, whisper_tiny_en
 
-    base = ensure_whisper_base()
+    own = settings.whisper_model
+    base = ensure_whisper_base() if own is None else user_whisper_model(str(own))
     models = {"final": base}
     padding: dict[str, float] = {}
     if settings.draft == "base-short":

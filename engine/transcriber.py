@@ -24,9 +24,9 @@ All times are ms of the stream's audio, from its first sample; the caller suppli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import ClassVar, Protocol
 
-from engine.asr import AsrRequest
+from engine.asr import TRANSCRIBE, AsrRequest
 from engine.audio import SAMPLE_RATE, AudioBuffer, SpeechDetector
 from engine.caption_windows import CaptionDraft, CaptionWindows, WindowRules
 from engine.commit import LocalAgreement, normalise
@@ -87,6 +87,7 @@ class LiveTranscriber:
 
     detector: SpeechDetector
     settings: TranscriberSettings = field(default_factory=TranscriberSettings)
+    task: ClassVar[str] = TRANSCRIBE  # whisper's task (engine/speech_translation.py translates)
 
     def __post_init__(self) -> None:
         self.buffer = AudioBuffer(max_ms=self.settings.max_buffer_ms)
@@ -145,6 +146,7 @@ class LiveTranscriber:
             pass_name=pass_name,
             language=self.settings.language,
             prompt=" ".join(self._context[-self.settings.context_words :]) if pass_name == FINAL_PASS else "",
+            task=self.task,
         )
         self._in_flight = request
         self._in_flight_speech = (uncommitted_from, speech)

@@ -91,7 +91,9 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         default=env_str("ASR_MODEL", ServerConfig().asr_model),
         help="the recogniser of English speech in this process, moonshine (default where installed) or "
         "whisper (other languages always use whisper base), or ray:APP-asr[@ADDRESS], the recogniser "
-        "deployed on a Ray cluster by `livecanvas deploy --asr`",
+        "deployed on a Ray cluster by `livecanvas deploy --asr`, or DIR, a faster-whisper (CTranslate2) "
+        "model directory (small, medium, large-v3, distil...) used instead of whisper base for the "
+        "languages whisper serves",
     )
     parser.add_argument(
         "--asr-window-ms",

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TypeVar
 
 from engine.asr import ENGLISH_RECOGNISERS, RecogniserSettings, default_english_recogniser
+from engine.asr_models import is_whisper_model_dir
 from engine.cluster.spec import ray_spec
 from engine.types import SAMPLERS, Sampler
 from stream.auth import TokenTable
@@ -112,7 +114,9 @@ class ServerConfig:
     asr_max_batch: int = 8  # recognition requests per round, at most
     # this process's recogniser of English speech, "moonshine" (the default where it is installed) or
     # "whisper" (other languages always use whisper), or ray:<app>[@address], a recogniser deployed on
-    # a Ray cluster (engine/cluster/); the recogniser settings above then come from that deployment
+    # a Ray cluster (engine/cluster/); the recogniser settings above then come from that deployment; or
+    # a faster-whisper model directory (model.bin + config.json), used instead of whisper base for every
+    # language whisper serves (English keeps Moonshine where it is installed)
     asr_model: str = field(default_factory=default_english_recogniser)
     # an audio caption window closes once its words span this long; None: the transcriber's own
     # default (engine/segment_transcriber.py for Moonshine, engine/transcriber.py for whisper)
@@ -127,21 +131,27 @@ class ServerConfig:
     def recogniser(self) -> RecogniserSettings:
         """The models a local recogniser loads (engine/asr.py)."""
         english = self.asr_model if self.asr_model in ENGLISH_RECOGNISERS else default_english_recogniser()
+        own = is_whisper_model_dir(self.asr_model)
         return RecogniserSettings(
             draft=self.asr_draft,
             final_context_pad_s=self.asr_audio_context_pad_s,
             threads=self.asr_threads,
             english=english,
+            whisper_model=Path(self.asr_model).expanduser().resolve() if own else None,
         )
 
     def __post_init__(self) -> None:
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {self.sampler!r}")
         self.recogniser  # noqa: B018 - validates the recogniser settings
-        if self.asr_model not in ENGLISH_RECOGNISERS and ray_spec(self.asr_model) is None:
+        if (
+            self.asr_model not in ENGLISH_RECOGNISERS
+            and ray_spec(self.asr_model) is None
+            and not is_whisper_model_dir(self.asr_model)
+        ):
             raise ValueError(
-                f"asr_model must be one of {', '.join(ENGLISH_RECOGNISERS)} or ray:APP[@ADDRESS], "
-                f"got {self.asr_model!r}"
+                f"asr_model must be one of {', '.join(ENGLISH_RECOGNISERS)}, ray:APP[@ADDRESS] or a "
+                f"faster-whisper model directory (model.bin + config.json), got {self.asr_model!r}"
             )
         if self.asr_window_ms is not None and self.asr_window_ms <= 0:
             raise ValueError(f"asr_window_ms must be positive, got {self.asr_window_ms}")

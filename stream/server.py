@@ -40,6 +40,7 @@ from engine.audio import SpeechDetector
 from engine.cluster.frontend import ClusterModel, RayAsrWorker, RayEngineWorker
 from engine.cluster.replicas import RecogniserInfo
 from engine.cluster.spec import ray_spec
+from engine.language_id import AUTO, AutoLanguageTranscriber
 from engine.recognisers import load_recogniser
 from engine.runtime import ServingModel, load_model
 from engine.segment_transcriber import SegmentSettings, SegmentTranscriber, pause_detector
@@ -350,6 +351,8 @@ class LivecanvasServer:
     def _make_transcriber(self, source_lang: str) -> Transcriber:
         assert self._speech_detector is not None
         language = source_lang.split("-")[0].lower()
+        if language == AUTO:  # whisper names the language from the first seconds of speech
+            return AutoLanguageTranscriber(self._speech_detector, self._make_transcriber)
         window = {} if self.config.asr_window_ms is None else {"max_window_ms": self.config.asr_window_ms}
         if self._recogniser.uses_segments(language):
             assert self._pause_detector is not None
