@@ -8,8 +8,11 @@ through :func:`shown`:
 
 * *cleaned*: a word that repeats the word before it (compared without case or punctuation) is
   dropped, so a viewer never sees "resfriamento resfriamento";
-* *held back*: its last ``hold_back_words`` words are not shown (mask-k, Ma et al. 2019): the
-  translation of a source's last words is what the next words most often change;
+* *agreed*: with ``agreement``, only the words it shares, from its start, with the window's previous
+  engine draft are shown (LocalAgreement-2, Liu et al. 2020, as SimulStreaming confirms words): a
+  word both translations of consecutive source texts start with is seldom taken back;
+* *held back*: its last ``hold_back_words`` words (after agreement) are not shown (mask-k, Ma et al.
+  2019): the translation of a source's last words is what the next words most often change;
 * *biased toward the previous draft*: a draft that would only take words back (its shown words are a
   prefix of what is on screen) is not sent, and nor is one that shows nothing new.
 
@@ -39,6 +42,7 @@ class DraftDisplay:
     translate_open: bool = True
     min_source_words: int = 3
     hold_back_words: int = 1
+    agreement: bool = False
 
     def __post_init__(self) -> None:
         if self.min_source_words < 1:
@@ -61,10 +65,17 @@ def clean(text: str) -> str:
     return " ".join(kept)
 
 
-def shown(display: DraftDisplay, on_screen: str | None, text: str) -> str | None:
-    """The text to show for a new draft ``text`` while ``on_screen`` (None: nothing yet) is shown, or
-    None when nothing should be sent (module docstring)."""
+def shown(display: DraftDisplay, on_screen: str | None, text: str, previous: str | None = None) -> str | None:
+    """The text to show for a new engine draft ``text`` of a window while ``on_screen`` (None: nothing
+    yet) is shown and ``previous`` was the window's engine draft before it (None: none), or None when
+    nothing should be sent (module docstring)."""
     words = clean(text).split()
+    if display.agreement:
+        before = clean(previous).split() if previous is not None else []
+        agreed = 0
+        while agreed < min(len(words), len(before)) and words[agreed] == before[agreed]:
+            agreed += 1
+        words = words[:agreed]
     kept = words[: max(0, len(words) - display.hold_back_words)]
     if not kept:
         return None

@@ -406,6 +406,7 @@ class StreamHub:
         for track in dropped:
             track_state = stream.tracks.get(track)
             if track_state is not None:
+                track_state.engine_drafts.pop(stream.next_window, None)
                 track_state.shown.pop(stream.next_window, None)
                 track_state.drafts.pop(stream.next_window, None)
         stream.provisional_tracks = set()
@@ -416,7 +417,8 @@ class StreamHub:
     ) -> None:
         """An engine draft of a translation track, through the display rule; numbered per window."""
         track_state = stream.tracks[track]
-        text_shown = shown(self.display, track_state.shown.get(index), text)
+        previous, track_state.engine_drafts[index] = track_state.engine_drafts.get(index), text
+        text_shown = shown(self.display, track_state.shown.get(index), text, previous)
         if text_shown is None:
             return
         track_state.shown[index] = text_shown
@@ -435,6 +437,7 @@ class StreamHub:
     def _on_final(self, stream: StreamState, window: WindowState, final: Final) -> None:
         track = stream.tracks[final.key.track]
         track.shown.pop(final.key.window, None)
+        track.engine_drafts.pop(final.key.window, None)
         final = replace(final, rev=track.drafts.pop(final.key.window, 0))
         message = self._message(stream, window, final)
         track.held[final.key.window] = message

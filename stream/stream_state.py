@@ -48,6 +48,7 @@ class TrackState:
     order: deque[int] = field(default_factory=deque)  # windows submitted, in window order
     held: dict[int, FinalMsg] = field(default_factory=dict)  # finals waiting for earlier windows
     shown: dict[int, str] = field(default_factory=dict)  # per window: the text of its last draft sent
+    engine_drafts: dict[int, str] = field(default_factory=dict)  # per window: the engine's last draft
     drafts: dict[int, int] = field(default_factory=dict)  # per window: drafts sent (the next rev)
 
 

@@ -169,6 +169,20 @@ async def test_overlay_shows_speech_drafts_then_finals_in_place(
     states = check_lines(await line_log(page), finals)
     drafted = drafted_in_place(states, "caption")
     assert drafted, "no caption window showed a draft that its final then replaced in place"
+    # translated while spoken: a pt line showed its draft before its window's caption was final, and
+    # its final then replaced that draft in place
+    caption_final_at = {
+        window: next(s.t for s in shown if s.kind == "final")
+        for (track, window), shown in states.items()
+        if track == "caption" and any(s.kind == "final" for s in shown)
+    }
+    early = [
+        window
+        for (track, window), shown in states.items()
+        if track == "pt" and any(s.kind == "draft" and s.t < caption_final_at.get(window, 0) for s in shown)
+    ]
+    assert early, "no pt draft reached the page while its window was still being spoken"
+    assert set(early) & set(drafted_in_place(states, "pt")), (early, drafted_in_place(states, "pt"))
     assert any(isinstance(m, DraftMsg) and m.track == "caption" for m in messages)
     heard = " ".join(m.text for m in messages if isinstance(m, FinalMsg) and m.track == "caption").lower()
     assert "library" in heard, heard

@@ -105,3 +105,18 @@ def test_drafts_are_cleaned_held_back_and_never_only_take_words_back() -> None:
     assert shown(DraftDisplay(hold_back_words=0), "a", "a a b") == "a b"
     with pytest.raises(ValueError, match="hold_back_words"):
         DraftDisplay(hold_back_words=-1)
+
+
+def test_with_agreement_only_what_two_consecutive_drafts_start_with_is_shown() -> None:
+    display = DraftDisplay(hold_back_words=0, agreement=True)
+    assert shown(display, None, "Bom dia a todos") is None  # nothing to agree with yet
+    assert shown(display, None, "Bom dia a todos vocês", "Bom dia a cada") == "Bom dia a"
+    assert shown(display, "Bom dia a", "Bom dia para", "Bom dia a todos") is None  # only a take-back
+    h = Harness(display=DraftDisplay(min_source_words=2, hold_back_words=0, agreement=True))
+    h.join(publisher=True)
+    pt = h.join("pt")
+    h.hub.publish_partial("s", "Good morning every", None)
+    h.draft("pt", 0, "Bom dia a cada")
+    h.draft("pt", 0, "Bom dia a todos")
+    h.draft("pt", 0, "Bom dia a todos vocês")
+    assert [(m.rev, m.text) for m in pt.drafts()] == [(0, "Bom dia a"), (1, "Bom dia a todos")]
