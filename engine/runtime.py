@@ -1,9 +1,10 @@
 """A loaded model ready to serve: the denoiser, its prompt template and card, and the translation of a
 window job into a ``CanvasRequest`` (prompt rendering, context budget, token budget, seed).
 
-Two kinds serve: ``LoadedModel`` (a DiffusionGemma checkpoint) and
-:class:`engine.translator.CanvasModel` (the embedded translator v2); ``load_model`` picks by what the
-spec resolves to. Only the engine worker thread touches a loaded model.
+Three kinds serve: ``LoadedModel`` (a DiffusionGemma checkpoint),
+:class:`engine.translator.CanvasModel` (the embedded translator v2) and
+:class:`engine.user_translator.MarianModel` (a Hugging Face Marian checkpoint, decoded greedily);
+``load_model`` picks by what the spec resolves to. Only the engine worker thread touches a loaded model.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from engine.types import CanvasKey, CanvasRequest, Sampler, WindowJob
 
 if TYPE_CHECKING:
     from engine.translator import CanvasModel
+    from engine.user_translator import MarianModel
 
 logger = logging.getLogger("livecanvas.engine")
 
@@ -75,7 +77,7 @@ class LoadedModel:
         )
 
 
-ServingModel: TypeAlias = Union["LoadedModel", "CanvasModel"]
+ServingModel: TypeAlias = Union["LoadedModel", "CanvasModel", "MarianModel"]
 
 WARM_UP_KEY = CanvasKey("livecanvas-warm-up", "warm-up", 0)
 
@@ -122,6 +124,10 @@ def load_model(
                 "--device applies to DiffusionGemma checkpoints; the canvas translator runs on the CPU"
             )
         return load_canvas_model(resolved, seed=seed, int8=int8)
+    from engine.user_translator import TranslatorSpec, is_marian_checkpoint, load_user_translator
+
+    if is_marian_checkpoint(resolved.path):
+        return load_user_translator(TranslatorSpec(str(resolved.path)), device=device, seed=seed)
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
     model_class: Any = DiffusionGemmaForBlockDiffusion
     model = model_class.from_pretrained(resolved.path, dtype=torch_dtype, local_files_only=True)

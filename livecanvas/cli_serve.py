@@ -31,6 +31,16 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "or ray:APP[@ADDRESS], a translator deployed on a Ray cluster by `livecanvas deploy`",
     )
     parser.add_argument(
+        "--translator",
+        dest="translators",
+        action="append",
+        metavar="DIR[:SRC:TGT]",
+        default=[t for t in env_str("TRANSLATORS", "").split(",") if t],
+        help="also serve this Hugging Face Marian checkpoint (an opus-mt download: a directory or a hub id "
+        "in the local cache), decoded greedily on its own engine thread; its language pair comes from the "
+        "checkpoint, or give it as DIR:SRC:TGT. Repeatable (LIVECANVAS_TRANSLATORS: comma-separated)",
+    )
+    parser.add_argument(
         "--sampler",
         choices=("exact", "fast"),
         default=env_str("SAMPLER", defaults.sampler),
@@ -166,6 +176,7 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         host=args.host,
         port=args.port,
         model=args.model,
+        translators=tuple(args.translators),
         device=args.device,
         dtype=args.dtype,
         torch_threads=args.threads,

@@ -12,6 +12,7 @@ from engine.asr import ENGLISH_RECOGNISERS, RecogniserSettings, default_english_
 from engine.asr_models import is_whisper_model_dir
 from engine.cluster.spec import ray_spec
 from engine.types import SAMPLERS, Sampler
+from engine.user_translator import TranslatorSpec
 from stream.auth import TokenTable
 from stream.limits import Limits
 
@@ -91,6 +92,9 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 8765
     model: str = "embedded"
+    # user translators served beside ``model`` (``--translator DIR[:SRC:TGT]``, engine/user_translator.py):
+    # Hugging Face Marian checkpoints, each on its own engine thread, routed by language pair
+    translators: tuple[str, ...] = ()
     device: str = "cpu"
     dtype: str = "auto"
     torch_threads: int = 0  # 0: one per core; half the cores when speech recognition is on
@@ -153,6 +157,10 @@ class ServerConfig:
                 f"asr_model must be one of {', '.join(ENGLISH_RECOGNISERS)}, ray:APP[@ADDRESS] or a "
                 f"faster-whisper model directory (model.bin + config.json), got {self.asr_model!r}"
             )
+        for spec in self.translators:
+            TranslatorSpec.parse(spec)  # ValueError for a malformed pair
+        if self.translators and ray_spec(self.model) is not None:
+            raise ValueError("--translator serves a local model; it cannot be combined with a ray: model")
         if self.asr_window_ms is not None and self.asr_window_ms <= 0:
             raise ValueError(f"asr_window_ms must be positive, got {self.asr_window_ms}")
         if not 0 <= self.port <= 65535:

@@ -1,5 +1,5 @@
 """The livecanvas server: a websockets server on the running event loop, the stream hub, and the
-engine worker thread that owns the model.
+engine worker thread that owns the model (one thread per model when ``--translator`` adds some).
 
 Start-up loads the model on the worker thread (the loop stays free) and only then listens. Shutdown
 refuses new WebSocket sessions (HTTP 503 ``draining``) while plain HTTP, ``/healthz`` included, keeps
@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from functools import partial
 from http import HTTPStatus
 from typing import TypeVar
 
@@ -45,7 +46,9 @@ from engine.recognisers import load_recogniser
 from engine.runtime import ServingModel, load_model
 from engine.segment_transcriber import SegmentSettings, SegmentTranscriber, pause_detector
 from engine.transcriber import LiveTranscriber, Transcriber, TranscriberSettings
+from engine.translator_pool import PooledModel, TranslatorPool
 from engine.types import Word
+from engine.user_translator import TranslatorSpec, load_user_translator
 from engine.worker import EngineEvent, EngineWorker
 from stream.config import ServerConfig
 from stream.errors import ErrorCode
@@ -87,16 +90,8 @@ class LivecanvasServer:
             )
         )
         cluster = ray_spec(config.model) if load is None else None
-        self.worker: EngineWorker | RayEngineWorker = (
-            RayEngineWorker(cluster, self._from_worker)
-            if cluster is not None
-            else EngineWorker(
-                self._load,
-                self._from_worker,
-                max_batch=config.max_batch,
-                torch_threads=config.torch_threads or _default_engine_threads(config),
-                on_step=self._on_step,
-            )
+        self.worker: EngineWorker | RayEngineWorker | TranslatorPool = (
+            RayEngineWorker(cluster, self._from_worker) if cluster is not None else self._local_worker()
         )
         asr_cluster = ray_spec(config.asr_model)
         self.asr_worker: AsrWorker | RayAsrWorker | None = None
@@ -140,12 +135,37 @@ class LivecanvasServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: Server | None = None
         self._ticker: asyncio.Task[None] | None = None
-        self.model: ServingModel | ClusterModel | None = None
+        self.model: ServingModel | ClusterModel | PooledModel | None = None
 
     @property
     def port(self) -> int:
         assert self._server is not None, "server not started"
         return int(self._server.sockets[0].getsockname()[1])
+
+    def _local_worker(self) -> EngineWorker | TranslatorPool:
+        """The engine thread that owns the model; with ``--translator``, one thread per model behind a
+        pool that routes each window by its language pair (engine/translator_pool.py)."""
+        config = self.config
+        threads = config.torch_threads or _default_engine_threads(config)
+        if not config.translators:
+            return EngineWorker(
+                self._load,
+                self._from_worker,
+                max_batch=config.max_batch,
+                torch_threads=threads,
+                on_step=self._on_step,
+            )
+        loads = [
+            partial(load_user_translator, TranslatorSpec.parse(spec), device=config.device, seed=config.seed)
+            for spec in config.translators
+        ]
+        return TranslatorPool(
+            [*loads, self._load],
+            self._from_worker,
+            max_batch=config.max_batch,
+            torch_threads=threads,
+            on_step=self._on_step,
+        )
 
     async def __aenter__(self) -> LivecanvasServer:
         await self.start()
@@ -164,7 +184,7 @@ class LivecanvasServer:
                 self._recogniser = recogniser.settings
             self._speech_detector = SpeechDetector()
             self._pause_detector = pause_detector()
-        model: ServingModel | ClusterModel = await asyncio.to_thread(self.worker.wait_ready)
+        model: ServingModel | ClusterModel | PooledModel = await asyncio.to_thread(self.worker.wait_ready)
         self.model = model
         card = model.card
         mqtt = self.config.mqtt
@@ -282,7 +302,8 @@ class LivecanvasServer:
 
     def _health(self) -> tuple[bool, dict[str, object]]:
         """``/healthz``: ready while listening, not draining, and (on a cluster) while the translator
-        has a running replica; the cluster's replica states and retries ride along."""
+        has a running replica; the language pairs served (once loaded) and the cluster's replica states
+        and retries ride along."""
         ready = self._server is not None and not self.draining and self.worker.alive
         detail: dict[str, object] = {}
         if isinstance(self.worker, RayEngineWorker):
@@ -295,6 +316,8 @@ class LivecanvasServer:
             if ready and not replicas.get("RUNNING"):
                 ready = False
                 detail["status"] = "no_replica"
+        if self.model is not None and self.model.card.pairs:  # what a track may ask for
+            detail["pairs"] = [list(pair) for pair in self.model.card.pairs]
         status = "ok" if ready else ("draining" if self.draining else "starting")
         return ready, {"status": detail.pop("status", status), **detail}
 

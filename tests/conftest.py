@@ -1,4 +1,5 @@
-"""Shared fixtures: an offline environment, a tiny real DiffusionGemma checkpoint, the embedded model."""
+"""Shared fixtures: an offline environment, a tiny real DiffusionGemma checkpoint, a tiny Marian translator,
+the embedded model."""
 
 from __future__ import annotations
 
@@ -68,3 +69,12 @@ def tiny_model(tiny_checkpoint: Path):  # type: ignore[no-untyped-def]
     from transformers import DiffusionGemmaForBlockDiffusion
 
     return DiffusionGemmaForBlockDiffusion.from_pretrained(tiny_checkpoint).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_marian(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Hugging Face Marian checkpoint (``es`` -> ``en``, trained to copy), laid out as an opus-mt
+    download (tests/tiny_marian.py)."""
+    from tests.tiny_marian import build_tiny_marian
+
+    return build_tiny_marian(tmp_path_factory.mktemp("tiny-marian") / "opus-mt-es-en")

@@ -1,0 +1,199 @@
+"""A user's own Marian translator (``serve --translator DIR``): its spec, its language pair, and the
+serving model that turns a window job into a request for :class:`engine.marian_greedy.MarianGreedyDenoiser`.
+
+A spec is ``DIR`` or ``DIR:SRC:TGT``. ``DIR`` is a Hugging Face ``MarianMTModel`` checkpoint on disk (a
+``save_pretrained`` directory, such as the snapshot directory of an opus-mt download in the local hub
+cache) or a Hugging Face id already in that cache (``Helsinki-NLP/opus-mt-es-en``); nothing is ever
+downloaded. Its language pair comes from the checkpoint where it says it: the tokenizer's
+``source_lang``/``target_lang`` (opus-mt's ``tokenizer_config.json``), else an ``opus-mt-SRC-TGT`` name
+(the checkpoint's ``_name_or_path`` or the directory). ``:SRC:TGT`` names the pair itself and overrides
+both; a checkpoint whose pair cannot be read, or whose target names a group of languages (opus-mt's
+multi-target models such as ``en-ROMANCE``), needs it. Where the vocabulary has a ``>>TGT<<`` token
+(multi-target models), the source is prefixed with it.
+
+A window's request is the source's pieces (with ``</s>``), an output budget of about twice the source
+(:func:`engine.runtime.output_budget`), one decoding step per token (``max_denoising_steps`` = the
+block length) and drafts every :data:`DRAFT_EVERY` tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import EngineError, ModelResolutionError
+from engine.models import ModelCard, ResolvedModel, resolve_model
+from engine.types import CanvasRequest, DiffusionParams, EarlyExitParams, WindowJob
+
+if TYPE_CHECKING:
+    from engine.marian_greedy import MarianGreedyDenoiser
+
+logger = logging.getLogger("livecanvas.engine")
+
+DRAFT_EVERY = 4
+"""Tokens between two drafts of a window (the greedy prefix as it grows)."""
+
+_TAG = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+_OPUS_NAME = re.compile(r"opus-mt-(?:tc-big-|tc-base-)?([A-Za-z]{2,3})-([A-Za-z]{2,3})(?:$|[^A-Za-z])")
+
+
+@dataclass(frozen=True, slots=True)
+class TranslatorSpec:
+    """A parsed ``--translator`` value: where the checkpoint is, and the pair given with it (if any)."""
+
+    location: str
+    pair: tuple[str, str] | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> TranslatorSpec:
+        """``DIR`` or ``DIR:SRC:TGT``; ``ValueError`` for a pair that is not two language tags."""
+        if Path(value).expanduser().is_dir() or value.count(":") < 2:
+            return cls(value)
+        location, source, target = value.rsplit(":", 2)
+        for tag in (source, target):
+            if not _TAG.match(tag):
+                raise ValueError(
+                    f"--translator {value!r}: {tag!r} is not a language tag (expected DIR or DIR:SRC:TGT, "
+                    "e.g. ./opus-mt-es-en:es:en)"
+                )
+        return cls(location, (source, target))
+
+
+def is_marian_checkpoint(path: Path) -> bool:
+    """Whether ``path`` holds a Hugging Face Marian checkpoint (its config's ``model_type``)."""
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        return bool(json.loads(config.read_text()).get("model_type") == "marian")
+    except (OSError, ValueError):
+        return False
+
+
+def checkpoint_pair(
+    path: Path, tokenizer_config: dict[str, Any], config: dict[str, Any]
+) -> tuple[str, str] | None:
+    """The pair the checkpoint names: its tokenizer's languages, else an opus-mt name; None when
+    neither says, or when the target is a group of languages rather than one."""
+    source, target = tokenizer_config.get("source_lang"), tokenizer_config.get("target_lang")
+    if not (isinstance(source, str) and isinstance(target, str)):
+        for name in (str(config.get("_name_or_path", "")), *(p.name for p in (path, *path.parents))):
+            found = _OPUS_NAME.search(name.split("--")[-1] if "--" in name else name)
+            if found:
+                source, target = found.group(1), found.group(2)
+                break
+        else:
+            return None
+    if not (_TAG.match(source) and _TAG.match(target)) or target.isupper() or source.isupper():
+        return None  # a group such as ROMANCE: its members need >>xx<< tokens the user must pick
+    return source, target
+
+
+def describe_spec(spec: TranslatorSpec) -> tuple[Path, tuple[str, str]]:
+    """Where ``spec``'s checkpoint is and the pair it serves, without loading its weights
+    (``livecanvas models``; the server's start-up through :func:`load_user_translator`)."""
+    path = resolve_model(spec.location).path
+    if not is_marian_checkpoint(path):
+        raise ModelResolutionError(
+            f"--translator {spec.location}: {path} is not a Hugging Face Marian checkpoint "
+            "(its config.json has no model_type 'marian')"
+        )
+    tokenizer_config = _read_json(path / "tokenizer_config.json")
+    pair = spec.pair or checkpoint_pair(path, tokenizer_config, _read_json(path / "config.json"))
+    if pair is None:
+        raise ModelResolutionError(
+            f"--translator {spec.location}: the checkpoint does not say which languages it translates "
+            f"(no source_lang/target_lang in its tokenizer config, no opus-mt-SRC-TGT name, or a target "
+            f"group); give them: --translator {spec.location}:SRC:TGT"
+        )
+    return path, pair
+
+
+@dataclass
+class MarianModel:
+    """A loaded user translator: one direction, its greedy backend, and window jobs to requests. Only
+    the engine thread that owns it uses it."""
+
+    resolved: ResolvedModel
+    denoiser: MarianGreedyDenoiser
+    card: ModelCard
+    tokenizer: Any
+    target_prefix: str = ""  # ">>por<< " for a multi-target checkpoint, else empty
+    seed: int = 0
+
+    def request_for(self, job: WindowJob) -> CanvasRequest:
+        from engine.runtime import output_budget
+
+        if not self.card.serves(job.source_lang, job.target_lang):
+            raise EngineError(
+                f"model {self.card.name} translates {self.card.describe()} only, "
+                f"not {job.source_lang} -> {job.target_lang}"
+            )
+        prompt = tuple(self.tokenizer(self.target_prefix + job.source)["input_ids"])
+        denoiser = self.denoiser
+        if len(prompt) > denoiser.max_context_tokens:
+            raise EngineError(
+                f"the window has {len(prompt)} source tokens, "
+                f"over this translator's {denoiser.max_context_tokens}"
+            )
+        budget = output_budget(len(prompt), denoiser.canvas_length, 2 * denoiser.rules.max_new_tokens)
+        return CanvasRequest(
+            key=job.key,
+            prompt_ids=prompt,
+            max_new_tokens=budget,
+            seed=job.seed(self.seed),
+            diffusion=DiffusionParams(max_denoising_steps=denoiser.canvas_length),  # a token a step
+            early_exit=job.early_exit or self.card.early_exit,
+            submitted_ns=job.submitted_ns,
+            provisional=job.provisional,
+        )
+
+
+def load_user_translator(spec: TranslatorSpec, *, device: str = "cpu", seed: int = 0) -> MarianModel:
+    """Resolve ``spec`` offline and load the checkpoint in float32 on ``device``."""
+    from transformers import AutoTokenizer, MarianMTModel
+
+    from engine.marian_greedy import GreedyRules, MarianGreedyDenoiser
+
+    path, (source, target) = describe_spec(spec)
+    model: Any = MarianMTModel.from_pretrained(path, local_files_only=True)
+    model = model.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    prefix = f">>{target}<<"
+    codes = getattr(tokenizer, "supported_language_codes", None) or []
+    target_prefix = f"{prefix} " if prefix in codes else ""
+    rules = GreedyRules.of(model.generation_config, model.config)
+    name = _name_of(path, spec)
+    card = ModelCard(
+        name=name,
+        prompt_kind="source",
+        trained=True,
+        diffusion=DiffusionParams(),
+        early_exit=EarlyExitParams(draft_step=DRAFT_EVERY, redraft_every=DRAFT_EVERY),
+        target_languages=(target,),
+        pairs=((source, target),),
+    )
+    logger.info("translator %s (%s -> %s, greedy, Marian) from %s", name, source, target, path)
+    resolved = ResolvedModel(spec.location, path)
+    return MarianModel(
+        resolved, MarianGreedyDenoiser(model, tokenizer, rules), card, tokenizer, target_prefix, seed
+    )
+
+
+def _name_of(path: Path, spec: TranslatorSpec) -> str:
+    """A readable name: the hub id of a cache snapshot (``models--A--B/snapshots/x``), else the directory."""
+    for part in path.parts:
+        if part.startswith("models--"):
+            return part.removeprefix("models--").replace("--", "/")
+    return path.name or spec.location
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
