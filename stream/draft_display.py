@@ -10,16 +10,20 @@ through :func:`shown`:
   dropped, so a viewer never sees "resfriamento resfriamento";
 * *agreed*: with ``agreement``, only the words it shares, from its start, with the window's previous
   engine draft are shown (LocalAgreement-2, Liu et al. 2020, as SimulStreaming confirms words): a
-  word both translations of consecutive source texts start with is seldom taken back;
+  word both translations of consecutive source texts start with is seldom taken back (a window
+  translated only once closed, with no draft of it before, has one source: its drafts show as they
+  come);
 * *held back*: its last ``hold_back_words`` words (after agreement) are not shown (mask-k, Ma et al.
   2019): the translation of a source's last words is what the next words most often change;
 * *biased toward the previous draft*: a draft that would only take words back (its shown words are a
   prefix of what is on screen) is not sent, and nor is one that shows nothing new.
 
 ``hold_back_words`` is the one setting for the latency/flicker trade (``--draft-hold-back``): each
-word held back costs about one spoken word of delay and saves the erasures of the words that change;
-the default was chosen on dev speech (bench/README.md, *Translating open windows*). Finals are never
-touched.
+word held back costs about a quarter of a second and saves the erasures of the words that change.
+The defaults, agreement on and nothing held back, were chosen on the dev speech (LibriVox + Piper,
+``bench.translation_latency --sweep``): agreement took normalized erasure from 2.1 to 0.09 for 0.5 s
+of latency, where holding back 3 words without it still erased 0.8 (bench/README.md, *Translating
+open windows*). Finals are never touched.
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ class DraftDisplay:
 
     translate_open: bool = True
     min_source_words: int = 3
-    hold_back_words: int = 1
-    agreement: bool = False
+    hold_back_words: int = 0
+    agreement: bool = True
 
     def __post_init__(self) -> None:
         if self.min_source_words < 1:
@@ -65,12 +69,20 @@ def clean(text: str) -> str:
     return " ".join(kept)
 
 
-def shown(display: DraftDisplay, on_screen: str | None, text: str, previous: str | None = None) -> str | None:
+def shown(
+    display: DraftDisplay,
+    on_screen: str | None,
+    text: str,
+    previous: str | None = None,
+    *,
+    source_closed: bool = False,
+) -> str | None:
     """The text to show for a new engine draft ``text`` of a window while ``on_screen`` (None: nothing
     yet) is shown and ``previous`` was the window's engine draft before it (None: none), or None when
-    nothing should be sent (module docstring)."""
+    nothing should be sent (module docstring). ``source_closed``: the window has closed; its first
+    engine draft then needs no agreement (a window translated only once closed drafts its one source)."""
     words = clean(text).split()
-    if display.agreement:
+    if display.agreement and not (source_closed and previous is None):
         before = clean(previous).split() if previous is not None else []
         agreed = 0
         while agreed < min(len(words), len(before)) and words[agreed] == before[agreed]:

@@ -418,7 +418,8 @@ class StreamHub:
         """An engine draft of a translation track, through the display rule; numbered per window."""
         track_state = stream.tracks[track]
         previous, track_state.engine_drafts[index] = track_state.engine_drafts.get(index), text
-        text_shown = shown(self.display, track_state.shown.get(index), text, previous)
+        closed = not isinstance(window, OpenText)
+        text_shown = shown(self.display, track_state.shown.get(index), text, previous, source_closed=closed)
         if text_shown is None:
             return
         track_state.shown[index] = text_shown

@@ -11,7 +11,7 @@ from stream.wire.messages import DraftMsg, FinalMsg
 MS = 1_000_000  # nanoseconds per millisecond
 START_NS = 5_000 * MS  # the fake clock does not start at zero: stream times are relative to join
 IDLE_MS = 1500
-AS_SENT = DraftDisplay(translate_open=False, hold_back_words=0)
+AS_SENT = DraftDisplay(translate_open=False, hold_back_words=0, agreement=False)
 """Closed windows translated only, engine drafts shown whole: what the hub tests before open windows
 were translated assume."""
 

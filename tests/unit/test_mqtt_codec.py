@@ -11,6 +11,7 @@ from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final
 from livecanvas.cli import build_parser
 from livecanvas.cli_serve import server_config
 from stream.config import MqttConfig, parse_host_port
+from stream.draft_display import DraftDisplay
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
 from stream.mqtt.codec import (
@@ -143,7 +144,7 @@ class _Feed:
 
 def test_hub_observers_see_every_draft_and_final_of_every_stream() -> None:
     seen: list[tuple[str, str, str, int]] = []
-    hub = StreamHub(lambda job: None)
+    hub = StreamHub(lambda job: None, display=DraftDisplay(agreement=False))
     hub.add_observer(lambda m: seen.append((m.TYPE, m.stream, m.track, m.window)))
     hub.join("a", _Feed(CAPTION_TRACK, "pt"), publisher=True, source_lang="en")
     hub.join("b", _Feed("es"), publisher=True, source_lang="en")  # nobody subscribes to b's caption
@@ -151,7 +152,7 @@ def test_hub_observers_see_every_draft_and_final_of_every_stream() -> None:
     hub.publish_text("b", "Two. ", None)
     hub.flush("a")
     hub.flush("b")
-    hub.on_engine_events([Draft(key=CanvasKey("a", "pt", 0), rev=0, text="Um dois", steps=1)])
+    hub.on_engine_events([Draft(key=CanvasKey("a", "pt", 0), rev=0, text="U", steps=1)])
     hub.on_engine_events([Final(key=CanvasKey("b", "es", 0), rev=1, text="Dos.", steps=2, tokens=2)])
     assert seen == [
         ("final", "a", "caption", 0),

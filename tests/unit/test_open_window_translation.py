@@ -11,7 +11,7 @@ from engine.types import CanvasKey
 from stream.draft_display import DraftDisplay, clean, shown
 from tests.unit.hub_harness import Harness
 
-HOLD_ONE = DraftDisplay(min_source_words=2, hold_back_words=1)
+HOLD_ONE = DraftDisplay(min_source_words=2, hold_back_words=1, agreement=False)
 
 
 @pytest.fixture
@@ -96,13 +96,13 @@ def test_translating_open_windows_can_be_turned_off() -> None:
 
 def test_drafts_are_cleaned_held_back_and_never_only_take_words_back() -> None:
     assert clean("o resfriamento resfriamento, Resfriamento e e o") == "o resfriamento e o"
-    display = DraftDisplay(hold_back_words=2)
+    display = DraftDisplay(hold_back_words=2, agreement=False)
     assert shown(display, None, "a b") is None
     assert shown(display, None, "a b c d") == "a b"
     assert shown(display, "a b", "a b c") is None  # nothing new
     assert shown(display, "a b c", "a b c") is None  # "a" alone would only take words back
     assert shown(display, "a b", "a x c d") == "a x"  # a real change is sent
-    assert shown(DraftDisplay(hold_back_words=0), "a", "a a b") == "a b"
+    assert shown(DraftDisplay(hold_back_words=0, agreement=False), "a", "a a b") == "a b"
     with pytest.raises(ValueError, match="hold_back_words"):
         DraftDisplay(hold_back_words=-1)
 
@@ -120,3 +120,13 @@ def test_with_agreement_only_what_two_consecutive_drafts_start_with_is_shown() -
     h.draft("pt", 0, "Bom dia a todos")
     h.draft("pt", 0, "Bom dia a todos vocês")
     assert [(m.rev, m.text) for m in pt.drafts()] == [(0, "Bom dia a"), (1, "Bom dia a todos")]
+
+
+def test_a_window_translated_only_once_closed_shows_its_draft_without_agreement() -> None:
+    h = Harness(display=DraftDisplay())  # the defaults: agreement on
+    h.join(publisher=True)
+    pt = h.join("pt")
+    h.hub.publish_text("s", "Good morning everyone.", None)
+    h.hub.flush("s")
+    h.draft("pt", 0, "Bom dia a todos")
+    assert [(m.rev, m.text) for m in pt.drafts()] == [(0, "Bom dia a todos")]
