@@ -106,12 +106,15 @@ def load_model(
     seed: int = 0,
     sampler: Sampler = "fast",
     int8: bool | None = None,
+    edit_in_place: bool = True,
 ) -> ServingModel:
     """Resolve ``spec`` offline and load it: a canvas translator (:mod:`engine.translator`), or a
     DiffusionGemma checkpoint with ``from_pretrained``. For DiffusionGemma, ``sampler`` goes to the
     denoiser; ``int8`` quantises the model's linear layers dynamically (CPU; faster, but activations
     are scaled per batch, so results then depend on the batch and differ from ``generate()``'s). None:
-    the model's default (for DiffusionGemma off; for the canvas translator see ``load_canvas_model``)."""
+    the model's default (for DiffusionGemma off; for the canvas translator see ``load_canvas_model``).
+    ``edit_in_place`` False: the canvas translator starts a window whose source changed from a blank
+    canvas (DiffusionGemma always does)."""
     import torch
     from transformers import AutoTokenizer, DiffusionGemmaForBlockDiffusion
 
@@ -123,7 +126,7 @@ def load_model(
             logger.warning(
                 "--device applies to DiffusionGemma checkpoints; the canvas translator runs on the CPU"
             )
-        return load_canvas_model(resolved, seed=seed, int8=int8)
+        return load_canvas_model(resolved, seed=seed, int8=int8, edit_in_place=edit_in_place)
     from engine.user_translator import TranslatorSpec, is_marian_checkpoint, load_user_translator
 
     if is_marian_checkpoint(resolved.path):

@@ -16,6 +16,7 @@ from stream.config import (
     env_str,
     parse_host_port,
 )
+from stream.draft_display import OPEN_WINDOWS
 
 
 def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | None = None) -> None:
@@ -79,6 +80,27 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "--window-words", type=int, default=env_int("WINDOW_WORDS", defaults.max_window_words)
     )
     parser.add_argument("--idle-ms", type=int, default=env_int("IDLE_MS", defaults.idle_ms))
+    parser.add_argument(
+        "--open-windows",
+        choices=OPEN_WINDOWS,
+        default=env_str("OPEN_WINDOWS", defaults.open_windows),
+        help="translate windows while they are open: edit one canvas in place (default), restart each "
+        "text from a blank canvas, or off (translate closed windows only)",
+    )
+    parser.add_argument(
+        "--draft-hold-back",
+        type=int,
+        default=env_int("DRAFT_HOLD_BACK", defaults.draft_hold_back),
+        help="words at the end of a translated draft not shown yet: more is steadier, fewer is sooner",
+    )
+    parser.add_argument(
+        "--draft-agreement",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.draft_agreement
+        if (agree := env_optional_bool("DRAFT_AGREEMENT")) is None
+        else agree,
+        help="show only the words a window's consecutive translated drafts agree on",
+    )
     parser.add_argument(
         "--no-asr", dest="asr", action="store_false", help="no speech recognition (text input only)"
     )
@@ -186,6 +208,9 @@ def server_config(args: argparse.Namespace) -> ServerConfig:
         max_frame_bytes=args.max_frame_bytes,
         max_window_words=args.window_words,
         idle_ms=args.idle_ms,
+        open_windows=args.open_windows,
+        draft_hold_back=args.draft_hold_back,
+        draft_agreement=args.draft_agreement,
         asr=args.asr,
         asr_draft=args.asr_draft,
         asr_audio_context_pad_s=args.asr_audio_context_pad_s,

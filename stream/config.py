@@ -14,6 +14,7 @@ from engine.cluster.spec import ray_spec
 from engine.types import SAMPLERS, Sampler
 from engine.user_translator import TranslatorSpec
 from stream.auth import TokenTable
+from stream.draft_display import OPEN_WINDOWS, OpenWindows
 from stream.limits import Limits
 
 
@@ -107,6 +108,9 @@ class ServerConfig:
     max_frame_bytes: int = 1 << 20
     max_window_words: int = 32
     idle_ms: int = 1500  # an unfinished sentence becomes a window after this much silence
+    open_windows: OpenWindows = "edit"  # translating windows still open (stream/draft_display.py)
+    draft_hold_back: int = 0  # words of a translated draft not shown yet: the latency/flicker trade
+    draft_agreement: bool = True  # show only what a window's consecutive engine drafts agree on
     # a track nobody subscribes to any more has its windows cancelled after this long (stream/hub.py)
     orphan_grace_ms: int = 5000
     drain_timeout_s: float = 30.0  # graceful shutdown: how long live windows may take to finish
@@ -161,6 +165,12 @@ class ServerConfig:
             TranslatorSpec.parse(spec)  # ValueError for a malformed pair
         if self.translators and ray_spec(self.model) is not None:
             raise ValueError("--translator serves a local model; it cannot be combined with a ray: model")
+        if self.open_windows not in OPEN_WINDOWS:
+            raise ValueError(
+                f"open_windows must be one of {', '.join(OPEN_WINDOWS)}, got {self.open_windows!r}"
+            )
+        if self.draft_hold_back < 0:
+            raise ValueError(f"draft_hold_back must be >= 0, got {self.draft_hold_back}")
         if self.asr_window_ms is not None and self.asr_window_ms <= 0:
             raise ValueError(f"asr_window_ms must be positive, got {self.asr_window_ms}")
         if not 0 <= self.port <= 65535:

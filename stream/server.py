@@ -51,6 +51,7 @@ from engine.types import Word
 from engine.user_translator import TranslatorSpec, load_user_translator
 from engine.worker import EngineEvent, EngineWorker
 from stream.config import ServerConfig
+from stream.draft_display import DraftDisplay
 from stream.errors import ErrorCode
 from stream.final_log import FinalLog
 from stream.hub import StreamHub
@@ -87,6 +88,7 @@ class LivecanvasServer:
                 seed=config.seed,
                 sampler=config.sampler,
                 int8=config.int8,
+                edit_in_place=config.open_windows != "restart",
             )
         )
         cluster = ray_spec(config.model) if load is None else None
@@ -119,6 +121,11 @@ class LivecanvasServer:
             finals=self.finals,
             cancel=self.worker.cancel,
             orphan_grace_ms=config.orphan_grace_ms,
+            display=DraftDisplay(
+                translate_open=config.open_windows != "off",
+                hold_back_words=config.draft_hold_back,
+                agreement=config.draft_agreement,
+            ),
         )
         self.auth = config.auth
         self.sessions = SessionCounter(limits.max_sessions_per_token)
@@ -364,6 +371,7 @@ class LivecanvasServer:
             "engine_canvases_stepped": engine.canvases_stepped,
             "engine_mean_batch": round(engine.mean_batch, 3),
             "engine_max_batch": engine.max_batch_seen,
+            "engine_busy_s": round(engine.busy_s, 4),
             **asr_stats,
             **(self.mqtt.stats() if self.mqtt is not None else {}),
         }
