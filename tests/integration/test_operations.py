@@ -84,9 +84,15 @@ async def test_metrics_count_sessions_batches_latencies_and_drafts(server: Livec
 
 async def test_healthz_turns_503_while_draining(server: LivecanvasServer) -> None:
     base = f"http://127.0.0.1:{server.port}"
-    assert await asyncio.to_thread(fetch, f"{base}/healthz") == (200, '{"status":"ok"}')
+    assert await asyncio.to_thread(fetch, f"{base}/healthz") == (
+        200,
+        '{"status":"ok","pairs":[["en","pt-BR"],["pt-BR","en"]]}',
+    )
     server.draining = True  # what shutdown() sets first, before it stops listening
     try:
-        assert await asyncio.to_thread(fetch, f"{base}/healthz") == (503, '{"status":"draining"}')
+        assert await asyncio.to_thread(fetch, f"{base}/healthz") == (
+            503,
+            '{"status":"draining","pairs":[["en","pt-BR"],["pt-BR","en"]]}',
+        )
     finally:
         server.draining = False

@@ -227,7 +227,10 @@ async def test_http_data_needs_a_subscribe_token_and_metrics_an_admin_one(secure
     status, body = await get(http_get, f"{base}/metrics", OPS)
     assert status == 200
     assert b'livecanvas_auth_failures_total{reason="unauthorized"}' in body
-    assert (await get(http_get, f"{base}/healthz")) == (200, b'{"status":"ok"}')
+    assert (await get(http_get, f"{base}/healthz")) == (
+        200,
+        b'{"status":"ok","pairs":[["en","pt-BR"],["pt-BR","en"]]}',
+    )
     assert (await get(http_get, f"{base}/overlay"))[0] == 200  # the pages carry no data: public
 
 

@@ -148,7 +148,10 @@ async def test_healthz_says_draining_for_the_whole_drain_and_new_sessions_are_re
         await asyncio.sleep(0.2)  # well inside the 3 s drain
         assert not shutdown.done()
         health = await asyncio.to_thread(fetch_status, f"http://127.0.0.1:{server.port}/healthz")
-        assert health == (503, '{"status":"draining"}')  # answered, not connection refused
+        assert health == (
+            503,
+            '{"status":"draining","pairs":[["en","pt-BR"],["pt-BR","en"]]}',
+        )  # answered, not connection refused
         with pytest.raises(InvalidStatus) as refused:
             async with connect(url, stream="late", tracks=("caption",)):
                 pass
