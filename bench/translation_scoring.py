@@ -16,7 +16,8 @@ erased words over the final words, summed over the windows.
 
 **Readability.** Draft words that repeat the word before them (``repeats``), and the share of draft
 words found in a word list (``real_word_share``; for Portuguese, Debian's ``wbrazilian`` list at
-``/usr/share/dict/brazilian``), numbers and the source's own words (names carried over) counted as real.
+``/usr/share/dict/brazilian``), numbers and the source's own words (names carried over) counted as
+real, and a hyphenated word (a clitic, a compound) real when each of its parts is.
 """
 
 from __future__ import annotations
@@ -135,5 +136,7 @@ def real_word_share(words: Sequence[str], known: frozenset[str], source_words: f
         if not bare:
             continue
         counted += 1
-        real += bare in known or bare in source_words or any(c.isdigit() for c in bare)
+        parts = [normalize(part) for part in word.split("-")]  # lembre-se, frio-coração: each part a word
+        whole = all(part in known for part in parts if part)
+        real += whole or bare in known or bare in source_words or any(c.isdigit() for c in bare)
     return real / counted if counted else 1.0

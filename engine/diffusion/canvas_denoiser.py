@@ -62,7 +62,7 @@ from engine.diffusion.denoiser import StepResult
 from engine.diffusion.mask_schedule import CanvasSettings, fill_step, remask_quota, without_repeats
 from engine.diffusion.rules import acceptance_mask
 from engine.diffusion.stacking import Batch, Context, row_of, stack, stack_batch
-from engine.diffusion.verifier import Reading, TeacherVerifier
+from engine.diffusion.verifier import FIRST_READ, Reading, TeacherVerifier
 from engine.errors import EngineError
 from engine.marian.binary import Shortlist
 from engine.marian.teacher import EOS_ID, pad_batch
@@ -73,6 +73,9 @@ REVISE_TAIL = 2
 """A revised canvas masks again this many of its kept pieces at the end of its text: the translation
 of a source's last words is the part a longer source most often changes."""
 REVISE_FILL_STEPS = 1
+REVISED_FIRST_READ: int | None = None
+"""The teacher's first round on a revised canvas reads up to its ``</s>``: the kept pieces mostly
+hold, so a capped first read would only read them again in a second round (bench/README.md)."""
 """A revised canvas is filled by this step after its revision (its kept pieces are given, so little
 is left to fill; measured in bench/README.md, *Translating open windows*)."""
 
@@ -401,7 +404,9 @@ class CanvasDenoiser:
             window.canvas = Denoising(refilled[b, :length], probability[b, :length], entropy[b, :length])
             done = filled_rows[b]
             if done and verifier is not None:
-                window.reading, done = verifier.start(), False  # the teacher reads it from this step on
+                # the teacher reads it from this step on; a revised canvas's kept text mostly holds
+                first_read = REVISED_FIRST_READ if window.revised else FIRST_READ
+                window.reading, done = verifier.start(first_read=first_read), False
             results.append(
                 StepResult(
                     tokens=without_repeats(argmax[b][:length], offset + EOS_ID),

@@ -89,9 +89,11 @@ class TeacherVerifier(nn.Module):
         """Each layer's cross-attention keys and values for encoder states (B, S, D), once per window."""
         return [layer.context.keys_values(memory) for layer in self.layers]
 
-    def start(self) -> Reading:
+    def start(self, *, first_read: int | None = FIRST_READ) -> Reading:
+        """A reading from the canvas's first slot; its first round reads at most ``first_read`` slots
+        (None: up to its ``</s>``)."""
         cells = [torch.zeros(self.dims.dim) for _ in self.layers]
-        return Reading(settled=0, cells=cells, lookahead=FIRST_READ)
+        return Reading(settled=0, cells=cells, lookahead=first_read)
 
     def verify(
         self,
