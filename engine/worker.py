@@ -155,9 +155,10 @@ class EngineWorker(ModelThread[ServingModel]):
         try:
             request = model.request_for(job)
         except Exception as error:
+            if job.provisional:  # an open window's text: no draft for it; its final job says what is wrong
+                logger.debug("open window %s not translated: %s", job.key, error)
+                return
             logger.warning("window %s refused: %s", job.key, error)
-            if job.provisional:
-                return  # an open window's text: no draft for it; its final job will say what is wrong
             self.stats.errors += 1
             self.stats.finals += 1
             self._emit([Final(key=job.key, rev=0, text="", steps=0, tokens=0, error=str(error))])
