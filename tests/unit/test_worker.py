@@ -293,3 +293,26 @@ def test_a_flooding_stream_does_not_delay_another_streams_window(livecanvas_cach
     assert order.index("calm") < 2 * 8, f"the calm stream's final came {order.index('calm') + 1}th of 97"
     flood = [e.key.window for e in events if isinstance(e, Final) and e.key.stream == "flood"]
     assert sorted(flood) == list(range(96))
+
+
+def test_an_open_windows_sources_edit_one_canvas_and_its_final_follows_them(
+    worker: EngineWorker, collector: Collector
+) -> None:
+    words = SENTENCES[3].split()
+    for count in range(2, len(words) + 1):
+        worker.submit(replace(job(0, " ".join(words[:count])), provisional=True))
+    worker.submit(replace(job(1, "x" * 20_000), provisional=True))  # over budget: no draft, no final
+    worker.submit(job(0, SENTENCES[3]))
+    events = collector.wait_for_finals(1)
+    finals = finals_of(events)
+    assert list(finals) == [CanvasKey("s", "pt", 0)]
+    own = [e for e in events if e.key.window == 0]
+    drafts = [e for e in own if isinstance(e, Draft)]
+    assert own[-1] is finals[CanvasKey("s", "pt", 0)]
+    assert finals[CanvasKey("s", "pt", 0)].rev == len(drafts)
+    assert [d.rev for d in drafts] == list(range(len(drafts)))
+    assert worker.stats.errors == 0
+    worker.cancel([CanvasKey("s", "pt", 1)])
+    worker.submit(job(2, SENTENCES[0]))  # the worker goes on
+    assert CanvasKey("s", "pt", 2) in finals_of(collector.wait_for_finals(2))
+    assert not [e for e in collector.events if e.key.window == 1]
