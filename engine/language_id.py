@@ -154,6 +154,20 @@ class AutoLanguageTranscriber:
             self._choose(self.settings.fallback, 0.0)
         return []
 
+    @property
+    def held_until_ms(self) -> int:
+        """Where the audio held for identification ends (after the choice no more is held)."""
+        return self._buffer.end_ms
+
+    def replay(self, into: Transcriber) -> int:
+        """Give ``into`` the audio held until the language was chosen, on the stream's clock (the
+        chosen transcriber got it so; the hub gives it to a transcriber started with it, such as the
+        stream's ``en`` track). Returns the stream time it reaches, in ms."""
+        feed_silence(into, self._buffer.start_ms)
+        audio = self._buffer.samples()
+        into.insert_audio((np.clip(audio * 32768.0, -32768, 32767)).astype("<i2").tobytes())
+        return self._buffer.end_ms
+
     # -- internals ---------------------------------------------------------------------------------
     @property
     def speech_heard_ms(self) -> int:
@@ -179,13 +193,15 @@ class AutoLanguageTranscriber:
         """Take ``language``: make its transcriber and give it everything heard, on the stream's clock."""
         self.detected_language, self.language_probability = language, probability
         inner = self.make(language)
-        silence_ms = self._buffer.start_ms
-        while silence_ms > 0:
-            chunk = min(silence_ms, SILENCE_CHUNK_MS)
-            inner.insert_audio(bytes(chunk * SAMPLE_RATE // 1000 * 2))
-            silence_ms -= chunk
-        audio = self._buffer.samples()
-        inner.insert_audio((np.clip(audio * 32768.0, -32768, 32767)).astype("<i2").tobytes())
+        self.replay(inner)
         if self._ending:
             inner.end()
         self.inner = inner
+
+
+def feed_silence(into: Transcriber, duration_ms: int) -> None:
+    """``duration_ms`` of silence into ``into``, in chunks of ``SILENCE_CHUNK_MS``."""
+    while duration_ms > 0:
+        chunk = min(duration_ms, SILENCE_CHUNK_MS)
+        into.insert_audio(bytes(chunk * SAMPLE_RATE // 1000 * 2))
+        duration_ms -= chunk

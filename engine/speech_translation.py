@@ -111,6 +111,12 @@ class SpeechTranslation(LiveTranscriber):
         return [*super().on_error(request), *self._release()]
 
     @property
+    def waiting_index(self) -> int | None:
+        """The caption window the English goes to next: the oldest handed over and not yet released
+        (None: none is waiting, the next English belongs to the caption window still open)."""
+        return self._captions[0].index if self._captions else None
+
+    @property
     def complete(self) -> bool:
         """Every English word went out: the transcriber has finished, so has the caption, and every
         caption window got its English. ``finished`` alone means no more passes; held words may still
@@ -121,6 +127,8 @@ class SpeechTranslation(LiveTranscriber):
         if self.finished:
             # the newest caption window may still be followed by another, which its words could be in
             return caption is not self._captions[-1] or self._captions_done
+        if self._captions_done and caption is self._captions[-1]:
+            return False  # the caption's last window takes every English word left: wait for them all
         end = caption.t1_ms
         if any(_midpoint(w) > end for w in self.windows.open_words):
             return True

@@ -4,8 +4,10 @@ Sans I/O and without an event loop: :func:`admit` takes its dependencies explici
 table, the loaded model's card, the hub, the per-token session counter, the limits and the metrics)
 and returns either an :class:`Admission` (the session has joined its stream) or a :class:`Refusal`
 (what to answer; ``close`` set when the connection is closed after it). The checks, in order: the
-token allows the role on the stream (401/403-style codes, close 1008); the model translates every
-requested track from the stream's source language; the stream stays within its track limit; the
+token allows the role on the stream (401/403-style codes, close 1008); ``source_lang`` ``auto`` only
+where the server recognises speech; every requested track is reached from the stream's language (a
+loaded translator, or from speech whisper's ``en`` and the pivots through it: stream/speech_tracks.py;
+for ``auto``, from some language); the stream stays within its track limit; the
 token's session cap; and the hub's own rules (one publisher per stream). A refused hello changes
 nothing; an admitted one has joined the hub and holds one session of its token.
 """
@@ -15,12 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
+from engine.language_id import AUTO
 from engine.types import CAPTION_TRACK
 from stream.auth import ANONYMOUS, Permission, TokenTable
 from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.hub import StreamHub
 from stream.limits import Limits, SessionCounter
 from stream.metrics import ServerMetrics
+from stream.speech_tracks import base_language, describe, routable
 from stream.stream_state import StreamState, Viewer
 from stream.wire.messages import Hello, Role
 
@@ -78,14 +82,24 @@ def admit(
     state = gate.hub.streams.get(hello.stream)
     # a subscriber gets translations of the stream's language once it has a publisher
     source_lang = (
-        state.source_lang if state is not None and hello.role is Role.SUBSCRIBE else hello.source_lang
+        state.spoken_lang if state is not None and hello.role is Role.SUBSCRIBE else hello.source_lang
     )
+    speech = gate.hub.accepts_audio
+    if hello.role is Role.PUBLISH and base_language(hello.source_lang) == AUTO and not speech:
+        return Refusal(
+            ErrorCode.UNSUPPORTED,
+            "source_lang auto is identified from speech, and speech recognition is off on this server; "
+            "give the language of the text",
+        )
     if model is not None:
-        missing = sorted(t for t in tracks - {CAPTION_TRACK} if not model.card.serves(source_lang, t))
+        card = model.card
+        missing = sorted(
+            t for t in tracks - {CAPTION_TRACK} if not routable(card, source_lang, t, speech=speech)
+        )
         if missing:
             return Refusal(
                 ErrorCode.UNSUPPORTED,
-                f"this server's model translates {model.card.describe()} only; "
+                f"this server translates {describe(card, speech=speech)} only; "
                 f"no track {', '.join(missing)} for {source_lang} sources",
             )
     targets = (state.target_tracks() if state is not None else set()) | (tracks - {CAPTION_TRACK})

@@ -24,6 +24,15 @@ Audio goes through a ``Transcriber`` per stream: the hub hands its recognition r
 drafts, and treats its closed windows exactly like text windows. The hub numbers every stream's
 windows itself, so text and audio windows share one gapless sequence.
 
+A track is made one of three ways (``stream.speech_tracks.route``): by a loaded translator (a job per
+window, as above); for non-English speech, ``en`` by whisper's ``translate`` task (a second,
+``SpeechTranslation`` transcriber the hub drives like the caption's, fed the same audio, handed each
+caption window as it closes, whose windows are the ``en`` finals and whose drafts are ``en`` drafts of
+the oldest window still waiting for its English); or by *pivot*, a translator's job per window whose
+source is that window's ``en`` final (its drafts, of windows already closed, feed provisional jobs).
+A window no route reaches gets an error final on that track. For ``source_lang`` ``auto`` the language
+whisper identified is announced to every connection once (``language``) and decides the routes.
+
 Every final goes through the hub's ``FinalLog`` (``finals``, stream/final_log.py) on its way out: the
 log stamps it with the stream's epoch and resume number and keeps it, and the stamped final is what
 viewers and observers get. A stream's epoch begins when the hub starts the stream and ends when the hub
@@ -51,15 +60,18 @@ from dataclasses import replace
 
 from engine.asr import AsrRequest
 from engine.caption_windows import CaptionDraft
+from engine.language_id import AUTO, AutoLanguageTranscriber
 from engine.prompts import ContextEntry
+from engine.speech_translation import SpeechTranslation
 from engine.transcriber import Transcriber
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, WindowJob, Word
 from engine.windows import TextWindower
 from stream.draft_display import DraftDisplay, shown
 from stream.errors import ProtocolError
 from stream.final_log import FinalLog
+from stream.speech_tracks import ENGLISH, Route, Serves, base_language, needs_english, route
 from stream.stream_state import OpenText, StreamState, TrackState, Viewer, WindowState
-from stream.wire.messages import DraftMsg, Ended, FinalMsg
+from stream.wire.messages import DraftMsg, Ended, FinalMsg, LanguageMsg
 
 ORPHAN_GRACE_MS = 5000
 ORPHANED = "cancelled: nobody is subscribed to this track any more"
@@ -86,7 +98,11 @@ class StreamHub:
         cancel: Callable[[Collection[CanvasKey]], None] | None = None,
         orphan_grace_ms: int = ORPHAN_GRACE_MS,
         display: DraftDisplay | None = None,
+        serves: Serves | None = None,
+        make_translation: Callable[[str], SpeechTranslation] | None = None,
     ) -> None:
+        """``serves(source, target)``: whether a loaded translator serves a pair (None: every pair);
+        ``make_translation(language)``: a stream's ``en`` track from speech (None: no such track)."""
         self.finals = finals if finals is not None else FinalLog()
         self.display = display if display is not None else DraftDisplay()
         self._submit = submit
@@ -94,6 +110,8 @@ class StreamHub:
         self._orphan_grace_ns = orphan_grace_ms * 1_000_000
         self._submit_asr = submit_asr
         self._make_transcriber = make_transcriber
+        self._serves = serves
+        self._make_translation = make_translation
         self._max_window_words = max_window_words
         self._idle_ms = idle_ms
         self._clock_ns = clock_ns
@@ -127,7 +145,11 @@ class StreamHub:
             stream.publisher = viewer
             stream.source_lang = source_lang
             stream.input_over, stream.ended = None, None  # the stream goes on
-        elif stream.ended is not None:
+            if base_language(source_lang) != AUTO:
+                stream.speech.language = None  # it says which language it speaks
+        if stream.speech.language is not None:
+            viewer.deliver(stream.speech.language)
+        if not publisher and stream.ended is not None:
             viewer.deliver(stream.ended)
         stream.viewers.add(viewer)
         for track in viewer.tracks:
@@ -153,6 +175,7 @@ class StreamHub:
     # -- input -------------------------------------------------------------------------------------
     def publish_text(self, name: str, text: str, t_ms: int | None) -> None:
         stream = self.streams[name]
+        self._check_text(stream)
         stream.partial = ""  # settled text replaces the provisional line
         self._commit(stream, stream.windower.push(Segment(text=text, t_ms=t_ms), self._now_ms(stream)))
 
@@ -160,12 +183,22 @@ class StreamHub:
         """The publisher's provisional line (``partial``): it replaces the previous one and is shown as
         the open window's caption draft and translated into drafts, never committed."""
         stream = self.streams[name]
+        self._check_text(stream)
         stream.partial = text.strip()
         now_ms = self._now_ms(stream)
         t_ms = now_ms if t_ms is None else t_ms
         open_text = " ".join(t for t in (stream.windower.pending_text, stream.partial) if t)
         if open_text:
             self._open_window_text(stream, open_text, t_ms, t_ms, self._clock_ns())
+
+    @staticmethod
+    def _check_text(stream: StreamState) -> None:
+        if base_language(stream.spoken_lang) == AUTO:
+            raise ProtocolError(
+                "unsupported",
+                "source_lang auto is identified from speech: send audio, or say hello again with the "
+                "text's language; this text was not taken",
+            )
 
     def flush(self, name: str) -> None:
         stream = self.streams[name]
@@ -186,10 +219,19 @@ class StreamHub:
         if stream.transcriber is None or stream.transcriber.finished:
             if self._make_transcriber is None:
                 raise ProtocolError("unsupported", "this server has no speech recognition")
-            stream.transcriber = self._make_transcriber(stream.source_lang)
+            # a stream whose language was identified keeps it (a resuming publisher)
+            stream.transcriber = self._make_transcriber(stream.spoken_lang)
             stream.audio_started_ns = self._clock_ns()
+            stream.speech.restart()
+        self._ensure_english(stream)
         stream.transcriber.insert_audio(pcm16le)
+        stream.speech.audio_bytes += len(pcm16le)
+        translation = stream.speech.following(stream.transcriber)
+        if translation is not None:
+            translation.insert_audio(pcm16le)
         self._pump_audio(stream)
+        if translation is not None:
+            self._pump_english(stream, translation)
 
     def end_input(self, name: str) -> None:
         """The publisher has no more input: close open text and finish transcribing audio."""
@@ -283,8 +325,13 @@ class StreamHub:
     # -- audio ---------------------------------------------------------------------------------------
     def _end_audio(self, stream: StreamState) -> None:
         if stream.transcriber is not None and not stream.transcriber.finished:
+            translation = stream.speech.following(stream.transcriber)
             stream.transcriber.end()
+            if translation is not None:
+                translation.end()
             self._pump_audio(stream)
+            if translation is not None:
+                self._pump_english(stream, translation)
 
     def _pump_audio(self, stream: StreamState) -> None:
         transcriber = stream.transcriber
@@ -292,6 +339,7 @@ class StreamHub:
         assert self._submit_asr is not None
         request, events = transcriber.step()
         self._on_caption_events(stream, events)
+        self._after_captions(stream, transcriber)
         if request is None:
             if transcriber.finished and stream.held_audio:
                 held, stream.held_audio = bytes(stream.held_audio), bytearray()
@@ -305,6 +353,7 @@ class StreamHub:
                 self._on_caption_events(stream, transcriber.on_error(request))
             else:
                 self._on_caption_events(stream, transcriber.on_result(request, result))
+            self._after_captions(stream, transcriber)
             if stream.transcriber is transcriber:
                 self._pump_audio(stream)
 
@@ -312,13 +361,138 @@ class StreamHub:
 
     def _on_caption_events(self, stream: StreamState, events: list[CaptionDraft | Window]) -> None:
         """In order: a draft that follows a closed window belongs to the window after it."""
+        if events:
+            self._ensure_english(stream)  # before a window closes: it is handed over
         for event in events:
             if isinstance(event, Window):
+                index = stream.next_window
                 # measured from when the window's last word was spoken
-                self._commit(stream, [event], spoken_ns=[stream.spoken_ns(event.t1_ms)])
+                self._commit(stream, [event], spoken_ns=[stream.spoken_ns(event.t1_ms)], speech=True)
+                translation = stream.speech.taking_windows(stream.transcriber)
+                if translation is not None:
+                    closed = translation.caption_closed(replace(event, index=index))
+                    self._on_english_events(stream, translation, closed)
                 continue
             spoken_ns = stream.spoken_ns(event.t1_ms)
             self._open_window_text(stream, event.text, event.t0_ms, event.t1_ms, spoken_ns)
+
+    # -- speech tracks (stream/speech_tracks.py) ----------------------------------------------------
+    def _route(self, stream: StreamState, track: str, *, speech: bool) -> Route | None:
+        serves = self._serves or (lambda source, target: True)
+        return route(serves, stream.spoken_lang, track, speech=speech)
+
+    def _after_captions(self, stream: StreamState, transcriber: Transcriber) -> None:
+        """After the caption transcriber moved: announce an identified language; once it has finished,
+        tell its ``en`` track no more caption windows come."""
+        speech = stream.speech
+        if (
+            isinstance(transcriber, AutoLanguageTranscriber)
+            and transcriber.detected_language is not None
+            and speech.language is None
+            and stream.transcriber is transcriber
+        ):
+            speech.language = LanguageMsg(
+                stream=stream.name, language=transcriber.detected_language,
+                probability=round(min(1.0, max(0.0, transcriber.language_probability)), 4),
+                epoch=stream.epoch,
+            )  # fmt: skip
+            for viewer in list(stream.viewers):
+                viewer.deliver(speech.language)
+            self._ensure_english(stream)
+        translation = speech.taking_windows(transcriber)
+        if translation is not None and transcriber.finished:
+            speech.captions_finished = True
+            self._on_english_events(stream, translation, translation.captions_finished())
+
+    def _ensure_english(self, stream: StreamState) -> None:
+        """Start the stream's ``en`` track when a watched track needs it; end it once none does and
+        no window waits for its English."""
+        speech, caption = stream.speech, stream.transcriber
+        if self._make_translation is None or caption is None or caption.ending:
+            return
+        needed = needs_english(self._route(stream, t, speech=True) for t in stream.target_tracks())
+        running = speech.following(caption)
+        if running is not None:
+            if not needed and running.waiting_index is None:
+                running.end()  # its last pass hands out nothing: no window waits
+                speech.translation = None
+            return
+        if needed and speech.translation is None and base_language(stream.spoken_lang) != AUTO:
+            speech.start(self._make_translation, caption, stream.spoken_lang)
+            assert speech.translation is not None
+            self._pump_english(stream, speech.translation)
+
+    def _pump_english(self, stream: StreamState, translation: SpeechTranslation) -> None:
+        """Drive an ``en`` track like the caption transcriber (one request in flight)."""
+        assert self._submit_asr is not None
+        request, events = translation.step()
+        self._on_english_events(stream, translation, events)
+        if request is None:
+            return
+
+        def done(result: list[Word] | Exception) -> None:
+            if isinstance(result, Exception):
+                events = translation.on_error(request)
+            else:
+                events = translation.on_result(request, result)
+            self._on_english_events(stream, translation, events)
+            if self.streams.get(stream.name) is stream:
+                self._pump_english(stream, translation)
+
+        self._submit_asr(request, done)
+
+    def _on_english_events(
+        self, stream: StreamState, translation: SpeechTranslation, events: list[CaptionDraft | Window]
+    ) -> None:
+        for event in events:
+            if isinstance(event, Window):
+                self._english_final(stream, event)
+            else:
+                self._english_draft(stream, translation, event)
+
+    def _english_draft(
+        self, stream: StreamState, translation: SpeechTranslation, draft: CaptionDraft
+    ) -> None:
+        """The English not yet final: a draft of the oldest window still waiting for its English (the
+        open window when none is), which may run into the next windows' words (the final has just its
+        own); its pivot tracks translate it provisionally once the window has closed."""
+        index = translation.waiting_index
+        since_ns = stream.spoken_ns(draft.t1_ms)
+        if index is None:  # the open window
+            for track in sorted(stream.target_tracks()):
+                if self._route(stream, track, speech=True) is Route.WHISPER:
+                    self._send_draft(
+                        stream, track, stream.next_window, draft.text, draft.t0_ms, draft.t1_ms, since_ns
+                    )
+            return
+        window = stream.windows.get(index)
+        if window is None:
+            return  # every track of it is out
+        for track in sorted(window.open_tracks):
+            if index in stream.tracks[track].held:
+                continue
+            if window.routes.get(track) is Route.WHISPER:
+                t0_ms, t1_ms = window.window.t0_ms, window.window.t1_ms
+                self._send_draft(stream, track, index, draft.text, t0_ms, t1_ms, since_ns)
+            elif window.routes.get(track) is Route.PIVOT and self.display.translates(draft.text):
+                self._submit_job(stream, track, index, draft.text, ENGLISH, provisional=True)
+
+    def _english_final(self, stream: StreamState, english: Window) -> None:
+        """The ``en`` final of caption window ``english.index``: the final of its whisper tracks, and
+        the source of its pivot tracks' jobs (an empty one: their final is empty too)."""
+        window = stream.windows.get(english.index)
+        if window is None:
+            return
+        for track in sorted(window.open_tracks):
+            key = CanvasKey(stream.name, track, english.index)
+            if english.index in stream.tracks[track].held:
+                continue
+            via = window.routes.get(track)
+            if via is Route.WHISPER or (via is Route.PIVOT and not english.source):
+                self._on_final(stream, window, Final(key=key, rev=0, text=english.source, steps=0, tokens=0))
+            elif via is Route.PIVOT:
+                window.sources[track] = english.source
+                self._submit_job(stream, track, english.index, english.source, ENGLISH)
 
     def _open_window_text(
         self, stream: StreamState, text: str, t0_ms: int, t1_ms: int, since_ns: int
@@ -333,7 +507,7 @@ class StreamHub:
         )  # fmt: skip
         stream.caption_draft_rev += 1
         self._broadcast(stream, CAPTION_TRACK, draft)
-        targets = stream.target_tracks()
+        targets = {t for t in stream.target_tracks() if self._route(stream, t, speech=False) is Route.NATIVE}
         if not targets or not self.display.translates(text):
             return
         stream.open_text = OpenText(text=text, t0_ms=t0_ms, t1_ms=t1_ms, made_ns=since_ns)
@@ -357,9 +531,17 @@ class StreamHub:
         return (self._clock_ns() - stream.started_ns) // 1_000_000
 
     def _commit(
-        self, stream: StreamState, windows: Iterable[Window], spoken_ns: list[int] | None = None
+        self,
+        stream: StreamState,
+        windows: Iterable[Window],
+        spoken_ns: list[int] | None = None,
+        *,
+        speech: bool = False,
     ) -> None:
+        """Number and send closed windows' captions and make their tracks (``speech``: the windows were
+        spoken, so whisper's ``en`` track and its pivots may make tracks: the caller hands them over)."""
         now_ns = self._clock_ns()
+        english = speech and stream.speech.taking_windows(stream.transcriber) is not None
         for position, produced in enumerate(windows):
             window = replace(produced, index=stream.next_window)
             targets = stream.target_tracks()
@@ -367,8 +549,15 @@ class StreamHub:
             stream.next_window += 1
             stream.caption_draft_rev = 0
             committed_ns = min(now_ns, spoken_ns[position]) if spoken_ns else now_ns
-            state = WindowState(window=window, committed_ns=committed_ns, open_tracks=set(targets))
+            routes = {t: self._route(stream, t, speech=speech) for t in targets}
+            served = {t: r for t, r in routes.items() if r is Route.NATIVE or (r is not None and english)}
+            state = WindowState(
+                window=window, committed_ns=committed_ns, open_tracks=set(targets), routes=served
+            )
             stream.windows[window.index] = state
+            for name, track_state in stream.tracks.items():
+                if name not in targets:  # an en draft of it, from a track that since lost its viewers
+                    track_state.drafts.pop(window.index, None)
             caption = FinalMsg(
                 stream=stream.name,
                 track=CAPTION_TRACK,
@@ -381,21 +570,40 @@ class StreamHub:
             )
             self._broadcast(stream, CAPTION_TRACK, caption)
             for track in sorted(targets):
-                track_state = stream.tracks.setdefault(track, TrackState())
-                track_state.order.append(window.index)
-                self._submit(
-                    WindowJob(
-                        key=CanvasKey(stream.name, track, window.index),
-                        source=window.source,
-                        context=tuple(track_state.context),
-                        source_lang=stream.source_lang,
-                        target_lang=track,
-                        submitted_ns=now_ns,
-                    )
-                )
+                stream.tracks.setdefault(track, TrackState()).order.append(window.index)
+                if served.get(track) is Route.NATIVE:
+                    self._submit_job(stream, track, window.index, window.source, stream.spoken_lang)
+            for track in sorted(set(targets) - set(served)):
+                kind = "speech" if speech else "text"
+                error = f"unsupported: nothing on this server makes {track} from {stream.spoken_lang} {kind}"
+                key = CanvasKey(stream.name, track, window.index)
+                self._on_final(stream, state, Final(key=key, rev=0, text="", steps=0, tokens=0, error=error))
             if not targets:
                 del stream.windows[window.index]
         self._check_drained(stream)
+
+    def _submit_job(
+        self,
+        stream: StreamState,
+        track: str,
+        index: int,
+        source: str,
+        source_lang: str,
+        *,
+        provisional: bool = False,
+    ) -> None:
+        """A translator's job for window ``index`` of ``track``, with the track's context."""
+        self._submit(
+            WindowJob(
+                key=CanvasKey(stream.name, track, index),
+                source=source,
+                context=tuple(stream.tracks[track].context),
+                source_lang=source_lang,
+                target_lang=track,
+                submitted_ns=self._clock_ns(),
+                provisional=provisional,
+            )
+        )
 
     def _close_open_window(self, stream: StreamState, *, keep: Collection[str]) -> None:
         """The open window is closing (committed, or its stream is going): the provisional canvases of
@@ -423,14 +631,21 @@ class StreamHub:
         if text_shown is None:
             return
         track_state.shown[index] = text_shown
-        rev = track_state.drafts.get(index, 0)
-        track_state.drafts[index] = rev + 1
         if isinstance(window, OpenText):
             t0_ms, t1_ms, since_ns = window.t0_ms, window.t1_ms, window.made_ns
         else:
             t0_ms, t1_ms, since_ns = window.window.t0_ms, window.window.t1_ms, window.committed_ns
+        self._send_draft(stream, track, index, text_shown, t0_ms, t1_ms, since_ns)
+
+    def _send_draft(
+        self, stream: StreamState, track: str, index: int, text: str, t0_ms: int, t1_ms: int, since_ns: int
+    ) -> None:
+        """A draft of a translation track, numbered per window (``latency_ms`` from ``since_ns``)."""
+        track_state = stream.tracks.setdefault(track, TrackState())
+        rev = track_state.drafts.get(index, 0)
+        track_state.drafts[index] = rev + 1
         draft = DraftMsg(
-            stream=stream.name, track=track, window=index, rev=rev, text=text_shown, t0_ms=t0_ms,
+            stream=stream.name, track=track, window=index, rev=rev, text=text, t0_ms=t0_ms,
             t1_ms=t1_ms, latency_ms=max(0, (self._clock_ns() - since_ns) // 1_000_000), epoch=stream.epoch,
         )  # fmt: skip
         self._broadcast(stream, track, draft)
@@ -448,7 +663,8 @@ class StreamHub:
             released = stream.windows[index]
             released.open_tracks.discard(message.track)
             if message.error is None:
-                track.context.append(ContextEntry(source=released.window.source, target=message.text))
+                source = released.sources.get(message.track, released.window.source)
+                track.context.append(ContextEntry(source=source, target=message.text))
             self._broadcast(stream, message.track, message)
             if not released.open_tracks:
                 del stream.windows[index]

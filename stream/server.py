@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from http import HTTPStatus
 from typing import TypeVar
@@ -45,6 +46,7 @@ from engine.language_id import AUTO, AutoLanguageTranscriber
 from engine.recognisers import load_recogniser
 from engine.runtime import ServingModel, load_model
 from engine.segment_transcriber import SegmentSettings, SegmentTranscriber, pause_detector
+from engine.speech_translation import SpeechTranslation
 from engine.transcriber import LiveTranscriber, Transcriber, TranscriberSettings
 from engine.translator_pool import PooledModel, TranslatorPool
 from engine.types import Word
@@ -59,6 +61,7 @@ from stream.limits import SessionCounter
 from stream.metrics import ServerMetrics, Snapshot
 from stream.mqtt.bridge import MqttBridge
 from stream.session import Connection
+from stream.speech_tracks import from_speech
 from stream.web import HttpSite, is_upgrade, text_reply, to_response
 from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
@@ -126,6 +129,8 @@ class LivecanvasServer:
                 hold_back_words=config.draft_hold_back,
                 agreement=config.draft_agreement,
             ),
+            serves=self._serves,
+            make_translation=self._make_translation if config.asr else None,
         )
         self.auth = config.auth
         self.sessions = SessionCounter(limits.max_sessions_per_token)
@@ -325,6 +330,8 @@ class LivecanvasServer:
                 detail["status"] = "no_replica"
         if self.model is not None and self.model.card.pairs:  # what a track may ask for
             detail["pairs"] = [list(pair) for pair in self.model.card.pairs]
+            if self.config.asr:  # and what speech in other languages gets: [track, via]
+                detail["from_speech"] = [list(pair) for pair in from_speech(self.model.card)]
         status = "ok" if ready else ("draining" if self.draining else "starting")
         return ready, {"status": detail.pop("status", status), **detail}
 
@@ -393,6 +400,18 @@ class LivecanvasServer:
             language=language, use_draft_pass=self._recogniser.uses_draft_pass(language), **window
         )
         return LiveTranscriber(detector=self._speech_detector, settings=settings)
+
+    def _make_translation(self, language: str) -> SpeechTranslation:
+        """A stream's ``en`` track from its speech (whisper's translate task, stream/speech_tracks.py)."""
+        assert self._speech_detector is not None
+        settings = TranscriberSettings(language=language.split("-")[0].lower())
+        if self.config.asr_window_ms is not None:  # the caption's windows, which it follows
+            settings = replace(settings, max_window_ms=self.config.asr_window_ms)
+        return SpeechTranslation(detector=self._speech_detector, settings=settings)
+
+    def _serves(self, source_lang: str, target: str) -> bool:
+        """Whether the loaded translator(s) serve a pair (before loading: any; admission waits anyway)."""
+        return self.model is None or self.model.card.serves(source_lang, target)
 
     def _submit_asr(self, request: AsrRequest, done: Callable[[list[Word] | Exception], None]) -> None:
         assert self.asr_worker is not None

@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 
 from stream.admission import Gate, Refusal, admit
 from stream.auth import token_from_headers
-from stream.errors import CloseCode, ErrorCode
+from stream.errors import CloseCode, ErrorCode, ProtocolError
 from stream.fanout import Outbox
 from stream.limits import MIN_TEXT_COST, TokenBucket
 from stream.resumption import RESUME_GRACE_S, Resumption
@@ -281,7 +281,10 @@ class Connection:
             case Text():
                 assert self.stream is not None
                 if self._text.try_take(max(len(message.segment), MIN_TEXT_COST), time.monotonic()):
-                    hub.publish_text(self.stream, message.segment, message.t_ms)
+                    try:
+                        hub.publish_text(self.stream, message.segment, message.t_ms)
+                    except ProtocolError as error:  # e.g. text on a source_lang auto stream
+                        self.protocol.reject(ErrorCode(error.code), error.message, ref="text")
                 else:
                     self.server.metrics.limit_hits.labels("text_rate").inc()
                     self.protocol.reject(
@@ -293,7 +296,10 @@ class Connection:
             case Partial():
                 assert self.stream is not None
                 if self._text.try_take(max(len(message.segment), MIN_TEXT_COST), time.monotonic()):
-                    hub.publish_partial(self.stream, message.segment, message.t_ms)
+                    try:
+                        hub.publish_partial(self.stream, message.segment, message.t_ms)
+                    except ProtocolError as error:
+                        self.protocol.reject(ErrorCode(error.code), error.message, ref="partial")
                 else:  # a newer partial will follow: this one is simply not shown
                     self.server.metrics.limit_hits.labels("text_rate").inc()
             case Flush():

@@ -5,7 +5,9 @@ keeps the windows it was asked for in order, the finals that arrived ahead of an
 the drafts it sent per window, and the last few committed windows as context for the next job. The
 open window (the one being spoken or typed, not yet committed) has its newest text and the tracks
 translating it. A stream also remembers why its
-publisher's input is over, if it is, and the ``ended`` message its viewers were sent for that.
+publisher's input is over, if it is, and the ``ended`` message its viewers were sent for that, and its
+speech tracks (``stream.speech_tracks``: the ``en`` track from whisper, the language identified for
+``auto``).
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeAlias
 
+from engine.language_id import AUTO
 from engine.prompts import ContextEntry
 from engine.transcriber import Transcriber
 from engine.types import CAPTION_TRACK, Window
 from engine.windows import TextWindower
-from stream.wire.messages import DraftMsg, Ended, FinalMsg
+from stream.speech_tracks import Route, SpeechState, base_language
+from stream.wire.messages import DraftMsg, Ended, FinalMsg, LanguageMsg
 
 CONTEXT_WINDOWS = 3
 
-Delivery: TypeAlias = DraftMsg | FinalMsg | Ended
+Delivery: TypeAlias = DraftMsg | FinalMsg | Ended | LanguageMsg
 
 
 class Viewer(Protocol):
@@ -40,6 +44,8 @@ class WindowState:
     window: Window
     committed_ns: int
     open_tracks: set[str]
+    routes: dict[str, Route] = field(default_factory=dict)  # how each track is made (none: refused)
+    sources: dict[str, str] = field(default_factory=dict)  # a pivot track's source: the en final
 
 
 @dataclass(eq=False)
@@ -89,6 +95,16 @@ class StreamState:
     input_over: str | None = None
     input_over_ns: int = 0
     ended: Ended | None = None
+    speech: SpeechState = field(default_factory=SpeechState)
+
+    @property
+    def spoken_lang(self) -> str:
+        """The language the stream speaks: its ``source_lang``, or for ``auto`` the language whisper
+        identified (``auto`` until then)."""
+        language = self.speech.language
+        if base_language(self.source_lang) == AUTO and language is not None:
+            return language.language
+        return self.source_lang
 
     @property
     def pending_windows(self) -> int:

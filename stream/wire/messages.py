@@ -24,6 +24,7 @@ from stream.wire.fields import (
     Role,
     Wire,
     as_str,
+    bad_field,
     canvas_fields,
     epoch_of,
     is_stat,
@@ -55,6 +56,7 @@ __all__ = [
     "FinalMsg",
     "Flush",
     "Hello",
+    "LanguageMsg",
     "Partial",
     "Ready",
     "Resume",
@@ -369,12 +371,44 @@ class Ended(_Message):
         )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LanguageMsg(_Message):
+    """To every connection of a stream published with ``source_lang`` ``"auto"``: the language
+    whisper identified in its first seconds of speech (``language``, a code such as ``es``) and how
+    sure it was (``probability``, 0..1; 0 when identification failed and the server's fallback was
+    taken). Sent once per stream, and again to a connection that joins later."""
+
+    TYPE: ClassVar[str] = "language"
+    stream: str
+    language: str
+    probability: float
+    epoch: str | None = None
+    seq: int = 0
+
+    def __post_init__(self) -> None:
+        if not is_stat(self.probability) or not 0 <= self.probability <= 1:
+            raise ValueError(f"probability must be a number in 0..1, got {self.probability!r}")
+
+    @classmethod
+    def from_wire(cls, m: Mapping[str, object], wire: Wire) -> Self:
+        probability = m.get("probability")
+        if not is_stat(probability) or not 0 <= cast("float", probability) <= 1:
+            raise bad_field("probability", "must be a number in 0..1")
+        return cls(
+            stream=string(m, "stream", pattern=STREAM_RE),
+            language=string(m, "language", pattern=TRACK_RE),
+            probability=float(cast("float", probability)),
+            epoch=epoch_of(m),
+            seq=uint(m, "seq"),
+        )
+
+
 ClientMessage: TypeAlias = Hello | Audio | Text | Partial | Flush | End | Resume
-ServerMessage: TypeAlias = Ready | DraftMsg | FinalMsg | ErrorMsg | StatsMsg | Ended | Bye
+ServerMessage: TypeAlias = Ready | DraftMsg | FinalMsg | ErrorMsg | StatsMsg | Ended | LanguageMsg | Bye
 
 CLIENT_MESSAGES: Final[Mapping[str, type[ClientMessage]]] = {
     c.TYPE: c for c in (Hello, Audio, Text, Partial, Flush, End, Resume)
 }
 SERVER_MESSAGES: Final[Mapping[str, type[ServerMessage]]] = {
-    c.TYPE: c for c in (Ready, DraftMsg, FinalMsg, ErrorMsg, StatsMsg, Ended, Bye)
+    c.TYPE: c for c in (Ready, DraftMsg, FinalMsg, ErrorMsg, StatsMsg, Ended, LanguageMsg, Bye)
 }
