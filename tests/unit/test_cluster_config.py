@@ -81,5 +81,5 @@ def test_serve_takes_the_clusters_translator_and_recogniser() -> None:
 
 
 def test_an_asr_model_that_is_neither_local_nor_a_cluster_is_refused() -> None:
-    with pytest.raises(ValueError, match="asr_model must be one of moonshine, whisper or ray:APP"):
+    with pytest.raises(ValueError, match="asr_model must be one of moonshine, whisper, ray:APP"):
         server_config(build_parser().parse_args(["serve", "--asr-model", "whisper-large"]))
