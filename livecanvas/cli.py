@@ -318,6 +318,11 @@ def run_models(args: argparse.Namespace) -> int:
             print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4])
         pairs = offered_pairs(args.translators)
         print(f"\npairs `serve` offers with these translators: {', '.join(pairs) or 'none'}")
+        from stream.speech_tracks import speech_routes
+
+        routes = speech_routes((source, target) for source, _, target in (p.partition(" -> ") for p in pairs))
+        tracks = ", ".join(track if via == "whisper" else f"{track} (through en)" for track, via in routes)
+        print(f"and from speech in any other language whisper knows (unless --no-asr): {tracks}")
     return 1 if any(m.required and not m.verified for m in entries) else 0
 
 

@@ -81,9 +81,14 @@ def routable(card: ModelCard, source_lang: str, track: str, *, speech: bool) -> 
 def from_speech(card: ModelCard) -> list[tuple[str, str]]:
     """The tracks speech in any language whisper knows can get beyond ``card``'s own pairs:
     (target, via): ``(en, whisper)`` and a ``(T, en)`` per target reached from English."""
-    pivots = [target for source, target in card.pairs if base_language(source) == ENGLISH]
     if not card.pairs:
         return []  # the model takes any source itself
+    return speech_routes(card.pairs)
+
+
+def speech_routes(pairs: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``from_speech`` for a list of (source, target) pairs."""
+    pivots = [target for source, target in pairs if base_language(source) == ENGLISH]
     return [(ENGLISH, "whisper"), *((target, ENGLISH) for target in dict.fromkeys(pivots))]
 
 

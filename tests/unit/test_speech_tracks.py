@@ -23,7 +23,7 @@ from engine.types import CAPTION_TRACK, CanvasKey, Final, WindowJob, Word
 from stream.admission import Refusal, admit
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
-from stream.speech_tracks import Route, describe, from_speech, routable, route
+from stream.speech_tracks import Route, describe, from_speech, routable, route, speech_routes
 from stream.wire.messages import DraftMsg, FinalMsg, Hello, LanguageMsg, Role
 from tests.speech import librivox_clips
 from tests.unit.hub_harness import AS_SENT, RecordingViewer
@@ -369,3 +369,19 @@ def test_the_en_track_runs_only_while_someone_needs_it(detector: SpeechDetector,
     assert en == [w for w in caption_windows if w >= en[0]]
     assert en[0] >= 1
     assert english.finals("en")[-1].text == "Thank you."
+
+
+def test_livecanvas_models_lists_what_speech_adds(capsys: pytest.CaptureFixture[str]) -> None:
+    from livecanvas.cli import main
+
+    assert speech_routes([("en", "pt-BR"), ("es", "en"), ("en", "fr")]) == [
+        ("en", "whisper"),
+        ("pt-BR", "en"),
+        ("fr", "en"),
+    ]
+    main(["models"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2:] == [
+        "pairs `serve` offers with these translators: en -> pt-BR, pt-BR -> en",
+        "and from speech in any other language whisper knows (unless --no-asr): en, pt-BR (through en)",
+    ]
