@@ -3,8 +3,9 @@ window job into a ``CanvasRequest`` (prompt rendering, context budget, token bud
 
 Three kinds serve: ``LoadedModel`` (a DiffusionGemma checkpoint),
 :class:`engine.translator.CanvasModel` (the embedded translator v2) and
-:class:`engine.user_translator.MarianModel` (a Hugging Face Marian checkpoint, decoded greedily);
-``load_model`` picks by what the spec resolves to. Only the engine worker thread touches a loaded model.
+:class:`engine.user_translator.MarianModel` (a Hugging Face Marian checkpoint, decoded greedily,
+loaded by ``--translator``); ``load_model`` picks between the first two by what the spec resolves
+to. Only the engine worker thread touches a loaded model.
 """
 
 from __future__ import annotations
@@ -127,10 +128,6 @@ def load_model(
                 "--device applies to DiffusionGemma checkpoints; the canvas translator runs on the CPU"
             )
         return load_canvas_model(resolved, seed=seed, int8=int8, edit_in_place=edit_in_place)
-    from engine.user_translator import TranslatorSpec, is_marian_checkpoint, load_user_translator
-
-    if is_marian_checkpoint(resolved.path):
-        return load_user_translator(TranslatorSpec(str(resolved.path)), device=device, seed=seed)
     torch_dtype: Any = "auto" if dtype == "auto" else getattr(torch, dtype)
     model_class: Any = DiffusionGemmaForBlockDiffusion
     model = model_class.from_pretrained(resolved.path, dtype=torch_dtype, local_files_only=True)

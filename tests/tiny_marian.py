@@ -15,9 +15,10 @@ import json
 import random
 from pathlib import Path
 
-WORDS = tuple(
-    "the house is red and the sky is blue we go to the market today she reads a book tomorrow they will "
-    "travel far good evening everyone thank you for coming here now".split(" ")
+WORDS = (
+    *("the", "house", "is", "red", "and", "the", "sky", "is", "blue", "we", "go", "to", "the", "market"),
+    *("today", "she", "reads", "a", "book", "tomorrow", "they", "will", "travel", "far", "good"),
+    *("evening", "everyone", "thank", "you", "for", "coming", "here", "now"),
 )
 SEED = 20261127
 

@@ -106,8 +106,8 @@ def test_a_sequence_released_mid_batch_leaves_the_others_untouched(marian: Maria
     expected = [greedy(marian, r) for r in requests]
     assert [first[0].tokens[0], *(s[0].tokens[1 + i] for i, s in enumerate(later))] == list(expected[0][:3])
     assert [first[2].tokens[0], *(s[1].tokens[1 + i] for i, s in enumerate(later))] == list(expected[2][:3])
-    assert joined[2].tokens[0] == expected[1][0] and joined[2].settled == 1
-    assert joined[0].settled == 4 and not joined[0].done
+    assert (joined[2].tokens[0], joined[2].settled) == (expected[1][0], 1)
+    assert (joined[0].settled, joined[0].done) == (4, False)
 
 
 def test_the_budget_ends_a_window_with_generates_forced_end(marian: MarianModel) -> None:
@@ -128,7 +128,7 @@ def test_blocks_follow_one_another_and_a_block_is_checked_when_appended(marian: 
     assert tokens_of(run.finals[request.key].text) == greedy(marian, request)  # over several blocks
     denoiser.start(1, request)
     results = [denoiser.step([1], [4 - i]) for i in range(4)]
-    assert [r[0].settled for r in results] == [1, 2, 3, 4] and results[-1][0].done
+    assert [(r[0].settled, r[0].done) for r in results] == [(1, False), (2, False), (3, False), (4, True)]
     with pytest.raises(EngineError, match="no position left"):
         denoiser.step([1], [1])
     with pytest.raises(EngineError, match="is not the decoded"):
@@ -146,7 +146,7 @@ def test_revising_a_sequence_decodes_its_new_source_from_the_start(marian: Maria
     denoiser.revise(3, new)
     first = denoiser.step([3], [16])[0]
     denoiser.release(3)
-    assert first.tokens[0] == greedy(marian, new)[0] and first.settled == 1
+    assert (first.tokens[0], first.settled) == (greedy(marian, new)[0], 1)
 
 
 def test_the_pair_comes_from_the_checkpoint_or_from_the_spec(tiny_marian: Path, tmp_path: Path) -> None:
@@ -178,14 +178,20 @@ def test_a_window_in_another_pair_is_refused_and_pairs_pool_into_one_card(marian
     other = load_user_translator(TranslatorSpec(str(marian.resolved.path), ("en", "pt-BR")))
     card = pooled_card([marian.card, other.card])
     assert card.pairs == (("es", "en"), ("en", "pt-BR"))
-    assert card.serves("es-MX", "en") and card.serves("en", "pt") and not card.serves("es", "pt")
+    assert [card.serves(*pair) for pair in [("es-MX", "en"), ("en", "pt"), ("es", "pt")]] == [
+        True,
+        True,
+        False,
+    ]
 
 
 def test_generation_settings_the_backend_would_not_apply_are_refused(marian: MarianModel) -> None:
     config = marian.denoiser.model.generation_config
     rules = GreedyRules.of(config, marian.denoiser.model.config)
     pad = marian.tokenizer.pad_token_id
-    assert rules.banned == (pad,) and rules.forced_eos_token_id == 0 and rules.start_token_id == pad
-    changed = type(config).from_dict({**config.to_dict(), "repetition_penalty": 1.3, "no_repeat_ngram_size": 3})
-    with pytest.raises(ModelResolutionError, match="repetition_penalty=1.3, no_repeat_ngram_size=3"):
+    assert (rules.banned, rules.forced_eos_token_id, rules.start_token_id) == ((pad,), 0, pad)
+    changed = type(config).from_dict(
+        {**config.to_dict(), "repetition_penalty": 1.3, "no_repeat_ngram_size": 3}
+    )
+    with pytest.raises(ModelResolutionError, match=r"repetition_penalty=1\.3, no_repeat_ngram_size=3"):
         GreedyRules.of(changed, marian.denoiser.model.config)
