@@ -60,7 +60,7 @@ from dataclasses import replace
 
 from engine.asr import AsrRequest
 from engine.caption_windows import CaptionDraft
-from engine.language_id import AUTO, AutoLanguageTranscriber
+from engine.language_id import AUTO
 from engine.prompts import ContextEntry
 from engine.speech_translation import SpeechTranslation
 from engine.transcriber import Transcriber
@@ -71,7 +71,7 @@ from stream.errors import ProtocolError
 from stream.final_log import FinalLog
 from stream.speech_tracks import ENGLISH, Route, Serves, base_language, needs_english, route
 from stream.stream_state import OpenText, StreamState, TrackState, Viewer, WindowState
-from stream.wire.messages import DraftMsg, Ended, FinalMsg, LanguageMsg
+from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
 ORPHAN_GRACE_MS = 5000
 ORPHANED = "cancelled: nobody is subscribed to this track any more"
@@ -384,43 +384,24 @@ class StreamHub:
     def _after_captions(self, stream: StreamState, transcriber: Transcriber) -> None:
         """After the caption transcriber moved: announce an identified language; once it has finished,
         tell its ``en`` track no more caption windows come."""
-        speech = stream.speech
-        if (
-            isinstance(transcriber, AutoLanguageTranscriber)
-            and transcriber.detected_language is not None
-            and speech.language is None
-            and stream.transcriber is transcriber
-        ):
-            speech.language = LanguageMsg(
-                stream=stream.name, language=transcriber.detected_language,
-                probability=round(min(1.0, max(0.0, transcriber.language_probability)), 4),
-                epoch=stream.epoch,
-            )  # fmt: skip
+        announced = stream.speech.identified(transcriber, stream.name, stream.epoch)
+        if announced is not None and stream.transcriber is transcriber:
             for viewer in list(stream.viewers):
-                viewer.deliver(speech.language)
+                viewer.deliver(announced)
             self._ensure_english(stream)
-        translation = speech.taking_windows(transcriber)
+        translation = stream.speech.taking_windows(transcriber)
         if translation is not None and transcriber.finished:
-            speech.captions_finished = True
+            stream.speech.captions_finished = True
             self._on_english_events(stream, translation, translation.captions_finished())
 
     def _ensure_english(self, stream: StreamState) -> None:
-        """Start the stream's ``en`` track when a watched track needs it; end it once none does and
-        no window waits for its English."""
-        speech, caption = stream.speech, stream.transcriber
-        if self._make_translation is None or caption is None or caption.ending:
+        """Start the stream's ``en`` track when a watched track needs it, end it once none does."""
+        if self._make_translation is None or stream.transcriber is None:
             return
         needed = needs_english(self._route(stream, t, speech=True) for t in stream.target_tracks())
-        running = speech.following(caption)
-        if running is not None:
-            if not needed and running.waiting_index is None:
-                running.end()  # its last pass hands out nothing: no window waits
-                speech.translation = None
-            return
-        if needed and speech.translation is None and base_language(stream.spoken_lang) != AUTO:
-            speech.start(self._make_translation, caption, stream.spoken_lang)
-            assert speech.translation is not None
-            self._pump_english(stream, speech.translation)
+        started = stream.speech.ensure(self._make_translation, stream.transcriber, stream.spoken_lang, needed)
+        if started is not None:
+            self._pump_english(stream, started)
 
     def _pump_english(self, stream: StreamState, translation: SpeechTranslation) -> None:
         """Drive an ``en`` track like the caption transcriber (one request in flight)."""

@@ -136,6 +136,37 @@ class SpeechState:
             return None
         return translation
 
+    def ensure(
+        self, make: Callable[[str], SpeechTranslation], caption: Transcriber, language: str, needed: bool
+    ) -> SpeechTranslation | None:
+        """Start the ``en`` track for ``caption`` when ``needed`` (a watched track's route goes through
+        it) and none runs; end a running one once not needed and no window waits for its English.
+        Returns a track just started (to drive)."""
+        if caption.ending:
+            return None
+        running = self.following(caption)
+        if running is not None:
+            if not needed and running.waiting_index is None:
+                running.end()  # its last pass hands out nothing: no window waits
+                self.translation = None
+            return None
+        if not needed or self.translation is not None or base_language(language) == AUTO:
+            return None
+        self.start(make, caption, language)
+        return self.translation
+
+    def identified(self, caption: Transcriber, stream: str, epoch: str) -> LanguageMsg | None:
+        """The ``language`` message, once, when ``caption`` (an ``auto`` stream's) has identified it."""
+        if not isinstance(caption, AutoLanguageTranscriber) or caption.detected_language is None:
+            return None
+        if self.language is not None:
+            return None
+        probability = round(min(1.0, max(0.0, caption.language_probability)), 4)
+        self.language = LanguageMsg(
+            stream=stream, language=caption.detected_language, probability=probability, epoch=epoch
+        )
+        return self.language
+
     def start(self, make: Callable[[str], SpeechTranslation], caption: Transcriber, language: str) -> None:
         """Start the ``en`` track for ``caption``'s stream speaking ``language``, on the stream's clock."""
         translation = make(language)
