@@ -10,28 +10,19 @@ tracks. For every window the hub:
 * relays engine drafts to that track's viewers, and releases finals in window order per track (a
   final that overtakes an earlier window waits for it), exactly once each.
 
-The window still open is translated too (:mod:`stream.draft_display`): each newer text of it (speech's
-caption draft; a text publisher's pending text plus its ``partial`` line, which goes out as a caption
-draft the same way) becomes a *provisional* job per watched track, whose drafts go out as that
-track's drafts of the open window; when the window closes, its final job edits the same canvas. One
-path for both: ``_open_window_text``. A translation draft reaches viewers only through the display
-rule (:func:`stream.draft_display.shown`), and the hub numbers what it sends (``rev`` 0, 1, ... per
-window and track; the final's ``rev`` one more). Provisional canvases a window no longer needs (its
-track lost its viewers before the window closed) are cancelled.
+The open window is translated too (``open_window_text``, one path for speech's caption drafts and a
+text publisher's pending text plus ``partial`` line): each newer text is its caption draft and a
+*provisional* job per watched track, whose drafts are that track's drafts of the open window; the
+window's final job then edits the same canvas. Translated drafts pass the display rule
+(:mod:`stream.draft_display`) and are numbered per window and track (the final's ``rev`` one more);
+provisional canvases of tracks that lost their viewers before the window closed are cancelled.
 
-Audio goes through a ``Transcriber`` per stream: the hub hands its recognition requests to the
-``submit_asr`` callback (whose result callback must run on the hub's thread), relays its caption
-drafts, and treats its closed windows exactly like text windows. The hub numbers every stream's
-windows itself, so text and audio windows share one gapless sequence.
-
-A track is made one of three ways (``stream.speech_tracks.route``): by a loaded translator (a job per
-window, as above); for non-English speech, ``en`` by whisper's ``translate`` task (a second,
-``SpeechTranslation`` transcriber the hub drives like the caption's, fed the same audio, handed each
-caption window as it closes, whose windows are the ``en`` finals and whose drafts are ``en`` drafts of
-the oldest window still waiting for its English); or by *pivot*, a translator's job per window whose
-source is that window's ``en`` final (its drafts, of windows already closed, feed provisional jobs).
-A window no route reaches gets an error final on that track. For ``source_lang`` ``auto`` the language
-whisper identified is announced to every connection once (``language``) and decides the routes.
+Audio goes through the stream's transcribers (:mod:`stream.speech_input`), whose closed windows the
+hub treats exactly like text windows, numbering every stream's windows itself, so text and audio
+windows share one gapless sequence. A track is made one of three ways (``stream.speech_tracks.route``):
+by a loaded translator (a job per window, as above); for non-English speech, ``en`` by whisper's
+``translate`` task; or by *pivot*, a translator's job per window whose source is that window's ``en``
+final. A window no route reaches gets an error final on that track.
 
 Every final goes through the hub's ``FinalLog`` (``finals``, stream/final_log.py) on its way out: the
 log stamps it with the stream's epoch and resume number and keeps it, and the stamped final is what
@@ -44,12 +35,11 @@ windows still in the engine are cancelled (the ``cancel`` callback) and each get
 client that resumes later still finds exactly one final per window. Jobs are only ever made for the
 tracks of connected viewers, so the MQTT bridge (an observer) never keeps a track alive.
 
-When the publisher's input is over (``end``; or it left and none came back within that same grace,
-which ``tick`` checks) and the stream is drained, its other connections get one ``ended``, after its
-last final. A viewer joining while it holds gets it at once; a new publisher clears it (the stream goes on).
-
-The hub runs on the event loop's thread but does no I/O itself: viewers are objects with a
-``deliver`` method and jobs leave through the ``submit`` callback, so it is tested without a loop.
+When the publisher's input is over (``end``; or it left and none came back within that grace) and the
+stream is drained, its other connections get one ``ended`` after its last final (a viewer joining
+while it holds gets it at once; a new publisher clears it). The hub runs on the event loop's thread but
+does no I/O: viewers have a ``deliver`` method and jobs leave through ``submit``, so it is tested
+without a loop.
 """
 
 from __future__ import annotations
@@ -58,18 +48,17 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 
-from engine.asr import AsrRequest
-from engine.caption_windows import CaptionDraft
 from engine.language_id import AUTO
 from engine.prompts import ContextEntry
 from engine.speech_translation import SpeechTranslation
 from engine.transcriber import Transcriber
-from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, WindowJob, Word
+from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Segment, Window, WindowJob
 from engine.windows import TextWindower
-from stream.draft_display import DraftDisplay, shown
+from stream.draft_display import DraftDisplay
 from stream.errors import ProtocolError
 from stream.final_log import FinalLog
-from stream.speech_tracks import ENGLISH, Route, Serves, base_language, needs_english, route
+from stream.speech_input import AsrSubmit, SpeechInput
+from stream.speech_tracks import Route, Serves, base_language, refuse_unidentified_text, route
 from stream.stream_state import OpenText, StreamState, TrackState, Viewer, WindowState
 from stream.wire.messages import DraftMsg, Ended, FinalMsg
 
@@ -78,7 +67,6 @@ ORPHANED = "cancelled: nobody is subscribed to this track any more"
 ENDED_BY_END = "end"  # ``ended.reason``: the publisher sent ``end``
 ENDED_BY_DISCONNECT = "disconnected"  # its connection went away and no publisher came back in time
 
-AsrSubmit = Callable[[AsrRequest, Callable[[list[Word] | Exception], None]], None]
 Observer = Callable[[DraftMsg | FinalMsg | Ended], None]  # every broadcast, ``ended`` included
 
 
@@ -108,15 +96,17 @@ class StreamHub:
         self._submit = submit
         self._cancel = cancel
         self._orphan_grace_ns = orphan_grace_ms * 1_000_000
-        self._submit_asr = submit_asr
-        self._make_transcriber = make_transcriber
         self._serves = serves
-        self._make_translation = make_translation
         self._max_window_words = max_window_words
         self._idle_ms = idle_ms
         self._clock_ns = clock_ns
         self._observers: list[Observer] = []
         self.streams: dict[str, StreamState] = {}
+        self._speech = (
+            SpeechInput(self, submit_asr, make_transcriber, make_translation, clock_ns)
+            if submit_asr is not None and make_transcriber is not None
+            else None
+        )
 
     def add_observer(self, observer: Observer) -> None:
         """Also hand ``observer`` every draft and final sent on any stream and track (whether or not a
@@ -165,7 +155,7 @@ class StreamHub:
             stream.publisher = None
             if stream.input_over is None:
                 stream.input_over, stream.input_over_ns = ENDED_BY_DISCONNECT, self._clock_ns()
-            self._commit(stream, stream.windower.flush(self._now_ms(stream)))  # nothing published is lost
+            self.commit(stream, stream.windower.flush(self._now_ms(stream)))  # nothing published is lost
             self._end_audio(stream)
         watched = stream.target_tracks()
         for track in viewer.tracks - watched - {CAPTION_TRACK}:
@@ -175,63 +165,34 @@ class StreamHub:
     # -- input -------------------------------------------------------------------------------------
     def publish_text(self, name: str, text: str, t_ms: int | None) -> None:
         stream = self.streams[name]
-        self._check_text(stream)
+        refuse_unidentified_text(stream.spoken_lang)
         stream.partial = ""  # settled text replaces the provisional line
-        self._commit(stream, stream.windower.push(Segment(text=text, t_ms=t_ms), self._now_ms(stream)))
+        self.commit(stream, stream.windower.push(Segment(text=text, t_ms=t_ms), self._now_ms(stream)))
 
     def publish_partial(self, name: str, text: str, t_ms: int | None) -> None:
         """The publisher's provisional line (``partial``): it replaces the previous one and is shown as
         the open window's caption draft and translated into drafts, never committed."""
         stream = self.streams[name]
-        self._check_text(stream)
+        refuse_unidentified_text(stream.spoken_lang)
         stream.partial = text.strip()
-        now_ms = self._now_ms(stream)
-        t_ms = now_ms if t_ms is None else t_ms
+        t_ms = self._now_ms(stream) if t_ms is None else t_ms
         open_text = " ".join(t for t in (stream.windower.pending_text, stream.partial) if t)
         if open_text:
-            self._open_window_text(stream, open_text, t_ms, t_ms, self._clock_ns())
-
-    @staticmethod
-    def _check_text(stream: StreamState) -> None:
-        if base_language(stream.spoken_lang) == AUTO:
-            raise ProtocolError(
-                "unsupported",
-                "source_lang auto is identified from speech: send audio, or say hello again with the "
-                "text's language; this text was not taken",
-            )
+            self.open_window_text(stream, open_text, t_ms, t_ms, self._clock_ns())
 
     def flush(self, name: str) -> None:
         stream = self.streams[name]
-        self._commit(stream, stream.windower.flush(self._now_ms(stream)))
+        self.commit(stream, stream.windower.flush(self._now_ms(stream)))
 
     @property
     def accepts_audio(self) -> bool:
-        return self._submit_asr is not None and self._make_transcriber is not None
+        return self._speech is not None
 
     def publish_audio(self, name: str, pcm16le: bytes) -> None:
         """Feed a publisher's audio (PCM16LE, 16 kHz mono) into the stream's transcriber."""
-        stream = self.streams[name]
-        if stream.transcriber is not None and stream.transcriber.ending and not stream.transcriber.finished:
-            # a publisher that came back (resume) while its previous connection's audio is still being
-            # finalised: its audio waits, then starts a new transcription (see _pump_audio)
-            stream.held_audio += pcm16le
-            return
-        if stream.transcriber is None or stream.transcriber.finished:
-            if self._make_transcriber is None:
-                raise ProtocolError("unsupported", "this server has no speech recognition")
-            # a stream whose language was identified keeps it (a resuming publisher)
-            stream.transcriber = self._make_transcriber(stream.spoken_lang)
-            stream.audio_started_ns = self._clock_ns()
-            stream.speech.restart()
-        self._ensure_english(stream)
-        stream.transcriber.insert_audio(pcm16le)
-        stream.speech.audio_bytes += len(pcm16le)
-        translation = stream.speech.following(stream.transcriber)
-        if translation is not None:
-            translation.insert_audio(pcm16le)
-        self._pump_audio(stream)
-        if translation is not None:
-            self._pump_english(stream, translation)
+        if self._speech is None:
+            raise ProtocolError("unsupported", "this server has no speech recognition")
+        self._speech.publish(self.streams[name], pcm16le)
 
     def end_input(self, name: str) -> None:
         """The publisher has no more input: close open text and finish transcribing audio."""
@@ -244,7 +205,7 @@ class StreamHub:
         """Close windows whose text has been idle too long, cancel orphaned tracks' windows, tell viewers
         a publisher is not coming back; call a few times a second."""
         for stream in list(self.streams.values()):
-            self._commit(stream, stream.windower.poll(self._now_ms(stream)))
+            self.commit(stream, stream.windower.poll(self._now_ms(stream)))
             self._cancel_orphans(stream)
             if self.streams.get(stream.name) is stream:
                 self._announce_end(stream)
@@ -270,7 +231,7 @@ class StreamHub:
                     if window is None or name not in window.open_tracks or index in track.held:
                         continue
                     key = CanvasKey(stream.name, name, index)
-                    self._on_final(
+                    self.settle(
                         stream, window, Final(key=key, rev=0, text="", steps=0, tokens=0, error=reason)
                     )
                     sent += 1
@@ -297,7 +258,7 @@ class StreamHub:
                 self._cancel(keys)
             for key in keys:
                 error = Final(key=key, rev=0, text="", steps=0, tokens=0, error=ORPHANED)
-                self._on_final(stream, stream.windows[key.window], error)
+                self.settle(stream, stream.windows[key.window], error)
             if stream.name not in self.streams:
                 return  # the last final let the hub forget the stream
 
@@ -320,164 +281,18 @@ class StreamHub:
             if isinstance(event, Draft):
                 self._draft(stream, key.track, key.window, event.text, window)
             else:
-                self._on_final(stream, window, event)
+                self.settle(stream, window, event)
 
-    # -- audio ---------------------------------------------------------------------------------------
+    # -- speech (stream/speech_input.py) -------------------------------------------------------------
     def _end_audio(self, stream: StreamState) -> None:
-        if stream.transcriber is not None and not stream.transcriber.finished:
-            translation = stream.speech.following(stream.transcriber)
-            stream.transcriber.end()
-            if translation is not None:
-                translation.end()
-            self._pump_audio(stream)
-            if translation is not None:
-                self._pump_english(stream, translation)
+        if self._speech is not None:
+            self._speech.end(stream)
 
-    def _pump_audio(self, stream: StreamState) -> None:
-        transcriber = stream.transcriber
-        assert transcriber is not None
-        assert self._submit_asr is not None
-        request, events = transcriber.step()
-        self._on_caption_events(stream, events)
-        self._after_captions(stream, transcriber)
-        if request is None:
-            if transcriber.finished and stream.held_audio:
-                held, stream.held_audio = bytes(stream.held_audio), bytearray()
-                self.publish_audio(stream.name, held)
-                return
-            self._check_drained(stream)
-            return
-
-        def done(result: list[Word] | Exception) -> None:
-            if isinstance(result, Exception):
-                self._on_caption_events(stream, transcriber.on_error(request))
-            else:
-                self._on_caption_events(stream, transcriber.on_result(request, result))
-            self._after_captions(stream, transcriber)
-            if stream.transcriber is transcriber:
-                self._pump_audio(stream)
-
-        self._submit_asr(request, done)
-
-    def _on_caption_events(self, stream: StreamState, events: list[CaptionDraft | Window]) -> None:
-        """In order: a draft that follows a closed window belongs to the window after it."""
-        if events:
-            self._ensure_english(stream)  # before a window closes: it is handed over
-        for event in events:
-            if isinstance(event, Window):
-                index = stream.next_window
-                # measured from when the window's last word was spoken
-                self._commit(stream, [event], spoken_ns=[stream.spoken_ns(event.t1_ms)], speech=True)
-                translation = stream.speech.taking_windows(stream.transcriber)
-                if translation is not None:
-                    closed = translation.caption_closed(replace(event, index=index))
-                    self._on_english_events(stream, translation, closed)
-                continue
-            spoken_ns = stream.spoken_ns(event.t1_ms)
-            self._open_window_text(stream, event.text, event.t0_ms, event.t1_ms, spoken_ns)
-
-    # -- speech tracks (stream/speech_tracks.py) ----------------------------------------------------
-    def _route(self, stream: StreamState, track: str, *, speech: bool) -> Route | None:
+    def route(self, stream: StreamState, track: str, *, speech: bool) -> Route | None:
         serves = self._serves or (lambda source, target: True)
         return route(serves, stream.spoken_lang, track, speech=speech)
 
-    def _after_captions(self, stream: StreamState, transcriber: Transcriber) -> None:
-        """After the caption transcriber moved: announce an identified language; once it has finished,
-        tell its ``en`` track no more caption windows come."""
-        announced = stream.speech.identified(transcriber, stream.name, stream.epoch)
-        if announced is not None and stream.transcriber is transcriber:
-            for viewer in list(stream.viewers):
-                viewer.deliver(announced)
-            self._ensure_english(stream)
-        translation = stream.speech.taking_windows(transcriber)
-        if translation is not None and transcriber.finished:
-            stream.speech.captions_finished = True
-            self._on_english_events(stream, translation, translation.captions_finished())
-
-    def _ensure_english(self, stream: StreamState) -> None:
-        """Start the stream's ``en`` track when a watched track needs it, end it once none does."""
-        if self._make_translation is None or stream.transcriber is None:
-            return
-        needed = needs_english(self._route(stream, t, speech=True) for t in stream.target_tracks())
-        started = stream.speech.ensure(self._make_translation, stream.transcriber, stream.spoken_lang, needed)
-        if started is not None:
-            self._pump_english(stream, started)
-
-    def _pump_english(self, stream: StreamState, translation: SpeechTranslation) -> None:
-        """Drive an ``en`` track like the caption transcriber (one request in flight)."""
-        assert self._submit_asr is not None
-        request, events = translation.step()
-        self._on_english_events(stream, translation, events)
-        if request is None:
-            return
-
-        def done(result: list[Word] | Exception) -> None:
-            if isinstance(result, Exception):
-                events = translation.on_error(request)
-            else:
-                events = translation.on_result(request, result)
-            self._on_english_events(stream, translation, events)
-            if self.streams.get(stream.name) is stream:
-                self._pump_english(stream, translation)
-
-        self._submit_asr(request, done)
-
-    def _on_english_events(
-        self, stream: StreamState, translation: SpeechTranslation, events: list[CaptionDraft | Window]
-    ) -> None:
-        for event in events:
-            if isinstance(event, Window):
-                self._english_final(stream, event)
-            else:
-                self._english_draft(stream, translation, event)
-
-    def _english_draft(
-        self, stream: StreamState, translation: SpeechTranslation, draft: CaptionDraft
-    ) -> None:
-        """The English not yet final: a draft of the oldest window still waiting for its English (the
-        open window when none is), which may run into the next windows' words (the final has just its
-        own); its pivot tracks translate it provisionally once the window has closed."""
-        index = translation.waiting_index
-        since_ns = stream.spoken_ns(draft.t1_ms)
-        if index is None:  # the open window
-            for track in sorted(stream.target_tracks()):
-                if self._route(stream, track, speech=True) is Route.WHISPER:
-                    self._send_draft(
-                        stream, track, stream.next_window, draft.text, draft.t0_ms, draft.t1_ms, since_ns
-                    )
-            return
-        window = stream.windows.get(index)
-        if window is None:
-            return  # every track of it is out
-        for track in sorted(window.open_tracks):
-            if index in stream.tracks[track].held:
-                continue
-            if window.routes.get(track) is Route.WHISPER:
-                t0_ms, t1_ms = window.window.t0_ms, window.window.t1_ms
-                self._send_draft(stream, track, index, draft.text, t0_ms, t1_ms, since_ns)
-            elif window.routes.get(track) is Route.PIVOT and self.display.translates(draft.text):
-                self._submit_job(stream, track, index, draft.text, ENGLISH, provisional=True)
-
-    def _english_final(self, stream: StreamState, english: Window) -> None:
-        """The ``en`` final of caption window ``english.index``: the final of its whisper tracks, and
-        the source of its pivot tracks' jobs (an empty one: their final is empty too)."""
-        window = stream.windows.get(english.index)
-        if window is None:
-            return
-        for track in sorted(window.open_tracks):
-            key = CanvasKey(stream.name, track, english.index)
-            if english.index in stream.tracks[track].held:
-                continue
-            via = window.routes.get(track)
-            if via is Route.WHISPER or (via is Route.PIVOT and not english.source):
-                self._on_final(stream, window, Final(key=key, rev=0, text=english.source, steps=0, tokens=0))
-            elif via is Route.PIVOT:
-                window.sources[track] = english.source
-                self._submit_job(stream, track, english.index, english.source, ENGLISH)
-
-    def _open_window_text(
-        self, stream: StreamState, text: str, t0_ms: int, t1_ms: int, since_ns: int
-    ) -> None:
+    def open_window_text(self, stream: StreamState, text: str, t0_ms: int, t1_ms: int, since_ns: int) -> None:
         """A newer text of the open window: its caption draft (``latency_ms`` from ``since_ns``, when
         its last word was spoken or typed), and a provisional job per watched track (module docstring)."""
         now_ns = self._clock_ns()
@@ -488,30 +303,20 @@ class StreamHub:
         )  # fmt: skip
         stream.caption_draft_rev += 1
         self._broadcast(stream, CAPTION_TRACK, draft)
-        targets = {t for t in stream.target_tracks() if self._route(stream, t, speech=False) is Route.NATIVE}
+        targets = {t for t in stream.target_tracks() if self.route(stream, t, speech=False) is Route.NATIVE}
         if not targets or not self.display.translates(text):
             return
         stream.open_text = OpenText(text=text, t0_ms=t0_ms, t1_ms=t1_ms, made_ns=since_ns)
         for track in sorted(targets):
-            track_state = stream.tracks.setdefault(track, TrackState())
+            stream.tracks.setdefault(track, TrackState())
             stream.provisional_tracks.add(track)
-            self._submit(
-                WindowJob(
-                    key=CanvasKey(stream.name, track, stream.next_window),
-                    source=text,
-                    context=tuple(track_state.context),
-                    source_lang=stream.source_lang,
-                    target_lang=track,
-                    submitted_ns=now_ns,
-                    provisional=True,
-                )
-            )
+            self.submit_job(stream, track, stream.next_window, text, stream.spoken_lang, provisional=True)
 
     # -- internals ---------------------------------------------------------------------------------
     def _now_ms(self, stream: StreamState) -> int:
         return (self._clock_ns() - stream.started_ns) // 1_000_000
 
-    def _commit(
+    def commit(
         self,
         stream: StreamState,
         windows: Iterable[Window],
@@ -530,7 +335,7 @@ class StreamHub:
             stream.next_window += 1
             stream.caption_draft_rev = 0
             committed_ns = min(now_ns, spoken_ns[position]) if spoken_ns else now_ns
-            routes = {t: self._route(stream, t, speech=speech) for t in targets}
+            routes = {t: self.route(stream, t, speech=speech) for t in targets}
             served = {t: r for t, r in routes.items() if r is Route.NATIVE or (r is not None and english)}
             state = WindowState(
                 window=window, committed_ns=committed_ns, open_tracks=set(targets), routes=served
@@ -540,30 +345,24 @@ class StreamHub:
                 if name not in targets:  # an en draft of it, from a track that since lost its viewers
                     track_state.drafts.pop(window.index, None)
             caption = FinalMsg(
-                stream=stream.name,
-                track=CAPTION_TRACK,
-                window=window.index,
-                rev=0,
-                text=window.source,
-                t0_ms=window.t0_ms,
-                t1_ms=window.t1_ms,
-                latency_ms=(now_ns - committed_ns) // 1_000_000,
-            )
+                stream=stream.name, track=CAPTION_TRACK, window=window.index, rev=0, text=window.source,
+                t0_ms=window.t0_ms, t1_ms=window.t1_ms, latency_ms=(now_ns - committed_ns) // 1_000_000,
+            )  # fmt: skip
             self._broadcast(stream, CAPTION_TRACK, caption)
             for track in sorted(targets):
                 stream.tracks.setdefault(track, TrackState()).order.append(window.index)
                 if served.get(track) is Route.NATIVE:
-                    self._submit_job(stream, track, window.index, window.source, stream.spoken_lang)
+                    self.submit_job(stream, track, window.index, window.source, stream.spoken_lang)
             for track in sorted(set(targets) - set(served)):
                 kind = "speech" if speech else "text"
                 error = f"unsupported: nothing on this server makes {track} from {stream.spoken_lang} {kind}"
                 key = CanvasKey(stream.name, track, window.index)
-                self._on_final(stream, state, Final(key=key, rev=0, text="", steps=0, tokens=0, error=error))
+                self.settle(stream, state, Final(key=key, rev=0, text="", steps=0, tokens=0, error=error))
             if not targets:
                 del stream.windows[window.index]
-        self._check_drained(stream)
+        self.check_drained(stream)
 
-    def _submit_job(
+    def submit_job(
         self,
         stream: StreamState,
         track: str,
@@ -593,11 +392,8 @@ class StreamHub:
         if dropped and self._cancel is not None:
             self._cancel([CanvasKey(stream.name, track, stream.next_window) for track in dropped])
         for track in dropped:
-            track_state = stream.tracks.get(track)
-            if track_state is not None:
-                track_state.engine_drafts.pop(stream.next_window, None)
-                track_state.shown.pop(stream.next_window, None)
-                track_state.drafts.pop(stream.next_window, None)
+            if track in stream.tracks:
+                stream.tracks[track].forget_drafts(stream.next_window)
         stream.provisional_tracks = set()
         stream.open_text = None
 
@@ -605,37 +401,30 @@ class StreamHub:
         self, stream: StreamState, track: str, index: int, text: str, window: WindowState | OpenText
     ) -> None:
         """An engine draft of a translation track, through the display rule; numbered per window."""
-        track_state = stream.tracks[track]
-        previous, track_state.engine_drafts[index] = track_state.engine_drafts.get(index), text
         closed = not isinstance(window, OpenText)
-        text_shown = shown(self.display, track_state.shown.get(index), text, previous, source_closed=closed)
+        text_shown = stream.tracks[track].to_show(self.display, index, text, closed=closed)
         if text_shown is None:
             return
-        track_state.shown[index] = text_shown
         if isinstance(window, OpenText):
             t0_ms, t1_ms, since_ns = window.t0_ms, window.t1_ms, window.made_ns
         else:
             t0_ms, t1_ms, since_ns = window.window.t0_ms, window.window.t1_ms, window.committed_ns
-        self._send_draft(stream, track, index, text_shown, t0_ms, t1_ms, since_ns)
+        self.send_draft(stream, track, index, text_shown, t0_ms, t1_ms, since_ns)
 
-    def _send_draft(
+    def send_draft(
         self, stream: StreamState, track: str, index: int, text: str, t0_ms: int, t1_ms: int, since_ns: int
     ) -> None:
         """A draft of a translation track, numbered per window (``latency_ms`` from ``since_ns``)."""
-        track_state = stream.tracks.setdefault(track, TrackState())
-        rev = track_state.drafts.get(index, 0)
-        track_state.drafts[index] = rev + 1
+        rev = stream.tracks.setdefault(track, TrackState()).next_rev(index)
         draft = DraftMsg(
             stream=stream.name, track=track, window=index, rev=rev, text=text, t0_ms=t0_ms,
             t1_ms=t1_ms, latency_ms=max(0, (self._clock_ns() - since_ns) // 1_000_000), epoch=stream.epoch,
         )  # fmt: skip
         self._broadcast(stream, track, draft)
 
-    def _on_final(self, stream: StreamState, window: WindowState, final: Final) -> None:
+    def settle(self, stream: StreamState, window: WindowState, final: Final) -> None:
         track = stream.tracks[final.key.track]
-        track.shown.pop(final.key.window, None)
-        track.engine_drafts.pop(final.key.window, None)
-        final = replace(final, rev=track.drafts.pop(final.key.window, 0))
+        final = replace(final, rev=track.forget_drafts(final.key.window))
         message = self._message(stream, window, final)
         track.held[final.key.window] = message
         while track.order and track.order[0] in track.held:
@@ -649,7 +438,7 @@ class StreamHub:
             self._broadcast(stream, message.track, message)
             if not released.open_tracks:
                 del stream.windows[index]
-        self._check_drained(stream)
+        self.check_drained(stream)
 
     def _message(self, stream: StreamState, window: WindowState, event: Final) -> FinalMsg:
         latency_ms = (self._clock_ns() - window.committed_ns) // 1_000_000
@@ -669,7 +458,7 @@ class StreamHub:
             if track in viewer.tracks:
                 viewer.deliver(message)
 
-    def _check_drained(self, stream: StreamState) -> None:
+    def check_drained(self, stream: StreamState) -> None:
         if not stream.drained:
             return
         waiters, stream.drain_waiters = stream.drain_waiters, []

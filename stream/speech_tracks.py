@@ -36,6 +36,7 @@ from engine.language_id import AUTO, AutoLanguageTranscriber, feed_silence
 from engine.models import ModelCard
 from engine.speech_translation import SpeechTranslation
 from engine.transcriber import Transcriber
+from stream.errors import ProtocolError
 from stream.wire.messages import LanguageMsg
 
 ENGLISH = "en"
@@ -100,6 +101,17 @@ def describe(card: ModelCard, *, speech: bool) -> str:
     pivots = ", ".join(target for target, via in routes if via == ENGLISH)
     through = f", and through en into {pivots}" if pivots else ""
     return f"{card.describe()}; from speech in any other language whisper knows: into en (whisper){through}"
+
+
+def refuse_unidentified_text(language: str) -> None:
+    """Text (or a ``partial`` line) on a stream whose ``auto`` language is not identified yet is refused:
+    its language is identified from speech."""
+    if base_language(language) == AUTO:
+        raise ProtocolError(
+            "unsupported",
+            "source_lang auto is identified from speech: send audio, or say hello again with the "
+            "text's language; this text was not taken",
+        )
 
 
 def needs_english(routes: Iterable[Route | None]) -> bool:

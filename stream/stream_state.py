@@ -22,6 +22,7 @@ from engine.prompts import ContextEntry
 from engine.transcriber import Transcriber
 from engine.types import CAPTION_TRACK, Window
 from engine.windows import TextWindower
+from stream.draft_display import DraftDisplay, shown
 from stream.speech_tracks import Route, SpeechState, base_language
 from stream.wire.messages import DraftMsg, Ended, FinalMsg, LanguageMsg
 
@@ -56,6 +57,26 @@ class TrackState:
     shown: dict[int, str] = field(default_factory=dict)  # per window: the text of its last draft sent
     engine_drafts: dict[int, str] = field(default_factory=dict)  # per window: the engine's last draft
     drafts: dict[int, int] = field(default_factory=dict)  # per window: drafts sent (the next rev)
+
+    def to_show(self, display: DraftDisplay, window: int, text: str, *, closed: bool) -> str | None:
+        """What to show of an engine draft of ``window`` under the display rule (None: nothing)."""
+        previous, self.engine_drafts[window] = self.engine_drafts.get(window), text
+        text_shown = shown(display, self.shown.get(window), text, previous, source_closed=closed)
+        if text_shown is not None:
+            self.shown[window] = text_shown
+        return text_shown
+
+    def next_rev(self, window: int) -> int:
+        """The ``rev`` of the window's next draft sent, counted."""
+        rev = self.drafts.get(window, 0)
+        self.drafts[window] = rev + 1
+        return rev
+
+    def forget_drafts(self, window: int) -> int:
+        """Forget the window's drafts (its final is here, or it will get none); how many were sent."""
+        self.shown.pop(window, None)
+        self.engine_drafts.pop(window, None)
+        return self.drafts.pop(window, 0)
 
 
 @dataclass(frozen=True, slots=True)
