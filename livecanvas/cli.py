@@ -83,6 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed", type=float, default=1.0, help="audio pace: 1 real time (default), 4 faster, 0 no pacing"
     )
     send.add_argument("--chunk-ms", type=int, default=100, help="audio per frame, in ms (default 100)")
+    send.add_argument(
+        "--type-wpm",
+        type=float,
+        default=0.0,
+        metavar="WPM",
+        help="type each text line word by word as partial lines at this pace first, as a stenographer "
+        "would (the open line is shown and translated as drafts)",
+    )
     send.set_defaults(handler=run_send)
 
     demo = commands.add_parser(
@@ -201,8 +209,11 @@ def run_send(args: argparse.Namespace) -> int:
         source_lang=args.source_lang,
         token=args.token,
         interval_s=args.interval,
+        typing_wpm=args.type_wpm,
         as_json=args.json,
     )
+    if args.type_wpm < 0:
+        raise SystemExit("livecanvas send: --type-wpm must be positive (0: no typing)")
     result: list[int] = []
     if args.audio is None and not args.mic:
         segments = list(args.text) or read_lines(args.file)

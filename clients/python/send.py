@@ -36,6 +36,7 @@ class SendOptions:
     source_lang: str = "en"
     token: str = ""
     interval_s: float = 0.0
+    typing_wpm: float = 0.0  # > 0: each line is typed as partial lines at this many words a minute first
     as_json: bool = False
     live: bool | None = None  # drafts overwritten in place; None: when the output is a terminal
 
@@ -141,11 +142,21 @@ Progress = Callable[[float, float, str], None]
 
 
 async def _publish(
-    session: CaptionSession, segments: Sequence[str], interval_s: float, progress: Progress
+    session: CaptionSession,
+    segments: Sequence[str],
+    interval_s: float,
+    progress: Progress,
+    typing_wpm: float = 0.0,
 ) -> None:
+    """Send each segment (``interval_s`` apart); with ``typing_wpm`` each is first typed word by word as
+    ``partial`` lines at that pace, as a stenographer's line grows, then sent as settled text."""
     for index, segment in enumerate(segments):
         if index and interval_s:
             await asyncio.sleep(interval_s)
+        words = segment.split()
+        for count in range(1, len(words) if typing_wpm > 0 else 0):
+            await session.send_partial(" ".join(words[:count]))
+            await asyncio.sleep(60.0 / typing_wpm)
         await session.send_text(segment)
         progress(index + 1, len(segments), "lines")
     await session.end()
@@ -216,7 +227,9 @@ async def send_segments(options: SendOptions, segments: Sequence[str], out: Text
     tally = Tally()
     code = await _run(
         options,
-        lambda session, progress: _publish(session, segments, options.interval_s, progress),
+        lambda session, progress: _publish(
+            session, segments, options.interval_s, progress, options.typing_wpm
+        ),
         tally,
         out,
         started,

@@ -90,3 +90,29 @@ async def test_send_publishes_a_file_line_by_line(server: LivecanvasServer, tmp_
     assert ("caption", 1, "Second line, and the last one.") in finals
     assert sorted(w for t, w, _ in finals if t == "pt") == [0, 1]
     assert messages[-1]["type"] == "bye"
+
+
+async def test_send_types_lines_as_partials_whose_translation_shows_before_the_line_is_sent(
+    server: LivecanvasServer,
+) -> None:
+    line = "Residents asked the council for more shade at bus stops and for cooling centres."
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", "send",
+        "--url", url_of(server), "--stream", "typed-talk", "--tracks", "caption,pt", "--json",
+        "--type-wpm", "180", line,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    messages = [json.loads(line) for line in stdout.decode().splitlines()]
+    caption_final = next(
+        i for i, m in enumerate(messages) if m["type"] == "final" and m["track"] == "caption"
+    )
+    assert messages[caption_final]["text"] == line
+    caption_drafts = [
+        m["text"] for m in messages[:caption_final] if m["type"] == "draft" and m["track"] == "caption"
+    ]
+    assert caption_drafts[:2] == ["Residents", "Residents asked"]  # the line as it was typed
+    assert any(m["type"] == "draft" and m["track"] == "pt" for m in messages[:caption_final])
+    assert [m["window"] for m in messages if m["type"] == "final" and m["track"] == "pt"] == [0]
