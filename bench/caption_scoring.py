@@ -76,6 +76,12 @@ class StreamScore:
     draft_text: str
 
 
+def word_spoken_ns(start_ns: int, window: Caption, index: int, count: int) -> float:
+    """When word ``index`` of the ``count`` words of a final ``window`` was spoken, on the client's clock:
+    the window's words spread linearly over its span (module docstring)."""
+    return start_ns + (window.t0_ms + (window.t1_ms - window.t0_ms) * (index + 1) / count) * 1e6
+
+
 def padded(text: str) -> str:
     return f" {normalize(text)} "
 
@@ -117,8 +123,7 @@ def score_stream(record: StreamRecord) -> StreamScore:
             and (draft.window == final.window or draft.t1_ms > final.t0_ms)
         ]
         for i in range(len(words)):
-            end_ms = final.t0_ms + (final.t1_ms - final.t0_ms) * (i + 1) / len(words)
-            spoken_ns = record.start_ns + end_ms * 1e6
+            spoken_ns = word_spoken_ns(record.start_ns, final, i, len(words))
             prefix = padded(" ".join(words[: i + 1]))
             shown = next((d.at_ns for d, text in candidates if prefix.strip() == "" or prefix in text), None)
             if shown is None:

@@ -39,7 +39,7 @@ import os
 import random
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,6 @@ from bench.audio_latency import Programme, build_programme, peak_rss_mib, spread
 from bench.caption_scoring import Caption, StreamRecord, score_stream
 from bench.server_process import free_port, start_server
 from bench.translation_scoring import (
-    Shown,
     TrackRecord,
     normalized_erasure,
     real_word_share,
@@ -94,23 +93,11 @@ async def one_stream(url: str, name: str, programme: Programme, track: str, offs
         async for item in connection.received():
             message = item.message
             if isinstance(message, DraftMsg | FinalMsg):
-                if message.track == CAPTION:
-                    caption = Caption(
-                        message.window,
-                        message.text,
-                        message.t0_ms,
-                        message.t1_ms,
-                        item.at_ns,
-                        message.latency_ms,
-                    )
-                    (
-                        session.caption.drafts if isinstance(message, DraftMsg) else session.caption.finals
-                    ).append(caption)
-                else:
-                    seen = Shown(message.window, message.text, message.t0_ms, message.t1_ms, item.at_ns)
-                    (session.track.drafts if isinstance(message, DraftMsg) else session.track.finals).append(
-                        seen
-                    )
+                seen = Caption(
+                    message.window, message.text, message.t0_ms, message.t1_ms, item.at_ns, message.latency_ms
+                )
+                record = session.caption if message.track == CAPTION else session.track
+                (record.drafts if isinstance(message, DraftMsg) else record.finals).append(seen)
                 if isinstance(message, FinalMsg) and message.error:
                     session.caption.errors.append(f"{message.track} {message.window}: {message.error}")
             elif isinstance(message, StatsMsg):
@@ -216,9 +203,7 @@ def sweep(raw: list[TrackRecord], starts: list[int]) -> list[dict[str, Any]]:
                     previous = draft.text
                     if text is not None:
                         on_screen = text
-                        replayed.drafts.append(
-                            Shown(draft.window, text, draft.t0_ms, draft.t1_ms, draft.at_ns)
-                        )
+                        replayed.drafts.append(replace(draft, text=text))
             score_ = score_track(replayed, start)
             shown_s += score_.shown_s
             windows += [

@@ -27,24 +27,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.caption_scoring import Caption, word_spoken_ns
 from tests.speech import normalize
-
-
-@dataclass(frozen=True)
-class Shown:
-    """A draft or final of a translation track as received: its window, text, span and arrival."""
-
-    window: int
-    text: str
-    t0_ms: int
-    t1_ms: int
-    at_ns: int
 
 
 @dataclass
 class TrackRecord:
-    drafts: list[Shown] = field(default_factory=list)
-    finals: list[Shown] = field(default_factory=list)
+    """One stream's translation track as received (drafts and finals, as the caption's are)."""
+
+    drafts: list[Caption] = field(default_factory=list)
+    finals: list[Caption] = field(default_factory=list)
 
 
 @dataclass
@@ -102,7 +94,7 @@ def score_track(record: TrackRecord, start_ns: int) -> TrackScore:
             draft_words += shown
             repeats += sum(1 for a, b in itertools.pairwise(shown) if normalize(a) == normalize(b))
         for j in range(len(words)):
-            spoken_ns = start_ns + (final.t0_ms + (final.t1_ms - final.t0_ms) * (j + 1) / len(words)) * 1e6
+            spoken_ns = word_spoken_ns(start_ns, final, j, len(words))
             at = next(
                 (d.at_ns for d, k in zip(own, draft_keys, strict=True) if k[: j + 1] == keys[: j + 1]), None
             )

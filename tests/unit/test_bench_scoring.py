@@ -41,16 +41,16 @@ def test_per_word_latency_from_spoken_to_first_draft_and_final() -> None:
 
 
 def test_a_translated_word_counts_once_a_draft_starts_with_the_final_up_to_it() -> None:
-    from bench.translation_scoring import Shown, TrackRecord, normalized_erasure, score_track
+    from bench.translation_scoring import TrackRecord, normalized_erasure, score_track
 
     # window 0 spans 0..3000 ms; its final has 3 words, placed at 1000, 2000, 3000 ms
     record = TrackRecord(
         drafts=[
-            Shown(0, "Bom", 0, 1000, 12 * S),  # word 1 for good at 2.0 s after the stream start
-            Shown(0, "Bom tarde", 0, 2000, 13 * S),  # "tarde" is taken back: erased once
-            Shown(0, "Bom dia", 0, 2500, 14 * S),  # word 2 at 4.0 s
+            Caption(0, "Bom", 0, 1000, 12 * S, 0),  # word 1 for good at 2.0 s after the stream start
+            Caption(0, "Bom tarde", 0, 2000, 13 * S, 0),  # "tarde" is taken back: erased once
+            Caption(0, "Bom dia", 0, 2500, 14 * S, 0),  # word 2 at 4.0 s
         ],
-        finals=[Shown(0, "Bom dia, todos.", 0, 3000, 15 * S)],
+        finals=[Caption(0, "Bom dia, todos.", 0, 3000, 15 * S, 0)],
     )
     score = score_track(record, start_ns=10 * S)
     assert score.shown_s == pytest.approx([1.0, 2.0, 2.0])  # 12-11, 14-12, final 15-13
