@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from stream.server import LivecanvasServer
 from tests.integration.conftest import url_of
@@ -72,19 +73,23 @@ def test_send_to_a_closed_port_fails_cleanly() -> None:
     assert "Traceback" not in result.stderr
 
 
-async def test_send_publishes_a_file_line_by_line(server: LivecanvasServer, tmp_path: Path) -> None:
-    transcript = tmp_path / "transcript.txt"
-    transcript.write_text("First line of the talk.\n\nSecond line, and the last one.\n", encoding="utf-8")
+async def send_json(server: LivecanvasServer, stream: str, *args: str) -> list[dict[str, Any]]:
+    """``livecanvas send --json`` to ``server`` on tracks caption and pt, run to its end; its messages."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", "send",
-        "--url", url_of(server), "--stream", "file-talk", "--tracks", "caption,pt", "--json",
-        "--file", str(transcript),
+        "--url", url_of(server), "--stream", stream, "--tracks", "caption,pt", "--json", *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
     assert process.returncode == 0, stderr.decode()[-2000:]
-    messages = [json.loads(line) for line in stdout.decode().splitlines()]
+    return [json.loads(line) for line in stdout.decode().splitlines()]
+
+
+async def test_send_publishes_a_file_line_by_line(server: LivecanvasServer, tmp_path: Path) -> None:
+    transcript = tmp_path / "transcript.txt"
+    transcript.write_text("First line of the talk.\n\nSecond line, and the last one.\n", encoding="utf-8")
+    messages = await send_json(server, "file-talk", "--file", str(transcript))
     finals = [(m["track"], m["window"], m["text"]) for m in messages if m["type"] == "final"]
     assert ("caption", 0, "First line of the talk.") in finals
     assert ("caption", 1, "Second line, and the last one.") in finals
@@ -96,16 +101,7 @@ async def test_send_types_lines_as_partials_whose_translation_shows_before_the_l
     server: LivecanvasServer,
 ) -> None:
     line = "Residents asked the council for more shade at bus stops and for cooling centres."
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "livecanvas.cli", "--log-level", "warning", "send",
-        "--url", url_of(server), "--stream", "typed-talk", "--tracks", "caption,pt", "--json",
-        "--type-wpm", "180", line,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=120)
-    assert process.returncode == 0, stderr.decode()[-2000:]
-    messages = [json.loads(line) for line in stdout.decode().splitlines()]
+    messages = await send_json(server, "typed-talk", "--type-wpm", "180", line)
     caption_final = next(
         i for i, m in enumerate(messages) if m["type"] == "final" and m["track"] == "caption"
     )
