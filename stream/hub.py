@@ -343,7 +343,7 @@ class StreamHub:
             stream.windows[window.index] = state
             for name, track_state in stream.tracks.items():
                 if name not in targets:  # an en draft of it, from a track that since lost its viewers
-                    track_state.drafts.pop(window.index, None)
+                    track_state.forget_drafts(window.index)
             caption = FinalMsg(
                 stream=stream.name, track=CAPTION_TRACK, window=window.index, rev=0, text=window.source,
                 t0_ms=window.t0_ms, t1_ms=window.t1_ms, latency_ms=(now_ns - committed_ns) // 1_000_000,

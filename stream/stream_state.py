@@ -50,33 +50,41 @@ class WindowState:
 
 
 @dataclass(eq=False)
+class WindowDrafts:
+    """A track's drafts of one window so far: how many were sent (the next ``rev``), the text last
+    shown, and the engine's last draft (what its next one is compared with)."""
+
+    sent: int = 0
+    on_screen: str | None = None
+    engine_text: str | None = None
+
+
+@dataclass(eq=False)
 class TrackState:
     context: deque[ContextEntry] = field(default_factory=lambda: deque(maxlen=CONTEXT_WINDOWS))
     order: deque[int] = field(default_factory=deque)  # windows submitted, in window order
     held: dict[int, FinalMsg] = field(default_factory=dict)  # finals waiting for earlier windows
-    shown: dict[int, str] = field(default_factory=dict)  # per window: the text of its last draft sent
-    engine_drafts: dict[int, str] = field(default_factory=dict)  # per window: the engine's last draft
-    drafts: dict[int, int] = field(default_factory=dict)  # per window: drafts sent (the next rev)
+    drafts: dict[int, WindowDrafts] = field(default_factory=dict)  # windows with drafts, until their final
 
     def to_show(self, display: DraftDisplay, window: int, text: str, *, closed: bool) -> str | None:
         """What to show of an engine draft of ``window`` under the display rule (None: nothing)."""
-        previous, self.engine_drafts[window] = self.engine_drafts.get(window), text
-        text_shown = shown(display, self.shown.get(window), text, previous, source_closed=closed)
+        drafts = self.drafts.setdefault(window, WindowDrafts())
+        previous, drafts.engine_text = drafts.engine_text, text
+        text_shown = shown(display, drafts.on_screen, text, previous, source_closed=closed)
         if text_shown is not None:
-            self.shown[window] = text_shown
+            drafts.on_screen = text_shown
         return text_shown
 
     def next_rev(self, window: int) -> int:
         """The ``rev`` of the window's next draft sent, counted."""
-        rev = self.drafts.get(window, 0)
-        self.drafts[window] = rev + 1
-        return rev
+        drafts = self.drafts.setdefault(window, WindowDrafts())
+        drafts.sent += 1
+        return drafts.sent - 1
 
     def forget_drafts(self, window: int) -> int:
         """Forget the window's drafts (its final is here, or it will get none); how many were sent."""
-        self.shown.pop(window, None)
-        self.engine_drafts.pop(window, None)
-        return self.drafts.pop(window, 0)
+        drafts = self.drafts.pop(window, None)
+        return 0 if drafts is None else drafts.sent
 
 
 @dataclass(frozen=True, slots=True)
