@@ -73,11 +73,11 @@ REVISE_TAIL = 2
 """A revised canvas masks again this many of its kept pieces at the end of its text: the translation
 of a source's last words is the part a longer source most often changes."""
 REVISE_FILL_STEPS = 1
+"""A revised canvas is filled by this step after its revision (its kept pieces are given, so little
+is left to fill; measured in bench/README.md, *Translating open windows*)."""
 REVISED_FIRST_READ: int | None = None
 """The teacher's first round on a revised canvas reads up to its ``</s>``: the kept pieces mostly
 hold, so a capped first read would only read them again in a second round (bench/README.md)."""
-"""A revised canvas is filled by this step after its revision (its kept pieces are given, so little
-is left to fill; measured in bench/README.md, *Translating open windows*)."""
 
 
 @dataclass
@@ -178,11 +178,7 @@ class CanvasDenoiser:
     def start(self, seq_id: int, request: CanvasRequest) -> None:
         if seq_id in self._windows:
             raise EngineError(f"sequence {seq_id} is already live")
-        direction, pieces = self._split_ids(request.prompt_ids)
-        if len(pieces) > self.max_context_tokens:
-            raise EngineError(f"a window holds at most {self.max_context_tokens} pieces, got {len(pieces)}")
-        shortlist = self.directions[direction].shortlist
-        candidates = torch.from_numpy(shortlist.candidates(pieces)) if shortlist is not None else None
+        direction, pieces, candidates = self._read_source(request)
         self._windows[seq_id] = _Window(
             serial=next(self._serials),
             direction=direction,
@@ -196,7 +192,7 @@ class CanvasDenoiser:
         """Edit the window's canvas for its newer source (module docstring, *Revising*): with
         ``edit_in_place`` off, start it afresh from a blank canvas instead."""
         window = self._windows[seq_id]
-        direction, pieces = self._split_ids(request.prompt_ids)
+        direction, pieces, candidates = self._read_source(request)
         if not self.edit_in_place or direction != window.direction:
             self.release(seq_id)
             self.start(seq_id, request)
@@ -209,11 +205,10 @@ class CanvasDenoiser:
         canvas.tokens[: len(kept)] = torch.tensor(kept, dtype=torch.long)
         given = canvas.tokens != MASK_ID  # a kept piece is given: certain, never masked again by the drafter
         canvas.probability[given], canvas.entropy[given] = 1.0, 0.0
-        shortlist = self.directions[direction].shortlist
         window.serial = next(self._serials)
         window.request = request
         window.source = pieces
-        window.candidates = torch.from_numpy(shortlist.candidates(pieces)) if shortlist is not None else None
+        window.candidates = candidates
         window.canvas = canvas
         window.context = window.teacher_context = window.reading = None
         window.revised = True
@@ -269,6 +264,15 @@ class CanvasDenoiser:
                 window.context = row_of(context, row, len(window.source))
                 if teacher is not None:
                     window.teacher_context = row_of(teacher, row, len(window.source))
+
+    def _read_source(self, request: CanvasRequest) -> tuple[int, list[int], torch.Tensor | None]:
+        """A request's direction, source pieces (within the budget) and shortlist candidates."""
+        direction, pieces = self._split_ids(request.prompt_ids)
+        if len(pieces) > self.max_context_tokens:
+            raise EngineError(f"a window holds at most {self.max_context_tokens} pieces, got {len(pieces)}")
+        shortlist = self.directions[direction].shortlist
+        candidates = torch.from_numpy(shortlist.candidates(pieces)) if shortlist is not None else None
+        return direction, pieces, candidates
 
     def _split_ids(self, ids: Sequence[int]) -> tuple[int, list[int]]:
         direction = ids[0] // self.vocab
