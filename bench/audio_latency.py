@@ -61,7 +61,7 @@ from typing import Any
 from bench.caption_scoring import Caption, StreamRecord, score_stream
 from bench.server_process import free_port, percentile, start_server
 from clients.python.audio_source import SAMPLE_RATE, paced_chunks, read_wav_pcm16_16k
-from clients.python.client import connect
+from clients.python.client import CaptionSession, connect
 from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
 from tests.speech import librivox_clips, silence, synthesize, wer
 
@@ -126,25 +126,29 @@ def build_programme(piper: bool, workdir: Path, script: Path | None = None) -> P
 # -- measuring ---------------------------------------------------------------------------------------
 
 
+async def publish_paced(
+    session: CaptionSession, programme: Programme, chunk_ms: int, record: StreamRecord
+) -> None:
+    """Send the programme's audio at real-time pace, then ``end``; ``record`` notes when its first
+    sample was spoken and when its last was sent."""
+    first = True
+    async for end_ms, chunk in paced_chunks(programme.pcm, chunk_ms=chunk_ms):
+        if first:
+            # released once its last sample was spoken: the stream began end_ms earlier
+            record.start_ns = time.monotonic_ns() - end_ms * 1_000_000
+            first = False
+        await session.send_audio(chunk)
+    record.end_sent_ns = time.monotonic_ns()
+    await session.end()
+
+
 async def one_stream(
     url: str, name: str, programme: Programme, chunk_ms: int, offset_s: float, tracks: tuple[str, ...]
 ) -> StreamRecord:
     await asyncio.sleep(offset_s)
     record = StreamRecord()
     async with connect(url, stream=name, tracks=tracks) as session:
-
-        async def publish() -> None:
-            first = True
-            async for end_ms, chunk in paced_chunks(programme.pcm, chunk_ms=chunk_ms):
-                if first:
-                    # released once its last sample was spoken: the stream began end_ms earlier
-                    record.start_ns = time.monotonic_ns() - end_ms * 1_000_000
-                    first = False
-                await session.send_audio(chunk)
-            record.end_sent_ns = time.monotonic_ns()
-            await session.end()
-
-        publisher = asyncio.create_task(publish())
+        publisher = asyncio.create_task(publish_paced(session, programme, chunk_ms, record))
         async for item in session.received():
             message = item.message
             if isinstance(message, DraftMsg | FinalMsg) and message.track == CAPTION:

@@ -38,12 +38,11 @@ import json
 import os
 import random
 import tempfile
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from bench.audio_latency import Programme, build_programme, peak_rss_mib, spread
+from bench.audio_latency import Programme, build_programme, peak_rss_mib, publish_paced, spread
 from bench.caption_scoring import Caption, StreamRecord, score_stream
 from bench.server_process import free_port, start_server
 from bench.translation_scoring import (
@@ -53,7 +52,6 @@ from bench.translation_scoring import (
     score_track,
     word_list,
 )
-from clients.python.audio_source import paced_chunks
 from clients.python.client import connect
 from stream.draft_display import DraftDisplay, shown
 from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, StatsMsg
@@ -78,18 +76,7 @@ async def one_stream(url: str, name: str, programme: Programme, track: str, offs
     await asyncio.sleep(offset_s)
     session = Session()
     async with connect(url, stream=name, tracks=(CAPTION, track)) as connection:
-
-        async def publish() -> None:
-            first = True
-            async for end_ms, chunk in paced_chunks(programme.pcm, chunk_ms=100):
-                if first:
-                    session.caption.start_ns = time.monotonic_ns() - end_ms * 1_000_000
-                    first = False
-                await connection.send_audio(chunk)
-            session.caption.end_sent_ns = time.monotonic_ns()
-            await connection.end()
-
-        publisher = asyncio.create_task(publish())
+        publisher = asyncio.create_task(publish_paced(connection, programme, 100, session.caption))
         async for item in connection.received():
             message = item.message
             if isinstance(message, DraftMsg | FinalMsg):
