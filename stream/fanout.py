@@ -2,8 +2,9 @@
 
 A viewer that reads slower than drafts arrive should see the newest draft of each window, not a
 backlog of stale ones, and must never miss a final. So a queued draft is replaced in place by a newer
-draft of the same (stream, track, window), and dropped once that window's final is queued. Finals and
-every other message keep their order and are never dropped. Sans I/O: the connection's writer task
+draft of the same (stream, track, window) (stream/coalesce.py: the rule, and why a final leaves its
+window's queued draft in place). Finals and every other message keep their order and are never
+dropped. Sans I/O: the connection's writer task
 calls ``take()`` after ``ready`` reports something pending.
 
 Coalescing can be paused (``coalesce = False``): a connection holding its messages back for a short
@@ -21,7 +22,7 @@ from collections.abc import Callable
 from itertools import count
 
 from stream.coalesce import LatestDrafts
-from stream.wire.messages import DraftMsg, FinalMsg, ServerMessage
+from stream.wire.messages import DraftMsg, ServerMessage
 
 
 class Outbox:
@@ -40,7 +41,7 @@ class Outbox:
 
     @property
     def drafts_coalesced(self) -> int:
-        """Drafts a slow viewer never got because a newer draft or the final replaced them."""
+        """Drafts a slow viewer never got because a newer draft of their window replaced them."""
         return self._drafts.superseded
 
     def put(self, message: ServerMessage) -> None:
@@ -48,8 +49,6 @@ class Outbox:
         if self.coalesce and isinstance(message, DraftMsg):
             self._drafts.put(message, order)
         else:
-            if self.coalesce and isinstance(message, FinalMsg):
-                self._drafts.settle(message)
             self._others.append((order, message))
         self._on_ready()
 

@@ -19,9 +19,10 @@ Finals
     ahead of new ones (renumbered; one that had been published without an acknowledgement is still
     flagged ``redelivered``).
 Drafts
-    Only while connected: the newest draft per (stream, track, window), dropped when that window's
-    final is put, at most ``max_drafts`` (the oldest go first): the coalescing rule every outbox shares
-    (``stream/coalesce.py``). Drafts of an outage are dropped.
+    Only while connected: the newest draft per (stream, track, window), at most ``max_drafts`` (the
+    oldest go first): the coalescing rule every outbox shares (``stream/coalesce.py``). The bridge
+    publishes the pending drafts before the next final, so a draft goes out before its own final.
+    Drafts of an outage are dropped.
 Current
     Per (stream, track), the latest acknowledged final without an error, until it has been published
     (retained) to the track's ``current`` topic.
@@ -168,7 +169,6 @@ class MqttOutbox:
             self._put_final(message)
             return
         if isinstance(message, FinalMsg):
-            self._drafts.settle(message)
             self._put_final(message)
             return
         if not self._connected:

@@ -64,10 +64,12 @@ async def test_partial_lines_are_translated_while_open_and_the_final_is_unchange
     assert open_drafts, "no translated draft while the window was open"
     assert all(m.window == 0 for m in open_drafts)
     pt_drafts_all = [m for m in live if isinstance(m, DraftMsg) and m.track == "pt"]
-    assert [m.rev for m in pt_drafts_all] == list(range(len(pt_drafts_all)))
+    revs = [m.rev for m in pt_drafts_all]  # rising; one queued behind a newer may be skipped
+    assert revs == sorted(set(revs))
+    assert revs[0] >= 0
     live_final = live[-1]
     assert isinstance(live_final, FinalMsg)
-    assert live_final.rev == len(pt_drafts_all)
+    assert live_final.rev > revs[-1]
     reference = results["closed-only"][-1]
     assert isinstance(reference, FinalMsg)
     assert live_final.text == reference.text

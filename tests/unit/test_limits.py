@@ -66,14 +66,14 @@ def test_limits_must_be_positive(name: str) -> None:
 
 
 def test_the_outbox_overflows_on_finals_not_on_coalesced_drafts() -> None:
-    outbox = Outbox(limit=3)
+    outbox = Outbox(limit=4)
     for rev in range(100):
         outbox.put(draft(0, rev))
-    assert not outbox.overflowed
+    assert not outbox.overflowed  # one draft pending, the newest
     for window in range(3):
         outbox.put(final(window))
-    assert not outbox.overflowed  # the draft of window 0 went with its final: 3 pending
+    assert not outbox.overflowed  # that draft and 3 finals
     outbox.put(final(3))
     assert outbox.overflowed
-    assert [m.window for m in outbox.take() if hasattr(m, "window")] == [0, 1, 2, 3]  # nothing dropped
+    assert [m.window for m in outbox.take() if hasattr(m, "window")] == [0, 0, 1, 2, 3]  # nothing dropped
     assert not outbox.overflowed

@@ -137,7 +137,7 @@ def test_any_interleaving_delivers_every_final_once_acked_in_order(
     assert outbox.pending_finals == 0
 
 
-def test_drafts_coalesce_are_dropped_by_their_final_and_while_disconnected(tmp_path: Path) -> None:
+def test_drafts_coalesce_are_bounded_and_dropped_while_disconnected(tmp_path: Path) -> None:
     outbox = MqttOutbox(tmp_path / "spill.jsonl", max_drafts=2)
     outbox.put(draft(0, 0))
     assert outbox.take_drafts() == [], "disconnected: drafts are not kept"
@@ -149,8 +149,8 @@ def test_drafts_coalesce_are_dropped_by_their_final_and_while_disconnected(tmp_p
     outbox.put(draft(2, 0))
     outbox.put(draft(3, 0))
     outbox.put(draft(4, 0))  # over max_drafts: the oldest goes
-    outbox.put(final(3))
-    assert outbox.take_drafts() == [draft(4, 0)]
+    outbox.put(final(3))  # its draft stays, to go out before it
+    assert outbox.take_drafts() == [draft(3, 0), draft(4, 0)]
     outbox.put(draft(5, 0))
     outbox.disconnected()
     assert outbox.take_drafts() == []
