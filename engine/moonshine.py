@@ -30,6 +30,7 @@ Threading: one ``MoonshineAsr`` is used by one thread (the ASR worker); onnxrunt
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,24 @@ class MoonshineTokenizer:
         text = raw.decode("utf-8", errors="replace").replace(WORD_SPACE, " ")
         return text[1:] if text.startswith(" ") else text
 
+    def word_probabilities(
+        self, ids: Sequence[int], probabilities: Sequence[float], words: int
+    ) -> list[float]:
+        """Per word of ``decode(ids)`` (``words`` of them), the lowest probability among its tokens (a
+        word starts at a piece with the word-start mark). Where the pieces do not split into exactly
+        ``words`` words, every word gets the lowest probability of all."""
+        marked = WORD_SPACE.encode()
+        per_word: list[float] = []
+        for token, probability in zip(ids, probabilities, strict=True):
+            piece = self.pieces[token] if 2 < token < len(self.pieces) else b""
+            if piece.startswith(marked) or not per_word:
+                per_word.append(probability)
+            else:
+                per_word[-1] = min(per_word[-1], probability)
+        if len(per_word) != words:
+            return [min(probabilities, default=1.0)] * words
+        return per_word
+
     def encode(self, text: str) -> list[int]:
         """SentencePiece BPE: characters (unknown ones as their bytes), then repeatedly the adjacent pair
         whose joined piece ranks best (lowest id) is merged. Words get the leading word-start mark."""
@@ -131,9 +150,12 @@ class MoonshineAsr:
         if len(request.audio) < MIN_AUDIO_S * SAMPLE_RATE:
             return []
         prefix, guess = self.tokenizer.encode(request.prefix), self.tokenizer.encode(request.guess)
-        text = self.tokenizer.decode(self.decode(request.audio, prefix, guess))
+        ids, probabilities = self.decode_scored(request.audio, prefix, guess)
+        texts = self.tokenizer.decode(ids).split()
+        scores = self.tokenizer.word_probabilities(ids, probabilities, len(texts))
         heard_until = request.offset_ms + len(request.audio) * 1000 // SAMPLE_RATE
-        return spread_words(text.split(), [(request.offset_ms, heard_until)])
+        words = spread_words(texts, [(request.offset_ms, heard_until)])
+        return [replace(word, probability=score) for word, score in zip(words, scores, strict=True)]
 
     def decode(
         self, audio: npt.NDArray[np.float32], prefix: Sequence[int] = (), guess: Sequence[int] = ()
@@ -144,6 +166,12 @@ class MoonshineAsr:
         together with the prefix: every guessed token that greedy decoding would have produced anyway
         is kept without a step of its own, and decoding goes on from the first one it would not. The
         result is greedy decoding's, with or without a guess."""
+        return self.decode_scored(audio, prefix, guess)[0]
+
+    def decode_scored(
+        self, audio: npt.NDArray[np.float32], prefix: Sequence[int] = (), guess: Sequence[int] = ()
+    ) -> tuple[list[int], list[float]]:
+        """``decode``'s token ids, each with the probability the model gave it when it chose it."""
         (hidden,) = self._encoder.run(None, {"input_values": audio[np.newaxis, :].astype(np.float32)})
         budget = int(np.ceil(len(audio) / SAMPLE_RATE * MAX_TOKENS_PER_S))
         past: dict[str, Any] = {
@@ -155,6 +183,7 @@ class MoonshineAsr:
         guess = list(guess)[: max(0, budget - len(prefix))]
         step_ids = [START_TOKEN, *prefix, *guess]
         new: list[int] = []
+        chosen: list[float] = []  # the probability of each token in ``new``
         first = True
         while len(prefix) + len(new) < budget:
             outputs = self._decoder.run(
@@ -166,7 +195,9 @@ class MoonshineAsr:
                     **past,
                 },
             )
-            predicted = outputs[0][0].argmax(axis=-1)  # (positions,): the token after each input
+            probabilities = softmax(outputs[0][0])  # (positions, vocabulary): what follows each input
+            predicted = probabilities.argmax(axis=-1)
+            best = probabilities.max(axis=-1)
             kept: int | None = None  # decoder positions to keep in the cache (None: all)
             if first:  # keep the guessed tokens greedy decoding agrees with, up to the first it would not
                 base = len(prefix)  # position of the token before the first guessed one
@@ -176,13 +207,15 @@ class MoonshineAsr:
                 if END_TOKEN in guess[:accepted]:
                     accepted = guess.index(END_TOKEN)
                 new.extend(guess[:accepted])
+                chosen.extend(float(p) for p in best[base : base + accepted])
                 kept = 1 + base + accepted
-                token = int(predicted[base + accepted])
+                token, probability = int(predicted[base + accepted]), float(best[base + accepted])
             else:
-                token = int(predicted[-1])
+                token, probability = int(predicted[-1]), float(best[-1])
             if token == END_TOKEN or len(prefix) + len(new) >= budget:
                 break
             new.append(token)
+            chosen.append(probability)
             for name, value in zip(past, outputs[1:], strict=True):
                 if ".decoder." in name:
                     past[name] = value[:, :, :kept]  # the rejected guesses' keys and values go
@@ -190,7 +223,14 @@ class MoonshineAsr:
                     past[name] = value
             step_ids = [token]
             first = False
-        return without_loop(new)
+        ids = without_loop(new)
+        return ids, chosen[: len(ids)]
+
+
+def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    result: npt.NDArray[np.float32] = shifted / shifted.sum(axis=-1, keepdims=True)
+    return result
 
 
 def without_loop(ids: list[int]) -> list[int]:

@@ -17,7 +17,10 @@ policy fit for a model whose cost follows the audio it hears and which continues
   ``agreement_gap_ms`` less audio agree on it and on every word before it (LocalAgreement-2 after the
   prefix, across a gap: two passes 200 ms apart often agree on the same guess at where an unfinished
   phrase goes, "going down [from Jerusalem]"), except the newest ``hold_words`` of the latest pass
-  and any word it places within ``right_context_ms`` of its audio's end. Every word of a segment is
+  and any word it places within ``right_context_ms`` of its audio's end. Words the recogniser is sure
+  of (each token at least ``confident_probability`` in both readings) need less: readings
+  ``confident_gap_ms`` apart (consecutive passes) and ``confident_context_ms`` of audio after them. A
+  guess at an unfinished phrase is rarely sure; a clearly heard word usually is. Every word of a segment is
   final once a pause ends it: the detector (``pause_detector``) sees the speech end at least
   ``PAUSE_MS`` before the newest audio; the segment is cut in that silence and a last pass over
   exactly the segment confirms what is left.
@@ -62,6 +65,10 @@ class SegmentSettings:
     hold_words: int = 1  # the newest words of a pass wait for a pause or more audio after them
     agreement_gap_ms: int = 800  # a reading is checked against one that heard at least this much less
     right_context_ms: int = 600  # and so does every word (by its estimated end) this close to the end
+    # words both readings are this sure of need only this gap and right context (above 1: never)
+    confident_probability: float = 0.9
+    confident_gap_ms: int = 300
+    confident_context_ms: int = 300
     max_segment_ms: int = 12_000  # a segment this long is cut in its quietest gap
     lead_ms: int = 300  # audio kept before the detected start of speech
     context_ms: int = 1_500  # audio before the cut heard again by the next segment's passes
@@ -85,6 +92,16 @@ class _Pass:
     speech: tuple[tuple[int, int], ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """A pass's reading of the segment: the audio it heard until, and every heard word (the confirmed
+    ones, then its new ones) normalised, with how sure the recogniser was of each."""
+
+    until_ms: int
+    keys: list[str]
+    probabilities: list[float]
+
+
 @dataclass(eq=False)
 class SegmentTranscriber:
     """See the module docstring."""
@@ -99,8 +116,8 @@ class SegmentTranscriber:
         self._segment_from_ms = 0  # the last cut: audio after it is new to the segment
         self._confirmed: list[Word] = []  # final words in the heard audio (context, then the segment's)
         self._hypothesis: list[Word] = []  # the latest pass's words after them
-        # the segment's readings: (audio heard until, every heard word normalised), oldest first
-        self._readings: deque[tuple[int, list[str]]] = deque(maxlen=READINGS_KEPT)
+        # the segment's readings, oldest first
+        self._readings: deque[_Reading] = deque(maxlen=READINGS_KEPT)
         self._in_flight: _Pass | None = None
         self._last_pass_end_ms = 0
         self._ending = False
@@ -172,15 +189,29 @@ class SegmentTranscriber:
         """Fold in the recogniser's words after ``request.prefix``; returns drafts and closed windows."""
         done = self._take(request)
         self._failures = 0
-        new = self._without_repeat(self._placed(done, [w.text for w in words]))
+        new = self._without_repeat(self._placed(done, words))
         events: list[CaptionDraft | Window] = []
         if done.cut_ms is not None:
             events.extend(self._confirm(new))
             events.extend(self._end_segment(done.cut_ms, close_window=done.pause))
             return events
         heard_until = done.request.offset_ms + len(done.request.audio) * 1000 // SAMPLE_RATE
-        agreed = self._agreed(new, heard_until)
-        self._readings.append((heard_until, [normalise(w.text) for w in (*self._confirmed, *new)]))
+        reading = _Reading(
+            heard_until,
+            [normalise(w.text) for w in (*self._confirmed, *new)],
+            [*(1.0 for _ in self._confirmed), *(w.probability for w in new)],
+        )
+        agreed = max(
+            self._agreed(new, reading, self.settings.agreement_gap_ms, self.settings.right_context_ms, 0.0),
+            self._agreed(
+                new,
+                reading,
+                self.settings.confident_gap_ms,
+                self.settings.confident_context_ms,
+                self.settings.confident_probability,
+            ),
+        )
+        self._readings.append(reading)
         events.extend(self._confirm(new[:agreed]))
         self._hypothesis = new[agreed:]
         events.extend(self.windows.draft(self._hypothesis))
@@ -199,23 +230,24 @@ class SegmentTranscriber:
         return events
 
     # -- internals ---------------------------------------------------------------------------------
-    def _agreed(self, new: list[Word], heard_until: int) -> int:
-        """How many of ``new`` are confirmed: the prefix on which the latest earlier reading that heard
-        at least ``agreement_gap_ms`` less audio agrees, short of the held-back newest words."""
-        confirmed = [normalise(w.text) for w in self._confirmed]
-        reference: list[str] | None = None
-        for until, keys in reversed(self._readings):
-            if until <= heard_until - self.settings.agreement_gap_ms:
-                reference = keys
-                break
-        if reference is None or reference[: len(confirmed)] != confirmed:
+    def _agreed(self, new: list[Word], reading: _Reading, gap_ms: int, context_ms: int, sure: float) -> int:
+        """How many of the latest pass's ``new`` words are confirmed: the prefix on which its ``reading`` and
+        the latest earlier reading that heard at least ``gap_ms`` less audio agree, each word at least
+        ``sure`` in both, short of the held-back newest words and of those within ``context_ms`` of
+        the end of the audio heard."""
+        base = len(self._confirmed)
+        earlier = next((r for r in reversed(self._readings) if r.until_ms <= reading.until_ms - gap_ms), None)
+        if earlier is None or earlier.keys[:base] != reading.keys[:base]:
             return 0
-        previous = reference[len(confirmed) :]
         agreed = 0
-        while agreed < min(len(previous), len(new)) and previous[agreed] == normalise(new[agreed].text):
+        while (
+            base + agreed < min(len(earlier.keys), len(reading.keys))
+            and earlier.keys[base + agreed] == reading.keys[base + agreed]
+            and min(earlier.probabilities[base + agreed], reading.probabilities[base + agreed]) >= sure
+        ):
             agreed += 1
         agreed = min(agreed, max(0, len(new) - self.settings.hold_words))
-        while agreed and new[agreed - 1].t1_ms > heard_until - self.settings.right_context_ms:
+        while agreed and new[agreed - 1].t1_ms > reading.until_ms - context_ms:
             agreed -= 1
         return agreed
 
@@ -266,18 +298,20 @@ class SegmentTranscriber:
         self._last_pass_end_ms = self.buffer.end_ms
         return events
 
-    def _placed(self, done: _Pass, texts: list[str]) -> list[Word]:
-        """The new words with times: the heard words (prefix + new) spread over the heard speech."""
+    def _placed(self, done: _Pass, words: list[Word]) -> list[Word]:
+        """The new ``words`` with times: the heard words (prefix + new) spread over the heard speech."""
         spans = list(done.speech)
         if not spans:
             heard_until = done.request.offset_ms + len(done.request.audio) * 1000 // SAMPLE_RATE
             spans = [(done.request.offset_ms, heard_until)]
         floor = self._confirmed[-1].t1_ms if self._confirmed else 0
-        heard = spread_words([*(w.text for w in self._confirmed), *texts], spans)
+        heard = spread_words([*(w.text for w in self._confirmed), *(w.text for w in words)], spans)
         placed: list[Word] = []
-        for word in heard[len(self._confirmed) :]:
+        for word, given in zip(heard[len(self._confirmed) :], words, strict=True):
             t0 = max(word.t0_ms, floor)
-            placed.append(Word(text=word.text, t0_ms=t0, t1_ms=max(word.t1_ms, t0)))
+            placed.append(
+                Word(text=word.text, t0_ms=t0, t1_ms=max(word.t1_ms, t0), probability=given.probability)
+            )
             floor = placed[-1].t1_ms
         return placed
 

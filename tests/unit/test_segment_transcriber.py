@@ -9,6 +9,7 @@ continues after the request's prefix.
 from __future__ import annotations
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -119,6 +120,63 @@ def test_passes_hear_the_open_segment_with_its_final_words_as_prefix(
     assert len(prefixes[-1]) >= 8  # words were confirmed while the speaker went on, by agreement
     for earlier, later in itertools.pairwise(requests):
         assert len(later.audio) - len(earlier.audio) >= settings.interval_ms * 16
+
+
+def confirmation_times(transcriber: SegmentTranscriber, pcm: bytes, script: list[Word]) -> dict[int, int]:
+    """Per script word (by index), the stream time (ms of audio in) at which it was first final: when a
+    request first carried it in its prefix. No pause in ``pcm``: only agreement confirms."""
+    confirmed: dict[int, int] = {}
+    for chunk, start in enumerate(range(0, len(pcm), CHUNK)):
+        transcriber.insert_audio(pcm[start : start + CHUNK])
+        request, _ = transcriber.step()
+        if request is not None:
+            for index in range(len(request.prefix.split())):
+                confirmed.setdefault(index, (chunk + 1) * 100)
+            transcriber.on_result(request, heard(request, script))
+    return confirmed
+
+
+def test_words_the_recogniser_is_sure_of_need_a_shorter_gap(detector: SpeechDetector, speech: bytes) -> None:
+    settings = SegmentSettings(interval_ms=300, confident_probability=0.9, max_window_ms=60_000)
+    pcm = speech[: 50 * CHUNK]  # 5 s of reading without a pause
+    times: dict[float, dict[int, int]] = {}
+    for probability in (0.99, 0.5):
+        script = [
+            replace(w, probability=probability) for w in words(" ".join(f"w{i}" for i in range(14)), 300, 330)
+        ]
+        times[probability] = confirmation_times(
+            SegmentTranscriber(detector=detector, settings=settings), pcm, script
+        )
+    by_agreement_only = SegmentSettings(interval_ms=300, confident_probability=1.1, max_window_ms=60_000)
+    unsure_default = confirmation_times(
+        SegmentTranscriber(detector=detector, settings=by_agreement_only),
+        pcm,
+        [replace(w, probability=0.5) for w in words(" ".join(f"w{i}" for i in range(14)), 300, 330)],
+    )
+    assert times[0.5] == unsure_default  # below the bound: only agreement across the full gap
+    both = sorted(set(times[0.99]) & set(times[0.5]))
+    assert len(both) >= 6
+    earlier = [times[0.5][i] - times[0.99][i] for i in both]
+    assert all(gain >= 0 for gain in earlier)
+    assert sorted(earlier)[len(earlier) // 2] >= 300  # the median word: at least one pass sooner
+
+
+def test_a_sure_word_still_needs_two_readings_that_agree(detector: SpeechDetector, speech: bytes) -> None:
+    """A guess the recogniser changes from pass to pass is never final by confidence alone."""
+    settings = SegmentSettings(interval_ms=300, confident_probability=0.9, max_window_ms=60_000)
+    transcriber = SegmentTranscriber(detector=detector, settings=settings)
+    passes = itertools.count()
+    prefixes: list[str] = []
+    for start in range(0, 40 * CHUNK, CHUNK):
+        transcriber.insert_audio(speech[start : start + CHUNK])
+        request, _ = transcriber.step()
+        if request is not None:
+            prefixes.append(request.prefix)
+            end = request.offset_ms + len(request.audio) // 16
+            guess = f"guess{next(passes)}"  # the newest word changes every pass, sure each time
+            sure = [Word("steady", end - 900, end - 700, 0.99), Word(guess, end - 500, end - 300, 0.99)]
+            transcriber.on_result(request, sure[len(request.prefix.split()) :] if request.prefix else sure)
+    assert not any("guess" in prefix for prefix in prefixes)
 
 
 def test_one_request_in_flight_and_the_next_covers_everything(
