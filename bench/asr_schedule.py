@@ -17,6 +17,11 @@ as the hub numbers them, and scored exactly as ``bench.audio_latency`` scores a 
 
 Every grid point runs the whole programme; prints JSON and writes ``bench/results/asr_schedule.json``
 and a bar plot of the median latencies, ``asr_schedule.png``.
+
+``--translate en-pt`` also measures what the windows cost the translation tracks, which translate one
+caption window at a time: the teacher's translations of the final windows, joined, scored (chrF)
+against its translations of the programme's whole utterances. Shorter windows make earlier finals and
+choppier translations; this says how much choppier.
 """
 
 from __future__ import annotations
@@ -27,9 +32,12 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, fields, replace
 from pathlib import Path
 from typing import Any
+
+import sacrebleu
 
 from bench.audio_latency import DRAFT_TARGET_S, FINAL_TARGET_S, RESULTS, build_programme
 from bench.caption_scoring import Caption, StreamRecord, score_stream
@@ -183,6 +191,7 @@ def main() -> None:
     parser.add_argument("--piper", action="store_true", help="append Piper-synthesised sentences")
     parser.add_argument("--script", type=Path, help="speak this text file's lines (Piper) instead")
     parser.add_argument("--out", type=Path, default=RESULTS / "asr_schedule.json")
+    parser.add_argument("--translate", metavar="DIRECTION", help="e.g. en-pt: score window translations")
     args = parser.parse_args()
     pass_ms = None if args.pass_ms == "measured" else int(args.pass_ms)
     padding = {"final": args.context_pad_s} if args.context_pad_s else {}
@@ -203,6 +212,13 @@ def main() -> None:
     detector = SpeechDetector()
     with tempfile.TemporaryDirectory() as workdir:
         programme = build_programme(args.piper, Path(workdir), args.script)
+    translate: Callable[[list[str]], list[str]] | None = None
+    whole: list[str] = []
+    if args.translate:
+        from engine.marian.teacher import load_ported, wheel_students
+
+        translate = load_ported(wheel_students()[args.translate]).translate
+        whole = translate(programme.lines)
     results = []
     for point in parse_grid(args.grid, kind):
         settings = replace(kind(), **point)
@@ -221,7 +237,14 @@ def main() -> None:
             "pass_ms_median": round(statistics.median(pass_times)),
             "draft_pass_ms_median": round(statistics.median(draft_times)) if draft_times else None,
             "passes": len(pass_times),
+            "window_words_median": statistics.median(len(f.text.split()) for f in record.finals),
         }
+        if translate is not None:
+            windows = [f.text for f in sorted(record.finals, key=lambda f: f.window) if f.text.strip()]
+            joined = " ".join(translate(windows))
+            result["window_translation_chrf"] = round(
+                sacrebleu.corpus_chrf([joined], [[" ".join(whole)]]).score, 2
+            )
         results.append(result)
         print(json.dumps(result), flush=True)
     report = {

@@ -87,6 +87,7 @@ class Programme:
     pcm: bytes
     reference: str
     parts: list[str]
+    lines: list[str]  # the reference, utterance by utterance
 
     @property
     def duration_s(self) -> float:
@@ -110,7 +111,7 @@ def build_programme(piper: bool, workdir: Path, script: Path | None = None) -> P
             pieces += [read_wav_pcm16_16k(synthesize(line, workdir / f"script-{index}.wav")), gap]
             texts.append(line)
             parts.append(f"{script.name}:{index + 1}")
-        return Programme(pcm=b"".join(pieces), reference=" ".join(texts), parts=parts)
+        return Programme(pcm=b"".join(pieces), reference=" ".join(texts), parts=parts, lines=texts)
     for clip in librivox_clips():
         pieces += [read_wav_pcm16_16k(clip.path), gap]
         texts.append(clip.text)
@@ -120,7 +121,7 @@ def build_programme(piper: bool, workdir: Path, script: Path | None = None) -> P
             pieces += [read_wav_pcm16_16k(synthesize(sentence, workdir / f"piper-{index}.wav")), gap]
             texts.append(sentence)
             parts.append(f"piper-{index}")
-    return Programme(pcm=b"".join(pieces), reference=" ".join(texts), parts=parts)
+    return Programme(pcm=b"".join(pieces), reference=" ".join(texts), parts=parts, lines=texts)
 
 
 # -- measuring ---------------------------------------------------------------------------------------

@@ -97,7 +97,7 @@ class TranslatorPool:
                 return
         if not job.provisional:  # admission refuses such tracks; a job that slips by still gets its final
             error = f"no loaded translator translates {job.source_lang} -> {job.target_lang}"
-            self._emit([Final(key=job.key, rev=0, text="", steps=0, tokens=0, error=error)])
+            self._emit([Final.failed(job.key, error)])
 
     def cancel(self, keys: Collection[CanvasKey]) -> None:
         for worker in self.workers:

@@ -167,6 +167,11 @@ class Final:
     tokens: int
     error: str | None = None
 
+    @classmethod
+    def failed(cls, key: CanvasKey, error: str) -> Final:
+        """The final of a canvas the engine could not make: ``error`` says why."""
+        return cls(key=key, rev=0, text="", steps=0, tokens=0, error=error)
+
 
 @dataclass(frozen=True, slots=True)
 class Word:

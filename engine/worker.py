@@ -161,7 +161,7 @@ class EngineWorker(ModelThread[ServingModel]):
             logger.warning("window %s refused: %s", job.key, error)
             self.stats.errors += 1
             self.stats.finals += 1
-            self._emit([Final(key=job.key, rev=0, text="", steps=0, tokens=0, error=str(error))])
+            self._emit([Final.failed(job.key, str(error))])
             return
         scheduler.add(request)
 

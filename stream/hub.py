@@ -24,10 +24,9 @@ by a loaded translator (a job per window, as above); for non-English speech, ``e
 ``translate`` task; or by *pivot*, a translator's job per window whose source is that window's ``en``
 final. A window no route reaches gets an error final on that track.
 
-Every final goes through the hub's ``FinalLog`` (``finals``, stream/final_log.py) on its way out: the
-log stamps it with the stream's epoch and resume number and keeps it, and the stamped final is what
-viewers and observers get. A stream's epoch begins when the hub starts the stream and ends when the hub
-forgets it (nobody left, every final out); drafts carry it too.
+Every final goes out through the hub's ``FinalLog`` (``finals``, stream/final_log.py), which stamps it
+with the stream's epoch and resume number and keeps it. A stream's epoch (drafts carry it too) begins
+when the hub starts the stream and ends when the hub forgets it (nobody left, every final out).
 
 A track that nobody subscribes to any more (its last viewer left, resumable sessions included) stops
 costing model steps: after ``orphan_grace_ms`` (a reconnect's worth of time; ``tick`` checks it) its
@@ -59,15 +58,15 @@ from stream.errors import ProtocolError
 from stream.final_log import FinalLog
 from stream.speech_input import AsrSubmit, SpeechInput
 from stream.speech_tracks import Route, Serves, base_language, refuse_unidentified_text, route
-from stream.stream_state import OpenText, StreamState, TrackState, Viewer, WindowState
-from stream.wire.messages import DraftMsg, Ended, FinalMsg
+from stream.stream_state import Delivery, OpenText, StreamState, TrackState, Viewer, WindowState
+from stream.wire.messages import DraftMsg, Ended, FinalMsg, LanguageMsg
 
 ORPHAN_GRACE_MS = 5000
 ORPHANED = "cancelled: nobody is subscribed to this track any more"
 ENDED_BY_END = "end"  # ``ended.reason``: the publisher sent ``end``
 ENDED_BY_DISCONNECT = "disconnected"  # its connection went away and no publisher came back in time
 
-Observer = Callable[[DraftMsg | FinalMsg | Ended], None]  # every broadcast, ``ended`` included
+Observer = Callable[[Delivery], None]  # every broadcast, ``ended`` and ``language`` included
 
 
 class StreamHub:
@@ -109,9 +108,8 @@ class StreamHub:
         )
 
     def add_observer(self, observer: Observer) -> None:
-        """Also hand ``observer`` every draft and final sent on any stream and track (whether or not a
-        viewer subscribes to it), in send order, on the hub's thread. The MQTT bridge uses this; it must
-        not raise."""
+        """Also hand ``observer`` everything sent on any stream and track, watched or not, in send order,
+        on the hub's thread. The MQTT bridge uses this; it must not raise."""
         self._observers.append(observer)
 
     def remove_observer(self, observer: Observer) -> None:
@@ -230,10 +228,7 @@ class StreamHub:
                     window = stream.windows.get(index)
                     if window is None or name not in window.open_tracks or index in track.held:
                         continue
-                    key = CanvasKey(stream.name, name, index)
-                    self.settle(
-                        stream, window, Final(key=key, rev=0, text="", steps=0, tokens=0, error=reason)
-                    )
+                    self.settle(stream, window, Final.failed(CanvasKey(stream.name, name, index), reason))
                     sent += 1
         return sent
 
@@ -257,8 +252,7 @@ class StreamHub:
             if self._cancel is not None:
                 self._cancel(keys)
             for key in keys:
-                error = Final(key=key, rev=0, text="", steps=0, tokens=0, error=ORPHANED)
-                self.settle(stream, stream.windows[key.window], error)
+                self.settle(stream, stream.windows[key.window], Final.failed(key, ORPHANED))
             if stream.name not in self.streams:
                 return  # the last final let the hub forget the stream
 
@@ -357,7 +351,7 @@ class StreamHub:
                 kind = "speech" if speech else "text"
                 error = f"unsupported: nothing on this server makes {track} from {stream.spoken_lang} {kind}"
                 key = CanvasKey(stream.name, track, window.index)
-                self.settle(stream, state, Final(key=key, rev=0, text="", steps=0, tokens=0, error=error))
+                self.settle(stream, state, Final.failed(key, error))
             if not targets:
                 del stream.windows[window.index]
         self.check_drained(stream)
@@ -448,6 +442,13 @@ class StreamHub:
             stream=stream.name, track=key.track, window=key.window, rev=event.rev, text=event.text,
             t0_ms=t0_ms, t1_ms=t1_ms, latency_ms=latency_ms, error=event.error,
         )  # fmt: skip
+
+    def announce(self, stream: StreamState, language: LanguageMsg) -> None:
+        """The language identified in the stream's speech: to observers and every connection."""
+        for observer in self._observers:
+            observer(language)
+        for viewer in list(stream.viewers):
+            viewer.deliver(language)
 
     def _broadcast(self, stream: StreamState, track: str, message: DraftMsg | FinalMsg) -> None:
         if isinstance(message, FinalMsg):

@@ -62,8 +62,9 @@ from stream.metrics import ServerMetrics, Snapshot
 from stream.mqtt.bridge import MqttBridge
 from stream.session import Connection
 from stream.speech_tracks import from_speech
+from stream.stream_state import Delivery
 from stream.web import HttpSite, is_upgrade, text_reply, to_response
-from stream.wire.messages import DraftMsg, Ended, FinalMsg
+from stream.wire.messages import DraftMsg, FinalMsg
 
 logger = logging.getLogger("livecanvas.server")
 _T = TypeVar("_T")
@@ -304,9 +305,9 @@ class LivecanvasServer:
             )
         return self.http.process_request(connection, request)
 
-    def _observe(self, message: DraftMsg | FinalMsg | Ended) -> None:
+    def _observe(self, message: Delivery) -> None:
         """Every draft and final the hub sends (the finals already in ``finals``): measured."""
-        if not isinstance(message, Ended):
+        if isinstance(message, DraftMsg | FinalMsg):
             self.metrics.observe(message)
 
     def _on_step(self, canvases: int, seconds: float) -> None:

@@ -29,6 +29,7 @@ from engine.types import CanvasKey, Final, Window, Word
 from stream.draft_display import DraftDisplay
 from stream.speech_tracks import ENGLISH, Route, needs_english
 from stream.stream_state import StreamState, WindowState
+from stream.wire.messages import LanguageMsg
 
 AsrSubmit = Callable[[AsrRequest, Callable[[list[Word] | Exception], None]], None]
 
@@ -73,6 +74,8 @@ class HubSide(Protocol):
     ) -> None: ...
 
     def settle(self, stream: StreamState, window: WindowState, final: Final) -> None: ...
+
+    def announce(self, stream: StreamState, language: LanguageMsg) -> None: ...
 
     def check_drained(self, stream: StreamState) -> None: ...
 
@@ -175,8 +178,7 @@ class SpeechInput:
         tell its ``en`` track no more caption windows come."""
         announced = stream.speech.identified(transcriber, stream.name, stream.epoch)
         if announced is not None and stream.transcriber is transcriber:
-            for viewer in list(stream.viewers):
-                viewer.deliver(announced)
+            self.hub.announce(stream, announced)
             self._ensure_english(stream)
         translation = stream.speech.taking_windows(transcriber)
         if translation is not None and transcriber.finished:

@@ -292,7 +292,7 @@ class RayEngineWorker(ModelThread[ClusterModel]):
             self._idle.notify_all()
         if failed:
             logger.warning("%d windows get an error final: %s", len(failed), reason)
-            self._emit([Final(key=k, rev=0, text="", steps=0, tokens=0, error=reason) for k in failed])
+            self._emit([Final.failed(k, reason) for k in failed])
 
     def _fail_in_flight(self, reason: str) -> None:
         with self._lock:

@@ -65,12 +65,14 @@ from stream.mqtt.codec import (
     ended_fields,
     error_fields,
     final_fields,
+    language_fields,
     parse_payload,
 )
 from stream.mqtt.feeds import MqttFeeds
 from stream.mqtt.loop_thread import LoopThread
 from stream.mqtt.outbox import MqttOutbox, OutboxStats
-from stream.wire.messages import DraftMsg, Ended, FinalMsg
+from stream.stream_state import Delivery as Observed
+from stream.wire.messages import Ended
 
 logger = logging.getLogger("livecanvas.mqtt")
 
@@ -116,7 +118,7 @@ class MqttBridge:
         self._feeds = MqttFeeds(hub, config.tracks, config.source_lang)
         self._running = False
         # handed over: the server's loop appends, the bridge thread takes (see _observe)
-        self._inbox: deque[DraftMsg | FinalMsg | Ended] = deque()
+        self._inbox: deque[Observed] = deque()
         self._inbox_armed = False
         # the bridge thread
         self._outbox = MqttOutbox(spill, memory_bound=config.buffer)
@@ -286,7 +288,7 @@ class MqttBridge:
         self._snapshot = _Snapshot(connected=outbox.is_connected, idle=outbox.idle, stats=outbox.stats)
 
     # -- output ------------------------------------------------------------------------------------
-    def _observe(self, message: DraftMsg | FinalMsg | Ended) -> None:
+    def _observe(self, message: Observed) -> None:
         """The hub observer, on the server's loop: one wake-up of the bridge thread per batch."""
         self._inbox.append(message)
         if not self._inbox_armed:
@@ -391,6 +393,10 @@ class MqttBridge:
                 payload = encode(final_fields(final, seq=0, redelivered=False), self.format)
                 await client.publish(topics.current(final.stream, final.track), payload, qos=1, retain=True)
                 outbox.current_published(final)
+            for language in outbox.languages():
+                payload = encode(language_fields(language), self.format)
+                await client.publish(topics.language(language.stream), payload, qos=1, retain=True)
+                outbox.language_published(language)
             self._refresh()
             if outbox.idle:
                 self._drained.set()

@@ -5,6 +5,7 @@ Topic tree (``<prefix>`` defaults to ``livecanvas``; docs/broadcast.md is the re
     <prefix>/<stream>/<track>/draft     out, QoS 0: every draft (a later one replaces it)
     <prefix>/<stream>/<track>/final     out, QoS 1: every final, exactly once per window
     <prefix>/<stream>/<track>/current   out, QoS 1, retained: the track's latest final
+    <prefix>/<stream>/language          out, QoS 1, retained: the language identified (``auto``)
     <prefix>/<stream>/error             out, QoS 0: answers to bad input on this stream
     <prefix>/error                      out, QoS 0: answers to input on a topic naming no valid stream
     <prefix>/status                     out, QoS 1, retained: the bridge's state (last will: offline)
@@ -29,7 +30,7 @@ import msgpack
 
 from stream.errors import ErrorCode, ProtocolError
 from stream.wire.fields import MAX_INT, MAX_SEGMENT_CHARS, STREAM_RE, TRACK_RE
-from stream.wire.messages import DraftMsg, Ended, FinalMsg
+from stream.wire.messages import DraftMsg, Ended, FinalMsg, LanguageMsg
 
 PayloadFormat: TypeAlias = Literal["json", "msgpack"]
 PAYLOAD_FORMATS: tuple[str, ...] = get_args(PayloadFormat)
@@ -69,6 +70,9 @@ class Topics:
 
     def current(self, stream: str, track: str) -> str:
         return f"{self.prefix}/{stream}/{track}/current"
+
+    def language(self, stream: str) -> str:
+        return f"{self.prefix}/{stream}/language"
 
     def error(self, stream: str | None) -> str:
         return f"{self.prefix}/error" if stream is None else f"{self.prefix}/{stream}/error"
@@ -119,6 +123,10 @@ def ended_fields(ended: Ended, *, seq: int, redelivered: bool) -> dict[str, obje
 
 def draft_fields(draft: DraftMsg) -> dict[str, object]:
     return {**draft.to_wire("json"), "seq": 0}
+
+
+def language_fields(language: LanguageMsg) -> dict[str, object]:
+    return {**language.to_wire("json"), "seq": 0}
 
 
 def error_fields(code: str, message: str, *, topic: str) -> dict[str, object]:

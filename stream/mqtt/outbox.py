@@ -1,9 +1,10 @@
 """What the MQTT bridge still has to publish, and the rules that keep finals exactly once, in order.
 
 Sans-I/O (no sockets, no event loop; the spill file is its only I/O): the bridge's publish loop asks
-``next_final()`` / ``take_drafts()`` / ``current()`` / ``take_errors()`` what to send and reports back
-with ``acked()`` / ``current_published()``, ``connected()`` and ``disconnected()``. Not thread-safe: the
-bridge touches it on its own thread only, and publishes ``stats`` snapshots for other threads.
+``next_final()`` / ``take_drafts()`` / ``current()`` / ``languages()`` / ``take_errors()`` what to send
+and reports back with ``acked()`` / ``current_published()`` / ``language_published()``,
+``connected()`` and ``disconnected()``. Not thread-safe: the bridge touches it on its own thread only,
+and publishes ``stats`` snapshots for other threads.
 
 Finals
     A FIFO of pending finals, numbered ``seq`` 1, 2, ... as they are put. A stream's ``ended`` rides in
@@ -26,6 +27,9 @@ Drafts
 Current
     Per (stream, track), the latest acknowledged final without an error, until it has been published
     (retained) to the track's ``current`` topic.
+Languages
+    Per stream, the latest ``language`` announcement (``source_lang`` ``auto``), kept across outages
+    until it has been published (retained) to the stream's ``language`` topic.
 Errors
     Answers to bad input, best effort like drafts.
 """
@@ -41,7 +45,7 @@ from typing import IO
 
 from stream.coalesce import LatestDrafts
 from stream.errors import LivecanvasStreamError
-from stream.wire.messages import SERVER_MESSAGES, DraftMsg, Ended, FinalMsg
+from stream.wire.messages import SERVER_MESSAGES, DraftMsg, Ended, FinalMsg, LanguageMsg
 
 _TrackKey = tuple[str, str]
 
@@ -157,6 +161,7 @@ class MqttOutbox:
         self._drafts = LatestDrafts(limit=max_drafts)
         self._draft_order = count()
         self._current: OrderedDict[_TrackKey, FinalMsg] = OrderedDict()
+        self._languages: OrderedDict[str, LanguageMsg] = OrderedDict()
         self._errors: deque[tuple[str, dict[str, object]]] = deque(maxlen=max_errors)
         self._spilled_total = 0
         self._acked_total = 0
@@ -164,7 +169,11 @@ class MqttOutbox:
         self._drafts_dropped = 0
 
     # -- input -------------------------------------------------------------------------------------
-    def put(self, message: DraftMsg | FinalMsg | Ended) -> None:
+    def put(self, message: DraftMsg | FinalMsg | Ended | LanguageMsg) -> None:
+        if isinstance(message, LanguageMsg):
+            self._languages[message.stream] = message
+            self._languages.move_to_end(message.stream)
+            return
         if isinstance(message, Ended):
             self._put_final(message)
             return
@@ -275,6 +284,14 @@ class MqttOutbox:
         if self._current.get(key) == final:  # a newer one may have arrived meanwhile
             del self._current[key]
 
+    def languages(self) -> list[LanguageMsg]:
+        """Language announcements not yet published to their stream's ``language`` topic."""
+        return list(self._languages.values())
+
+    def language_published(self, message: LanguageMsg) -> None:
+        if self._languages.get(message.stream) == message:  # a newer one may have arrived meanwhile
+            del self._languages[message.stream]
+
     # -- state -------------------------------------------------------------------------------------
     @property
     def pending_finals(self) -> int:
@@ -282,8 +299,9 @@ class MqttOutbox:
 
     @property
     def idle(self) -> bool:
-        """Nothing left to publish (finals, current captions, drafts, error answers)."""
-        return not (self.pending_finals or self._current or len(self._drafts) or self._errors)
+        """Nothing left to publish (finals, current captions, languages, drafts, error answers)."""
+        pending = self._current or self._languages or len(self._drafts) or self._errors
+        return not (self.pending_finals or pending)
 
     @property
     def stats(self) -> OutboxStats:

@@ -1,8 +1,9 @@
 """Speech tracks over a real server and real WebSockets on loopback, with real whisper base on the
 ``pytest-audioeval`` clips: Spanish speech gets an ``en`` track (whisper's translate task) with drafts
 and exactly one final per caption window, and a ``pt`` track through it (the embedded en -> pt-BR
-translator); ``source_lang: "auto"`` is announced (``language``) before the captions and decides the
-routes. The latencies are printed (``-s``) for bench/README.md."""
+translator); ``source_lang: "auto"`` is announced (``language``) before the captions, on the server's
+MQTT bridge too (a real Mosquitto), and decides the routes. The latencies are printed (``-s``) for
+bench/README.md."""
 
 from __future__ import annotations
 
@@ -16,17 +17,22 @@ from pathlib import Path
 import pytest
 
 from clients.python.client import connect
-from stream.config import ServerConfig
+from stream.config import MqttConfig, ServerConfig
 from stream.errors import ErrorCode, ProtocolError
 from stream.server import LivecanvasServer
 from stream.wire.messages import Bye, DraftMsg, ErrorMsg, FinalMsg, LanguageMsg, ServerMessage
+from tests.integration.mosquitto import Mosquitto, Recorder
 from tests.integration.test_audio import stream_audio
+from tests.integration.test_mqtt import wait_until
 from tests.speech import audioeval_clips, read_wav_16k, silence
 
 
 @pytest.fixture
-async def asr_server(livecanvas_cache: Path) -> AsyncIterator[LivecanvasServer]:
-    config = ServerConfig(host="127.0.0.1", port=0, drain_timeout_s=120, asr=True)
+async def asr_server(
+    livecanvas_cache: Path, mosquitto: Mosquitto, tmp_path: Path
+) -> AsyncIterator[LivecanvasServer]:
+    mqtt = MqttConfig(host="127.0.0.1", port=mosquitto.port, spill_dir=str(tmp_path / "spill"))
+    config = ServerConfig(host="127.0.0.1", port=0, drain_timeout_s=120, asr=True, mqtt=mqtt)
     async with LivecanvasServer(config) as running:
         yield running
 
@@ -98,11 +104,24 @@ async def test_spanish_speech_gets_en_from_whisper_and_pt_through_it(asr_server:
 
 
 async def test_auto_is_announced_then_whispers_en_track_follows_the_language(
-    asr_server: LivecanvasServer,
+    asr_server: LivecanvasServer, mosquitto: Mosquitto
 ) -> None:
     url = f"ws://127.0.0.1:{asr_server.port}"
     pcm = spoken("fr", "comptage", "bonjour_monde")
     messages, _ = await stream_audio(url, "talk-auto", pcm, source_lang="auto", tracks=("caption", "en"))
+    assert asr_server.mqtt is not None
+    await wait_until(lambda: asr_server.mqtt is not None and asr_server.mqtt.idle, 10, "the bridge to drain")
+    async with Recorder(mosquitto.port, ["livecanvas/talk-auto/language"]) as late_subscriber:
+        await late_subscriber.wait_for(
+            lambda: bool(late_subscriber.on("language")), 10, "the retained language"
+        )
+    retained = late_subscriber.on("language")[0]
+    assert retained.retain
+    assert {k: retained.fields()[k] for k in ("type", "stream", "language")} == {
+        "type": "language",
+        "stream": "talk-auto",
+        "language": "fr",
+    }
     assert not [m for m in messages if isinstance(m, ErrorMsg)]
     announced = [m for m in messages if isinstance(m, LanguageMsg)]
     assert [(m.stream, m.language) for m in announced] == [("talk-auto", "fr")]

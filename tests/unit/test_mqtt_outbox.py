@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream.mqtt.outbox import MqttOutbox, OutboxStateError, SpillFile
-from stream.wire.messages import DraftMsg, Ended, FinalMsg
+from stream.wire.messages import DraftMsg, Ended, FinalMsg, LanguageMsg
 
 
 def final(window: int, *, track: str = "pt", stream: str = "s", error: str | None = None) -> FinalMsg:
@@ -264,3 +264,22 @@ def test_restore_skips_a_line_cut_short_and_close_without_keep_keeps_nothing(tmp
     assert later.close() == 0
     assert not list(tmp_path.iterdir())
     assert MqttOutbox(spill).restore() == 0
+
+
+def test_the_latest_language_of_each_stream_is_kept_until_published(tmp_path: Path) -> None:
+    outbox = MqttOutbox(tmp_path / "spill.jsonl")
+    spanish = LanguageMsg(stream="a", language="es", probability=0.9)
+    outbox.put(LanguageMsg(stream="a", language="pt", probability=0.4))
+    outbox.put(LanguageMsg(stream="b", language="fr", probability=0.8))
+    outbox.put(spanish)  # a newer announcement for stream a replaces the older one
+    assert not outbox.idle
+    assert [m.stream for m in outbox.languages()] == ["b", "a"]
+    outbox.connected()
+    outbox.disconnected()  # kept across an outage: retained state, like current captions
+    assert outbox.languages()[1] == spanish
+    outbox.language_published(LanguageMsg(stream="a", language="pt", probability=0.4))  # not the pending one
+    assert len(outbox.languages()) == 2
+    for message in outbox.languages():
+        outbox.language_published(message)
+    assert outbox.languages() == []
+    assert outbox.idle

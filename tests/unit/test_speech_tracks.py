@@ -293,6 +293,8 @@ def test_auto_is_announced_once_and_its_tracks_follow_the_language_identified(
     h.hub.join("s", publisher, publisher=True, source_lang="auto")
     english = RecordingViewer("en", CAPTION_TRACK)
     h.hub.join("s", english, publisher=False, source_lang="auto")
+    observed: list[object] = []  # what the MQTT bridge is handed
+    h.hub.add_observer(observed.append)
     with pytest.raises(ProtocolError, match="identified from speech") as refused:
         h.hub.publish_text("s", "Hola.", None)  # text cannot be identified: refused, nothing taken
     assert refused.value.code == "unsupported"
@@ -314,6 +316,7 @@ def test_auto_is_announced_once_and_its_tracks_follow_the_language_identified(
         m for m in english.messages[:first] if isinstance(m, DraftMsg | FinalMsg)
     ]  # before any caption
     assert [m for m in publisher.messages if isinstance(m, LanguageMsg)] == announced
+    assert [m for m in observed if isinstance(m, LanguageMsg)] == announced
     assert isinstance(late[0].messages[0], LanguageMsg)  # a connection joining later gets it at once
     assert h.hub.streams["s"].spoken_lang == "es"
     # the en track heard the audio identification held (replayed): its first window has its English
