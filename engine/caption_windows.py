@@ -3,8 +3,10 @@
 This module owns the closing rules every live transcriber shares, whatever its recogniser: final words
 gather into the open window, which closes at a sentence end, at a clause end once it is long enough, at
 the word budget, once its words span ``max_window_ms`` (every word waits for its window's end, so the
-span bounds that wait), and whenever the transcriber says so (a pause, the end of the stream). A draft
-shows the open window: its final words so far, then the newest unconfirmed ones. Sans-I/O.
+span bounds that wait), and whenever the transcriber says so (a pause, the end of the stream). While
+the stream's captions are ``caption_only`` (no translation track is watched, so no translation suffers
+from short windows), the span is ``caption_only_window_ms`` where the rules set one. A draft shows the
+open window: its final words so far, then the newest unconfirmed ones. Sans-I/O.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class WindowRules:
     max_window_words: int = 16
     max_window_ms: int = 2_500
     clause_window_words: int = 6  # a window this long also closes at a clause boundary (, ; :)
+    caption_only_window_ms: int | None = None  # the span while captions are caption-only (None: the same)
 
 
 class CaptionWindows:
@@ -41,6 +44,7 @@ class CaptionWindows:
 
     def __init__(self, rules: WindowRules) -> None:
         self.rules = rules
+        self.caption_only = False  # no translation track is watched (module docstring)
         self.open_words: list[Word] = []
         self._last_draft = ""
 
@@ -52,11 +56,18 @@ class CaptionWindows:
             cut = next((i + 1 for i, w in enumerate(self.open_words) if self._closes(i, w.text)), None)
             if cut is None and len(self.open_words) >= self.rules.max_window_words:
                 cut = self.rules.max_window_words
-            if cut is None and self._span_ms() >= self.rules.max_window_ms:
+            if cut is None and self._span_ms() >= self.max_span_ms:
                 cut = len(self.open_words)  # everything confirmed so far: no word waits for the next
             if cut is None:
                 return windows
             windows.extend(self.close(cut))
+
+    @property
+    def max_span_ms(self) -> int:
+        """The span at which the open window closes now."""
+        if self.caption_only and self.rules.caption_only_window_ms is not None:
+            return self.rules.caption_only_window_ms
+        return self.rules.max_window_ms
 
     def close(self, count: int | None = None) -> list[Window]:
         """Close the open window now, on its first ``count`` words (default: all of them)."""

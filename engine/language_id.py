@@ -76,6 +76,7 @@ class AutoLanguageTranscriber:
         self._failures = 0
         self._ending = False
         self.finished = False  # kept equal to the chosen transcriber's once there is one
+        self._caption_only = False  # handed to the chosen transcriber
 
     # -- the Transcriber contract ------------------------------------------------------------------
     @property
@@ -141,6 +142,11 @@ class AutoLanguageTranscriber:
             self._speech_needed_ms = self.speech_heard_ms + self.settings.retry_speech_ms
         return []
 
+    def set_caption_only(self, caption_only: bool) -> None:
+        self._caption_only = caption_only
+        if self.inner is not None:
+            self.inner.set_caption_only(caption_only)
+
     def on_error(self, request: AsrRequest) -> list[CaptionDraft | Window]:
         if self.inner is not None:
             events = self.inner.on_error(request)
@@ -193,6 +199,7 @@ class AutoLanguageTranscriber:
         """Take ``language``: make its transcriber and give it everything heard, on the stream's clock."""
         self.detected_language, self.language_probability = language, probability
         inner = self.make(language)
+        inner.set_caption_only(self._caption_only)
         self.replay(inner)
         if self._ending:
             inner.end()

@@ -76,10 +76,13 @@ class SegmentSettings:
     max_window_words: int = 16
     max_window_ms: int = 2_000
     clause_window_words: int = 6
+    caption_only_window_ms: int | None = 1_200  # no translation track watched (engine.caption_windows)
 
     @property
     def window_rules(self) -> WindowRules:
-        return WindowRules(self.max_window_words, self.max_window_ms, self.clause_window_words)
+        return WindowRules(
+            self.max_window_words, self.max_window_ms, self.clause_window_words, self.caption_only_window_ms
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +219,9 @@ class SegmentTranscriber:
         self._hypothesis = new[agreed:]
         events.extend(self.windows.draft(self._hypothesis))
         return events
+
+    def set_caption_only(self, caption_only: bool) -> None:
+        self.windows.caption_only = caption_only
 
     def on_error(self, request: AsrRequest) -> list[CaptionDraft | Window]:
         """The recogniser failed on ``request``: its audio is heard again by the next pass. At the end

@@ -59,6 +59,10 @@ class Transcriber(Protocol):
 
     def on_error(self, request: AsrRequest) -> list[CaptionDraft | Window]: ...
 
+    def set_caption_only(self, caption_only: bool) -> None:
+        """Whether no translation track of the stream is watched now (``engine.caption_windows``)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class TranscriberSettings:
@@ -183,6 +187,9 @@ class LiveTranscriber:
             self._tentative = tuple(w for w in self._within_speech(words) if w.t1_ms > committed_until + 100)
         events.extend(self.windows.draft(self._tentative))
         return events
+
+    def set_caption_only(self, caption_only: bool) -> None:
+        self.windows.caption_only = caption_only
 
     def on_error(self, request: AsrRequest) -> list[CaptionDraft | Window]:
         """The recogniser failed on ``request``: its audio is covered again by the next pass. At the end

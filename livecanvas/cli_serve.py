@@ -131,9 +131,10 @@ def add_server_flags(parser: argparse.ArgumentParser, *, default_port: int | Non
         "--asr-window-ms",
         type=int,
         default=env_int("ASR_WINDOW_MS", None),
-        help="an audio caption closes once its words span this long (default: 2000 with Moonshine, 2500 "
-        "with whisper): longer captions give the translator more to work with, and every word waits "
-        "for its caption's end",
+        help="an audio caption closes once its words span this long (default: 2000 with Moonshine, 1200 "
+        "while nobody watches a translation track of the stream; 2500 with whisper): longer captions "
+        "give the translator more to work with, and every word waits for its caption's end. Set, it is "
+        "the one span, translated or not",
     )
     add_security_flags(parser)
     add_mqtt_flags(parser)

@@ -396,6 +396,8 @@ class LivecanvasServer:
         if self._recogniser.uses_segments(language):
             assert self._pause_detector is not None
             segments = SegmentSettings(language=language, **window)
+            if self.config.asr_window_ms is not None:  # one span, translated or not
+                segments = replace(segments, caption_only_window_ms=None)
             return SegmentTranscriber(detector=self._pause_detector, settings=segments)
         settings = TranscriberSettings(
             language=language, use_draft_pass=self._recogniser.uses_draft_pass(language), **window

@@ -133,6 +133,7 @@ class SpeechInput:
     def _pump(self, stream: StreamState) -> None:
         transcriber = stream.transcriber
         assert transcriber is not None
+        transcriber.set_caption_only(not stream.target_tracks())
         request, events = transcriber.step()
         self._on_caption_events(stream, events)
         self._after_captions(stream, transcriber)

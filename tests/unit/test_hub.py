@@ -9,6 +9,7 @@ import pytest
 from engine.asr import AsrRequest
 from engine.audio import SpeechDetector
 from engine.prompts import ContextEntry
+from engine.segment_transcriber import SegmentSettings, SegmentTranscriber, pause_detector
 from engine.transcriber import LiveTranscriber
 from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, Word
 from stream.errors import ErrorCode, ProtocolError
@@ -475,3 +476,45 @@ def test_a_viewer_back_within_the_grace_keeps_its_track_computed() -> None:
     h.final("pt", 0, "Um.")
     h.final("pt", 1, "Dois.")
     assert [m.text for m in back.finals("pt")] == ["Um.", "Dois."]
+
+
+def test_spoken_captions_close_sooner_while_no_translation_track_is_watched() -> None:
+    """Windows are as long as a translation needs only while someone watches a translation track."""
+    script = [Word(f"w{i}", 200 + i * 330, 200 + i * 330 + 250) for i in range(20)]  # no sentence end
+    pending: list[tuple[AsrRequest, Callable[[list[Word] | Exception], None]]] = []
+    made: list[SegmentTranscriber] = []
+    detector = pause_detector()
+    settings = SegmentSettings(max_window_ms=2_000, caption_only_window_ms=1_000)
+
+    def transcriber(language: str) -> SegmentTranscriber:
+        made.append(SegmentTranscriber(detector=detector, settings=settings))
+        return made[-1]
+
+    def answer() -> None:  # a recogniser that hears the scripted words the request's audio covers
+        while pending:
+            request, done = pending.pop()
+            end = request.offset_ms + len(request.audio) // 16
+            heard = [w for w in script if request.offset_ms <= w.t0_ms and w.t1_ms <= end]
+            done(heard[len(request.prefix.split()) :])
+
+    hub = StreamHub(
+        lambda job: None, submit_asr=lambda r, done: pending.append((r, done)), make_transcriber=transcriber
+    )
+    publisher = RecordingViewer(CAPTION_TRACK)
+    hub.join("s", publisher, publisher=True, source_lang="en")
+    speech = read_wav_16k(librivox_clips()[0].path).tobytes()[: 3200 * 70]  # 7 s of reading, no pause
+    finals_before = -1
+    for chunk, start in enumerate(range(0, len(speech), 3200)):
+        if chunk == 40:  # 4 s in, someone starts watching pt
+            finals_before = len(publisher.finals())
+            hub.join("s", RecordingViewer(CAPTION_TRACK, "pt"), publisher=False, source_lang="en")
+        hub.publish_audio("s", speech[start : start + 3200])
+        assert made[0].windows.caption_only is (finals_before < 0)
+        answer()
+    hub.end_input("s")
+    answer()
+    words = [len(f.text.split()) for f in publisher.finals()]
+    assert " ".join(f.text for f in publisher.finals()).split() == [w.text for w in script]
+    assert finals_before >= 2
+    assert max(words[:finals_before]) <= 5  # 1 s spans: 4 words 330 ms apart, or one confirmed with them
+    assert max(words[finals_before:]) >= 7  # 2 s spans once pt is watched

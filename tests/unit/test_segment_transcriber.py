@@ -15,7 +15,7 @@ import pytest
 
 from engine.asr import SEGMENT_PASS, AsrRequest
 from engine.audio import SpeechDetector
-from engine.caption_windows import CaptionDraft
+from engine.caption_windows import CaptionDraft, CaptionWindows, WindowRules
 from engine.commit import normalise
 from engine.segment_transcriber import SegmentSettings, SegmentTranscriber, spread_words
 from engine.types import Window, Word
@@ -303,3 +303,23 @@ def test_words_are_spread_over_speech_in_proportion_to_their_length() -> None:
     assert not any(2_000 < w.t0_ms < 3_000 for w in placed)  # nothing starts in the gap
     assert placed[-1].t1_ms <= 3_500
     assert (placed[1].t1_ms - placed[1].t0_ms) > 2 * (placed[0].t1_ms - placed[0].t0_ms)
+
+
+def test_caption_only_windows_use_their_own_span() -> None:
+    rules = WindowRules(
+        max_window_words=16, max_window_ms=2_000, clause_window_words=6, caption_only_window_ms=1_000
+    )
+    spoken = words("a b c d e f g h i j", 0, 330)
+    for caption_only, expected in (
+        (True, ["a b c d", "e f g h", "i j"]),
+        (False, ["a b c d e f g", "h i j"]),
+    ):
+        windows = CaptionWindows(rules)
+        windows.caption_only = caption_only
+        closed = [w.source for word in spoken for w in windows.add([word])] + [
+            w.source for w in windows.close()
+        ]
+        assert closed == expected
+    translated = CaptionWindows(replace(rules, caption_only_window_ms=None))
+    translated.caption_only = True  # no span of its own: the one span
+    assert translated.max_span_ms == 2_000
