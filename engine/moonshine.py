@@ -195,23 +195,23 @@ class MoonshineAsr:
                     **past,
                 },
             )
-            probabilities = softmax(outputs[0][0])  # (positions, vocabulary): what follows each input
-            predicted = probabilities.argmax(axis=-1)
-            best = probabilities.max(axis=-1)
+            logits = outputs[0][0]  # (positions, vocabulary): what follows each input
             kept: int | None = None  # decoder positions to keep in the cache (None: all)
             if first:  # keep the guessed tokens greedy decoding agrees with, up to the first it would not
                 base = len(prefix)  # position of the token before the first guessed one
+                predicted = logits[base:].argmax(axis=-1)  # the prefix's own positions are not read
                 accepted = 0
-                while accepted < len(guess) and int(predicted[base + accepted]) == guess[accepted]:
+                while accepted < len(guess) and int(predicted[accepted]) == guess[accepted]:
                     accepted += 1
                 if END_TOKEN in guess[:accepted]:
                     accepted = guess.index(END_TOKEN)
+                sure = chosen_probabilities(logits[base : base + accepted + 1])
                 new.extend(guess[:accepted])
-                chosen.extend(float(p) for p in best[base : base + accepted])
+                chosen.extend(sure[:accepted])
                 kept = 1 + base + accepted
-                token, probability = int(predicted[base + accepted]), float(best[base + accepted])
+                token, probability = int(predicted[accepted]), sure[accepted]
             else:
-                token, probability = int(predicted[-1]), float(best[-1])
+                token, probability = int(logits[-1].argmax()), chosen_probabilities(logits[-1:])[0]
             if token == END_TOKEN or len(prefix) + len(new) >= budget:
                 break
             new.append(token)
@@ -227,10 +227,9 @@ class MoonshineAsr:
         return ids, chosen[: len(ids)]
 
 
-def softmax(logits: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    result: npt.NDArray[np.float32] = shifted / shifted.sum(axis=-1, keepdims=True)
-    return result
+def chosen_probabilities(logits: npt.NDArray[np.float32]) -> list[float]:
+    """Per row of ``logits``, the probability of its most likely token (the one greedy decoding takes)."""
+    return [float(p) for p in 1.0 / np.exp(logits - logits.max(axis=-1, keepdims=True)).sum(axis=-1)]
 
 
 def without_loop(ids: list[int]) -> list[int]:
