@@ -7,9 +7,8 @@ place: a draft and its final queued in one turn of the event loop are the common
 window translated only once closed drafts once, a few milliseconds before its final), not a reader
 that is behind, and dropping the draft there made which drafts anyone saw a matter of loop timing.
 Since the draft keeps its earlier place, it still goes out before its final. Finals are never touched
-here. With a ``limit``, the windows whose pending drafts are
-oldest go first. Sans I/O: callers pass the order in which messages arrived and merge the drafts back
-among their other messages by it.
+here. With a ``limit``, the windows whose pending drafts are oldest go first. Sans I/O: callers pass
+the order in which messages arrived and merge the drafts back among their other messages by it.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ A viewer that reads slower than drafts arrive should see the newest draft of eac
 backlog of stale ones, and must never miss a final. So a queued draft is replaced in place by a newer
 draft of the same (stream, track, window) (stream/coalesce.py: the rule, and why a final leaves its
 window's queued draft in place). Finals and every other message keep their order and are never
-dropped. Sans I/O: the connection's writer task
-calls ``take()`` after ``ready`` reports something pending.
+dropped. Sans I/O: the connection's writer task calls ``take()`` after ``ready`` reports something
+pending.
 
 Coalescing can be paused (``coalesce = False``): a connection holding its messages back for a short
 grace after ``ready`` (stream/session.py) is not behind, so every draft it is due is kept for it.
