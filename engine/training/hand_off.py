@@ -15,15 +15,15 @@ from typing import Any
 
 import torch
 
-from engine.diffusion.canvas import CanvasTranslator
+from engine.diffusion.marian_canvas import Drafter
 
 
-def trainable(model: CanvasTranslator) -> list[tuple[str, torch.nn.Parameter]]:
+def trainable(model: Drafter) -> list[tuple[str, torch.nn.Parameter]]:
     frozen = {id(p) for p in model.frozen_parameters()}
     return [(n, p) for n, p in model.named_parameters() if id(p) not in frozen]
 
 
-def averaged(model: CanvasTranslator, ema: dict[str, torch.Tensor]) -> CanvasTranslator:
+def averaged(model: Drafter, ema: dict[str, torch.Tensor]) -> Drafter:
     """A copy of ``model`` on the CPU carrying the moving-average weights."""
     import copy
 
@@ -55,7 +55,7 @@ def save_hand_off(work_dir: Path, ema: dict[str, torch.Tensor], state: dict[str,
     (work_dir / HAND_OFF_STATE).write_text(json.dumps(summary, indent=1))
 
 
-def load_hand_off(model: CanvasTranslator, work_dir: Path) -> dict[str, Any] | None:
+def load_hand_off(model: Drafter, work_dir: Path) -> dict[str, Any] | None:
     """The final state of a run that left only its hand-off in ``work_dir`` (None if there is none):
     ``model`` (started from the teacher) with the averaged weights, as :func:`train` returns it."""
     handed = read_hand_off(model, work_dir)
@@ -66,9 +66,7 @@ def load_hand_off(model: CanvasTranslator, work_dir: Path) -> dict[str, Any] | N
     return state
 
 
-def read_hand_off(
-    model: CanvasTranslator, work_dir: Path
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+def read_hand_off(model: Drafter, work_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     from safetensors.torch import load_file
 
     weights, summary = work_dir / HAND_OFF_WEIGHTS, work_dir / HAND_OFF_STATE

@@ -31,6 +31,7 @@ import torch
 
 from engine.diffusion.canvas import CanvasTranslator, from_teacher
 from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
+from engine.diffusion.marian_canvas import Drafter
 from engine.marian.teacher import PortedTeacher, StudentFiles, load_ported, wheel_students
 from engine.models import CANVAS_WEIGHTS
 from engine.training import canvas_export, canvas_train, corpus, distill, evaluate, hand_off
@@ -121,7 +122,9 @@ def teacher_pairs(recipe: Recipe, direction: str, *, training: bool = True) -> d
         teacher.model.to(recipe.device)
         batch = distill.BATCH if recipe.device == "cpu" else ACCELERATOR_TEACHER_BATCH
         with torch.inference_mode():
-            pairs = distill.distil(teacher, items, path, desc=f"teacher {direction}", batch=batch)
+            pairs = distill.distil(
+                distill.ported(teacher), items, path, desc=f"teacher {direction}", batch=batch
+            )
     return pairs
 
 
@@ -159,7 +162,7 @@ def train_direction(recipe: Recipe, direction: str) -> dict[str, Any]:
             return handed
     dev = [pairs[str(r["id"])] for r in parts["dev"][:DEV_SENTENCES]]
 
-    def dev_eval(current: CanvasTranslator) -> dict[str, float]:
+    def dev_eval(current: Drafter) -> dict[str, float]:
         denoiser = CanvasDenoiser([Direction(direction, current, teacher.tokenizer, teacher.shortlist)])
         result = evaluate.canvas_translate(
             denoiser, 0, [p.source for p in dev], diffusion=DEV_STEPS, early_exit=DEV_EARLY_EXIT

@@ -117,14 +117,10 @@ async def test_a_translator_whose_pair_is_unknown_stops_the_server_at_start(
     await asyncio.to_thread(server.worker.stop, drain=False, timeout=10)
 
 
-def test_models_shows_a_translators_pair_and_train_refuses_a_marian_teacher_saying_why(
-    tiny_marian: Path,
-) -> None:
-    from livecanvas.cli import main, offered_pairs, translator_entry
+def test_models_shows_a_translators_pair(tiny_marian: Path) -> None:
+    from livecanvas.cli import offered_pairs, translator_entry
 
     entry = translator_entry(str(tiny_marian))
     assert (entry.verified, entry.detail) == (True, "user translator (es -> en), Marian, greedy")
     assert not translator_entry(f"{tiny_marian}-missing").verified
     assert offered_pairs([str(tiny_marian)]) == ["es -> en", "en -> pt-BR", "pt-BR -> en"]
-    with pytest.raises(SystemExit, match=r"SSRU decoder .* no shortlist\. Serve it as it is"):
-        main(["train", "--teacher", str(tiny_marian), "--dry-run"])
