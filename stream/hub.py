@@ -11,18 +11,19 @@ tracks. For every window the hub:
   final that overtakes an earlier window waits for it), exactly once each.
 
 The open window is translated too (``open_window_text``, one path for speech's caption drafts and a
-text publisher's pending text plus ``partial`` line): each newer text is its caption draft and a
-*provisional* job per watched track, whose drafts are that track's drafts of the open window; the
-window's final job then edits the same canvas. Translated drafts pass the display rule
+text publisher's pending text plus ``partial`` line; ``translate_open`` for pivot tracks, from the
+English drafts of speech): each newer text is its caption draft and a *provisional* job per watched
+track, whose drafts are that track's drafts of the open window; the window's final job then edits
+the same canvas. Translated drafts pass the display rule
 (:mod:`stream.draft_display`) and are numbered per window and track (the final's ``rev`` one more);
 provisional canvases of tracks that lost their viewers before the window closed are cancelled.
 
-Audio goes through the stream's transcribers (:mod:`stream.speech_input`), whose closed windows the
-hub treats exactly like text windows, numbering every stream's windows itself, so text and audio
-windows share one gapless sequence. A track is made one of three ways (``stream.speech_tracks.route``):
-by a loaded translator (a job per window, as above); for non-English speech, ``en`` by whisper's
-``translate`` task; or by *pivot*, a translator's job per window whose source is that window's ``en``
-final. A window no route reaches gets an error final on that track.
+Audio goes through the stream's transcribers (:mod:`stream.speech_input`); the hub treats their
+closed windows exactly like text windows and numbers every stream's windows itself (one gapless
+sequence). A track is made one of three ways (``stream.speech_tracks.route``): by a loaded translator
+(a job per window, as above); for non-English speech, ``en`` by whisper's ``translate`` task; or by
+*pivot*, a translator's job per window whose source is that window's ``en`` final. A window no route
+reaches gets an error final on that track.
 
 Every final goes out through the hub's ``FinalLog`` (``finals``, stream/final_log.py), which stamps it
 with the stream's epoch and resume number and keeps it. A stream's epoch (drafts carry it too) begins
@@ -93,7 +94,7 @@ class StreamHub:
         self.finals = finals if finals is not None else FinalLog()
         self.display = display if display is not None else DraftDisplay()
         self._submit = submit
-        self._cancel = cancel
+        self.cancel = cancel  # withdraws windows' canvases from the engine
         self._orphan_grace_ns = orphan_grace_ms * 1_000_000
         self._serves = serves
         self._max_window_words = max_window_words
@@ -101,11 +102,9 @@ class StreamHub:
         self._clock_ns = clock_ns
         self._observers: list[Observer] = []
         self.streams: dict[str, StreamState] = {}
-        self._speech = (
-            SpeechInput(self, submit_asr, make_transcriber, make_translation, clock_ns)
-            if submit_asr is not None and make_transcriber is not None
-            else None
-        )
+        self._speech: SpeechInput | None = None
+        if submit_asr is not None and make_transcriber is not None:
+            self._speech = SpeechInput(self, submit_asr, make_transcriber, make_translation, clock_ns)
 
     def add_observer(self, observer: Observer) -> None:
         """Also hand ``observer`` everything sent on any stream and track, watched or not, in send order,
@@ -249,8 +248,8 @@ class StreamHub:
             ]
             if not keys:
                 continue
-            if self._cancel is not None:
-                self._cancel(keys)
+            if self.cancel is not None:
+                self.cancel(keys)
             for key in keys:
                 self.settle(stream, stream.windows[key.window], Final.failed(key, ORPHANED))
             if stream.name not in self.streams:
@@ -297,14 +296,18 @@ class StreamHub:
         )  # fmt: skip
         stream.caption_draft_rev += 1
         self._broadcast(stream, CAPTION_TRACK, draft)
-        targets = {t for t in stream.target_tracks() if self.route(stream, t, speech=False) is Route.NATIVE}
-        if not targets or not self.display.translates(text):
+        targets = [t for t in stream.target_tracks() if self.route(stream, t, speech=False) is Route.NATIVE]
+        self.translate_open(stream, targets, OpenText(text, t0_ms, t1_ms, since_ns), stream.spoken_lang)
+
+    def translate_open(self, stream: StreamState, tracks: Iterable[str], text: OpenText, lang: str) -> None:
+        """Provisional jobs of the open window's newer ``text`` (in language ``lang``) for ``tracks``."""
+        if not self.display.translates(text.text):
             return
-        stream.open_text = OpenText(text=text, t0_ms=t0_ms, t1_ms=t1_ms, made_ns=since_ns)
-        for track in sorted(targets):
+        for track in sorted(tracks):
+            stream.open_text = text
             stream.tracks.setdefault(track, TrackState())
             stream.provisional_tracks.add(track)
-            self.submit_job(stream, track, stream.next_window, text, stream.spoken_lang, provisional=True)
+            self.submit_job(stream, track, stream.next_window, text.text, lang, provisional=True)
 
     # -- internals ---------------------------------------------------------------------------------
     def _now_ms(self, stream: StreamState) -> int:
@@ -383,8 +386,8 @@ class StreamHub:
         """The open window is closing (committed, or its stream is going): the provisional canvases of
         tracks that will not get its final job (``keep``: those that will) are cancelled."""
         dropped = sorted(stream.provisional_tracks - set(keep))
-        if dropped and self._cancel is not None:
-            self._cancel([CanvasKey(stream.name, track, stream.next_window) for track in dropped])
+        if dropped and self.cancel is not None:
+            self.cancel([CanvasKey(stream.name, track, stream.next_window) for track in dropped])
         for track in dropped:
             if track in stream.tracks:
                 stream.tracks[track].forget_drafts(stream.next_window)
@@ -445,18 +448,19 @@ class StreamHub:
 
     def announce(self, stream: StreamState, language: LanguageMsg) -> None:
         """The language identified in the stream's speech: to observers and every connection."""
-        for observer in self._observers:
-            observer(language)
-        for viewer in list(stream.viewers):
-            viewer.deliver(language)
+        self._send(stream, language, lambda viewer: True)
 
     def _broadcast(self, stream: StreamState, track: str, message: DraftMsg | FinalMsg) -> None:
         if isinstance(message, FinalMsg):
             message = self.finals.append(message)  # stamped with its epoch and resume number
+        self._send(stream, message, lambda viewer: track in viewer.tracks)
+
+    def _send(self, stream: StreamState, message: Delivery, to: Callable[[Viewer], bool]) -> None:
+        """``message`` to every observer and to the stream's connections ``to`` picks."""
         for observer in self._observers:
             observer(message)
         for viewer in list(stream.viewers):
-            if track in viewer.tracks:
+            if to(viewer):
                 viewer.deliver(message)
 
     def check_drained(self, stream: StreamState) -> None:
@@ -482,11 +486,7 @@ class StreamHub:
             return  # it may come back (resume); tick() looks again
         ended = Ended(stream=stream.name, reason=reason, windows=stream.next_window, epoch=stream.epoch)
         stream.ended = ended
-        for observer in self._observers:
-            observer(ended)
-        for viewer in list(stream.viewers):
-            if viewer is not stream.publisher:
-                viewer.deliver(ended)
+        self._send(stream, ended, lambda viewer: viewer is not stream.publisher)
 
     def _forget_if_unused(self, stream: StreamState) -> None:
         """Forget a stream nobody watches once its windows are out, but not while its publisher may

@@ -17,7 +17,7 @@ finished has its audio held, then transcribed afresh.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from typing import Protocol
 
@@ -28,7 +28,7 @@ from engine.transcriber import Transcriber
 from engine.types import CanvasKey, Final, Window, Word
 from stream.draft_display import DraftDisplay
 from stream.speech_tracks import ENGLISH, Route, needs_english
-from stream.stream_state import StreamState, WindowState
+from stream.stream_state import OpenText, StreamState, WindowState
 from stream.wire.messages import LanguageMsg
 
 AsrSubmit = Callable[[AsrRequest, Callable[[list[Word] | Exception], None]], None]
@@ -57,6 +57,13 @@ class HubSide(Protocol):
     ) -> None: ...
 
     def route(self, stream: StreamState, track: str, *, speech: bool) -> Route | None: ...
+
+    def translate_open(
+        self, stream: StreamState, tracks: Iterable[str], text: OpenText, language: str
+    ) -> None: ...
+
+    @property
+    def cancel(self) -> Callable[[Collection[CanvasKey]], None] | None: ...
 
     def send_draft(
         self, stream: StreamState, track: str, index: int, text: str, t0_ms: int, t1_ms: int, since_ns: int
@@ -228,15 +235,21 @@ class SpeechInput:
     ) -> None:
         """The English not yet final: a draft of the oldest window still waiting for its English (the
         open window when none is), which may run into the next windows' words (the final has just its
-        own); its pivot tracks translate it provisionally once the window has closed."""
+        own); its pivot tracks translate it provisionally, the open window's as a closed one's."""
         index = translation.waiting_index
         since_ns = stream.spoken_ns(draft.t1_ms)
         if index is None:  # the open window
+            pivots = []
             for track in sorted(stream.target_tracks()):
-                if self.hub.route(stream, track, speech=True) is Route.WHISPER:
+                via = self.hub.route(stream, track, speech=True)
+                if via is Route.WHISPER:
                     self.hub.send_draft(
                         stream, track, stream.next_window, draft.text, draft.t0_ms, draft.t1_ms, since_ns
                     )
+                elif via is Route.PIVOT:
+                    pivots.append(track)
+            opened = OpenText(draft.text, draft.t0_ms, draft.t1_ms, since_ns)
+            self.hub.translate_open(stream, pivots, opened, ENGLISH)
             return
         window = stream.windows.get(index)
         if window is None:
@@ -261,6 +274,8 @@ class SpeechInput:
             if english.index in stream.tracks[track].held:
                 continue
             via = window.routes.get(track)
+            if via is Route.PIVOT and not english.source and self.hub.cancel is not None:
+                self.hub.cancel([key])  # a canvas of its English drafts, parked in the engine: withdrawn
             if via is Route.WHISPER or (via is Route.PIVOT and not english.source):
                 self.hub.settle(stream, window, Final(key=key, rev=0, text=english.source, steps=0, tokens=0))
             elif via is Route.PIVOT:

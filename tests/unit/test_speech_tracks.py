@@ -9,6 +9,7 @@ real server.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -19,8 +20,9 @@ from engine.audio import SpeechDetector
 from engine.language_id import AutoLanguageTranscriber
 from engine.speech_translation import SpeechTranslation
 from engine.transcriber import LiveTranscriber, Transcriber, TranscriberSettings
-from engine.types import CAPTION_TRACK, CanvasKey, Final, WindowJob, Word
+from engine.types import CAPTION_TRACK, CanvasKey, Draft, Final, WindowJob, Word
 from stream.admission import Refusal, admit
+from stream.draft_display import DraftDisplay
 from stream.errors import ErrorCode, ProtocolError
 from stream.hub import StreamHub
 from stream.speech_tracks import Route, describe, from_speech, routable, route, speech_routes
@@ -30,6 +32,8 @@ from tests.unit.hub_harness import AS_SENT, RecordingViewer
 from tests.unit.test_admission import CARD, LoadedModel, make_gate
 
 CHUNK = 3200  # 100 ms of PCM16
+OPEN_SHOWN = DraftDisplay(min_source_words=1, hold_back_words=0, agreement=False)
+"""Open windows translated from their first word, engine drafts shown whole."""
 
 
 def words(*spec: tuple[str, int]) -> list[Word]:
@@ -71,7 +75,9 @@ def answer(request: AsrRequest) -> list[Word]:
 class SpeechHub:
     """A hub with speech: recognition requests queue up and are answered by ``answer`` in order."""
 
-    def __init__(self, detector: SpeechDetector, *, translations: bool = True) -> None:
+    def __init__(
+        self, detector: SpeechDetector, *, translations: bool = True, display: DraftDisplay = AS_SENT
+    ) -> None:
         self.pending: list[tuple[AsrRequest, Callable[[list[Word] | Exception], None]]] = []
         self.requests: list[AsrRequest] = []
         self.jobs: list[WindowJob] = []
@@ -90,7 +96,7 @@ class SpeechHub:
             clock_ns=lambda: self.now[0],
             submit_asr=lambda request, done: self.pending.append((request, done)),
             make_transcriber=transcriber,
-            display=AS_SENT,
+            display=display,
             serves=CARD.serves,
             make_translation=translation if translations else None,
         )
@@ -261,7 +267,7 @@ def test_spanish_speech_gets_one_en_final_per_caption_window_and_pt_through_it(
 def test_pivot_jobs_follow_the_english_of_closed_windows_and_an_empty_english_final_is_final(
     detector: SpeechDetector, speech: bytes
 ) -> None:
-    h = SpeechHub(detector)
+    h = SpeechHub(detector, display=OPEN_SHOWN)
     h.hub.join("s", RecordingViewer(), publisher=True, source_lang="es")
     portuguese = RecordingViewer("pt")  # nobody watches en: it still runs, for the pivot
     h.hub.join("s", portuguese, publisher=False, source_lang="es")
@@ -282,6 +288,71 @@ def test_pivot_jobs_follow_the_english_of_closed_windows_and_an_empty_english_fi
         (0, "Boa noite, amigos.", None),
         (1, "", None),
         (2, "Obrigado.", None),
+    ]
+
+
+def test_the_open_windows_english_drafts_are_translated_for_its_pivot_tracks_before_it_closes(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    h = SpeechHub(detector, display=OPEN_SHOWN)
+    h.hub.join("s", RecordingViewer(), publisher=True, source_lang="es")
+    portuguese = RecordingViewer("pt")
+    h.hub.join("s", portuguese, publisher=False, source_lang="es")
+    open_drafts: list[tuple[int, str]] = []  # (window, English) translated while the window was open
+
+    def engine_drafts(ms: int) -> None:
+        """The engine answers every provisional job of the open window with a draft at once."""
+        stream = h.hub.streams["s"]
+        for job in h.jobs:
+            if (
+                job.provisional
+                and job.key.window == stream.next_window
+                and job.key.window not in stream.windows
+            ) and (job.key.window, job.source) not in open_drafts:
+                open_drafts.append((job.key.window, job.source))
+                h.hub.on_engine_events([Draft(key=job.key, rev=0, text=f"pt({job.source})", steps=4)])
+
+    h.speak(speech, between=engine_drafts)
+    assert {window for window, _ in open_drafts} == {0, 1, 2}  # every window, while it was still open
+    assert all(j.source_lang == "en" for j in h.jobs)
+    shown = {m.window for m in portuguese.drafts("pt")}
+    assert shown == {0, 1, 2}  # the viewer saw them, as drafts of the open window
+    for index, english in enumerate(("Good evening, friends.", "Welcome home.", "Thank you.")):
+        h.final("pt", index, f"pt({english})")
+    assert len(assert_track_contract(portuguese, "pt", 3)) == 3  # drafts first, one final each
+
+
+def test_a_pivot_canvas_of_english_that_never_became_final_is_withdrawn(
+    detector: SpeechDetector, speech: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = SpeechHub(detector, display=OPEN_SHOWN)
+    h.hub.join("s", RecordingViewer(), publisher=True, source_lang="es")
+    portuguese = RecordingViewer("pt")
+    h.hub.join("s", portuguese, publisher=False, source_lang="es")
+    cancelled: list[CanvasKey] = []
+    h.hub.cancel = cancelled.extend
+    heard: list[AsrRequest] = []
+    scripted = answer
+
+    def once_then_gone(request: AsrRequest) -> list[Word]:
+        """Whisper hears "Welcome" in one pass only: a draft of window 1, never confirmed."""
+        found = [w for w in scripted(request) if w.text not in ("Welcome", "home.")]
+        if request.task == TRANSLATE and request.offset_ms + len(request.audio) // 16 >= 2_700 and not heard:
+            heard.append(request)
+            found.append(Word("Welcome", 2_500, 2_700))
+        return found
+
+    monkeypatch.setattr(sys.modules[__name__], "answer", once_then_gone)
+    h.speak(speech)
+    assert heard
+    assert [j.source for j in h.jobs if j.key.window == 1] == ["Welcome"]  # a provisional pivot job
+    assert cancelled == [CanvasKey("s", "pt", 1)]  # its English final is empty: the canvas is withdrawn
+    h.final("pt", 0, "Boa noite, amigos.")
+    h.final("pt", 2, "Obrigado.")
+    assert [m.text for m in assert_track_contract(portuguese, "pt", 3)] == [
+        "Boa noite, amigos.",
+        "",
+        "Obrigado.",
     ]
 
 
