@@ -1,6 +1,7 @@
 """Front ends on a real local Ray cluster: translations as on a local engine, one replica's batches
-shared by two front ends, a replica killed mid-window, cancellation, and speech recognised by the
-cluster's recogniser. Publishers and viewers are real WebSocket clients on loopback."""
+shared by two front ends, a replica killed mid-window, cancellation, speech recognised by the
+cluster's recogniser, and Spanish speech's ``en`` and ``pt`` tracks made by the cluster's models.
+Publishers and viewers are real WebSocket clients on loopback."""
 
 from __future__ import annotations
 
@@ -20,11 +21,12 @@ from engine.types import CanvasKey, Final, WindowJob
 from engine.worker import EngineEvent
 from stream.config import ServerConfig
 from stream.server import LivecanvasServer
-from stream.wire.messages import DraftMsg, FinalMsg, ServerMessage
+from stream.wire.messages import DraftMsg, ErrorMsg, FinalMsg, ServerMessage
 from tests.integration.conftest import url_of
 from tests.integration.ray_cluster import RayCluster
 from tests.integration.test_audio import caption_finals, check_windows, stream_audio
 from tests.integration.test_server import SENTENCES, check_session, publish_and_collect
+from tests.integration.test_speech_tracks import check_one_final_per_window, spoken, track
 from tests.speech import librivox_clips, read_wav_16k, silence, wer
 
 
@@ -216,6 +218,27 @@ async def test_speech_is_recognised_by_the_clusters_recogniser(ray_cluster: RayC
         assert front.asr_worker.stats.rows > 0
         assert finals(messages, "pt")
         assert all(finals(messages, "pt"))
+
+
+async def test_spanish_speech_gets_en_and_pt_tracks_from_the_clusters_models(ray_cluster: RayCluster) -> None:
+    """Speech tracks over the cluster: the recogniser replica runs whisper's transcribe and translate
+    passes for the caption and ``en`` tracks, the translator replicas make ``pt`` through ``en``."""
+    config = front_end_config(ray_cluster.model, asr_model=ray_cluster.asr_model)
+    async with LivecanvasServer(config) as front:
+        pcm = spoken("es", "conteo", "hola_mundo", "pangrama")
+        tracks = ("caption", "en", "pt")
+        messages, _ = await stream_audio(url_of(front), "talk-es", pcm, source_lang="es", tracks=tracks)
+    assert not [m for m in messages if isinstance(m, ErrorMsg)]
+    captions = track(messages, "caption")[1]
+    assert len(captions) >= 2
+    english = check_one_final_per_window(messages, "en", len(captions))
+    portuguese = check_one_final_per_window(messages, "pt", len(captions))
+    assert all(f.error is None for f in english + portuguese)
+    assert "world" in " ".join(f.text for f in english).lower()  # "Hola mundo."
+    assert [bool(p.text) for p in portuguese] == [bool(e.text) for e in english]
+    assert "mundo" in " ".join(p.text for p in portuguese).lower()
+    assert front.asr_worker is not None
+    assert front.asr_worker.stats.rows > 0
 
 
 def test_a_replica_that_goes_quiet_costs_the_window_an_error_final_not_silence(
