@@ -11,6 +11,10 @@ both; a checkpoint whose pair cannot be read, or whose target names a group of l
 multi-target models such as ``en-ROMANCE``), needs it. Where the vocabulary has a ``>>TGT<<`` token
 (multi-target models), the source is prefixed with it.
 
+``DIR`` may also be an export of ``livecanvas train --teacher`` (:mod:`engine.training.teacher_recipe`:
+the checkpoint in ``teacher/`` with its canvas drafter): its pair is its card's, and it is served by the
+canvas backend (:func:`load_drafted`), the drafter drafting and the checkpoint verifying every final.
+
 A window's request is the source's pieces (with ``</s>``), an output budget of about twice the source
 (:func:`engine.runtime.output_budget`), one decoding step per token (``max_denoising_steps`` = the
 block length) and drafts every :data:`DRAFT_EVERY` tokens.
@@ -95,8 +99,9 @@ def checkpoint_pair(
 
 
 def describe_spec(spec: TranslatorSpec) -> tuple[Path, tuple[str, str]]:
-    """Where ``spec``'s checkpoint is and the pair it serves, without loading its weights
-    (``livecanvas models``; the server's start-up through :func:`load_user_translator`)."""
+    """Where ``spec``'s checkpoint (or export with a drafter) is and the pair it serves, without
+    loading its weights (``livecanvas models``; the server's start-up through
+    :func:`load_user_translator`)."""
     path = Path(spec.location).expanduser()
     if not (path.is_dir() and is_drafted(path)):
         path = resolve_model(spec.location).path

@@ -24,6 +24,7 @@ step; the teacher then verifies the canvas, so every final is the teacher's own 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -153,7 +154,7 @@ def sentences(recipe: TeacherRecipe, teacher: Teacher) -> dict[str, list[tuple[s
     if recipe.sources is not None:
         lines = recipe.sources.read_text(encoding="utf-8").splitlines()
         texts = list(dict.fromkeys(line.strip() for line in lines if line.strip()))[:limit]
-        items = [(f"s{corpus.stable_fraction(text):.12f}", text) for text in texts]
+        items = [("s" + hashlib.sha256(text.encode()).hexdigest()[:16], text) for text in texts]
     elif match_language(teacher.pair[0], ("en",)):
         data = recipe.work_dir / "corpus"
         if not (data / "sources.json").is_file():
@@ -188,12 +189,7 @@ def run_teacher(recipe: TeacherRecipe, out: Path | None) -> dict[str, Any]:
     examples = canvas_train.make_examples(train_pairs)
     log.info("%s: %d training canvases of %d pairs", teacher.label, len(examples), len(train_pairs))
     train_dir = work / "train"
-    trained = (train_dir / "checkpoint.pt").is_file()
-    minutes = (
-        recipe.minutes
-        if recipe.minutes is not None or recipe.dry_run
-        else (0.0 if trained else DEFAULT_MINUTES)
-    )
+    minutes = training_minutes(recipe, train_dir)
 
     def dev_eval(current: Drafter) -> dict[str, float]:
         return {"draft_chrf": draft_chrf(teacher, current, dev_pairs[:DEV_SENTENCES], FILL_STEPS)}
@@ -210,6 +206,7 @@ def run_teacher(recipe: TeacherRecipe, out: Path | None) -> dict[str, Any]:
         desc=f"train {teacher.label}",
         device=recipe.device,
     )
+    teacher.model.cpu()  # training moved the parts it shares with the drafter to the device
     drafter: MarianCanvasDrafter = state["averaged"]
     summary = evaluate_drafter(teacher, drafter, dev_pairs[: 16 if recipe.dry_run else DEV_SENTENCES])
     summary["training"] = {
@@ -227,6 +224,15 @@ def run_teacher(recipe: TeacherRecipe, out: Path | None) -> dict[str, Any]:
     export_drafter(teacher, drafter, summary, target)
     summary["exported"] = str(target)
     return summary
+
+
+def training_minutes(recipe: TeacherRecipe, train_dir: Path) -> float | None:
+    """This run's training minutes, as the embedded recipe counts them: as asked; else 60 for a new
+    run and none for a resumed one (it evaluates and exports the last weights); the dry run counts
+    steps."""
+    if recipe.minutes is not None or recipe.dry_run:
+        return recipe.minutes
+    return 0.0 if (train_dir / "checkpoint.pt").is_file() else DEFAULT_MINUTES
 
 
 def denoiser_for(teacher: Teacher, drafter: Drafter, *, verify: bool) -> CanvasDenoiser:
