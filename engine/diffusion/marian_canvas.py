@@ -42,8 +42,8 @@ import torch
 from torch import nn
 
 from engine.diffusion.canvas import MASK_ID, CanvasTranslator
-from engine.diffusion.stacking import Context, Outputs, stack
-from engine.diffusion.verifier import FIRST_READ, Reading, TeacherVerifier, Verdict
+from engine.diffusion.stacking import Context, Outputs
+from engine.diffusion.verifier import FIRST_READ, Reading, TeacherVerifier, Verdict, spans_to_read
 from engine.errors import ModelResolutionError
 from engine.marian.teacher import EOS_ID
 
@@ -308,14 +308,7 @@ class MarianVerifier(nn.Module):
         outputs: Outputs,
     ) -> list[Verdict]:
         """One round for a batch of windows, as :meth:`TeacherVerifier.verify` (same arguments)."""
-        canvas, inside = stack(canvases, EOS_ID)  # (B, T)
-        lengths = torch.tensor([c.shape[0] for c in canvases])
-        starts = torch.tensor([r.settled for r in readings])
-        slots = torch.arange(canvas.shape[1])[None, :]
-        ends = (canvas == EOS_ID) & inside & (slots >= starts[:, None])
-        drafted = torch.where(ends.any(dim=1), ends.int().argmax(dim=1) + 1, lengths) - starts
-        caps = torch.tensor([r.lookahead or canvas.shape[1] for r in readings])
-        spans = torch.minimum(drafted, caps)  # (B,)
+        canvas, starts, spans = spans_to_read(canvases, readings)
         read = int((starts + spans).max())  # slots read from the first: the longest row's
         # slot i is predicted from the start token and slots 0..i-1
         fed = torch.cat([torch.full((len(canvases), 1), self.start_token_id), canvas[:, : read - 1]], dim=1)

@@ -56,6 +56,21 @@ class Reading:
     lookahead: int | None = None  # at most this many slots read next round (None: up to </s>)
 
 
+def spans_to_read(
+    canvases: list[torch.Tensor], readings: list[Reading]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A round's canvases stacked (B, T), each one's first unsettled slot (B,), and how many slots it
+    reads (B,): from there up to the first ``</s>`` after it, at most its ``lookahead``."""
+    canvas, inside = stack(canvases, EOS_ID)  # (B, T)
+    lengths = torch.tensor([c.shape[0] for c in canvases])
+    starts = torch.tensor([r.settled for r in readings])
+    slots = torch.arange(canvas.shape[1])[None, :]
+    ends = (canvas == EOS_ID) & inside & (slots >= starts[:, None])
+    drafted = torch.where(ends.any(dim=1), ends.int().argmax(dim=1) + 1, lengths) - starts
+    caps = torch.tensor([r.lookahead or canvas.shape[1] for r in readings])
+    return canvas, starts, torch.minimum(drafted, caps)
+
+
 @dataclass(frozen=True)
 class Verdict:
     """One window's round: its canvas with the teacher's correction, and whether it is final."""
@@ -107,15 +122,7 @@ class TeacherVerifier(nn.Module):
         """One round for a batch of windows: ``canvases`` (T_b,), their ``readings`` (updated in
         place), their stacked teacher ``context`` with ``source_mask`` (B, S), and their output layers
         (the teacher's bias over each window's shortlist)."""
-        canvas, inside = stack(canvases, EOS_ID)  # (B, T)
-        lengths = torch.tensor([c.shape[0] for c in canvases])
-        starts = torch.tensor([r.settled for r in readings])
-        slots = torch.arange(canvas.shape[1])[None, :]
-        # read from the settled prefix up to the first </s> after it, at most ``lookahead`` slots
-        ends = (canvas == EOS_ID) & inside & (slots >= starts[:, None])
-        drafted = torch.where(ends.any(dim=1), ends.int().argmax(dim=1) + 1, lengths) - starts
-        caps = torch.tensor([r.lookahead or canvas.shape[1] for r in readings])
-        spans = torch.minimum(drafted, caps)  # (B,)
+        canvas, starts, spans = spans_to_read(canvases, readings)
         width = int(spans.max())
         position = starts[:, None] + torch.arange(width)[None, :]  # (B, W): slot i is read at i
         real = torch.arange(width)[None, :] < spans[:, None]

@@ -15,13 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from clients.python.client import connect
 from engine.errors import ModelResolutionError
 from stream.config import ServerConfig
 from stream.server import LivecanvasServer
-from stream.wire.messages import DraftMsg, FinalMsg
-from tests.integration.conftest import url_of
-from tests.integration.test_user_translator import greedy
+from tests.integration.test_user_translator import check_spanish_session
 from tests.tiny_marian import sentences
 
 SENTENCES = ("The house is red.", "Thank you for coming here now!", "She reads a book tomorrow?")
@@ -89,23 +86,7 @@ async def server(
 async def test_served_drafts_come_first_and_each_final_is_the_teachers_once(
     server: LivecanvasServer, tiny_marian: Path
 ) -> None:
-    async with connect(
-        url_of(server), stream="es-talk", tracks=("caption", "en"), source_lang="es"
-    ) as session:
-        for sentence in SENTENCES:
-            await session.send_text(sentence)
-        await session.end()
-        received = [m async for m in session]
-    finals = [m for m in received if isinstance(m, FinalMsg)]
-    captions = {f.window: f.text for f in finals if f.track == "caption"}
-    translated = [f for f in finals if f.track == "en"]
-    assert sorted(f.window for f in translated) == sorted(captions) == [0, 1, 2]  # exactly once each
-    for final in translated:
-        assert final.error is None
-        assert final.text == greedy(tiny_marian, captions[final.window])
-        drafts = [m for m in received[: received.index(final)] if isinstance(m, DraftMsg) and m.track == "en"]
-        assert any(d.window == final.window for d in drafts), "a draft before the final"
-    assert server.worker.stats.errors == 0
+    await check_spanish_session(server, tiny_marian)
 
 
 async def test_a_tampered_export_is_refused_at_start(

@@ -52,9 +52,9 @@ def greedy(checkpoint: Path, source: str) -> str:
     return str(tokenizer.decode(output[0], skip_special_tokens=True))
 
 
-async def test_a_users_marian_pair_gets_drafts_then_its_greedy_final_once_per_window(
-    server: LivecanvasServer, tiny_marian: Path
-) -> None:
+async def check_spanish_session(server: LivecanvasServer, checkpoint: Path) -> None:
+    """Spanish sentences on an ``en`` track: a draft before each window's final, exactly one final per
+    window, that final the checkpoint's own greedy translation; no engine error."""
     async with connect(
         url_of(server), stream="es-talk", tracks=("caption", "en"), source_lang="es"
     ) as session:
@@ -68,11 +68,17 @@ async def test_a_users_marian_pair_gets_drafts_then_its_greedy_final_once_per_wi
     assert sorted(f.window for f in translated) == sorted(captions) == [0, 1, 2]  # exactly once each
     for final in translated:
         assert final.error is None
-        assert final.text == greedy(tiny_marian, captions[final.window])
+        assert final.text == greedy(checkpoint, captions[final.window])
         first_final = received.index(final)
         drafts = [m for m in received[:first_final] if isinstance(m, DraftMsg) and m.track == "en"]
         assert any(d.window == final.window for d in drafts), "a draft before the final"
     assert server.worker.stats.errors == 0
+
+
+async def test_a_users_marian_pair_gets_drafts_then_its_greedy_final_once_per_window(
+    server: LivecanvasServer, tiny_marian: Path
+) -> None:
+    await check_spanish_session(server, tiny_marian)
 
 
 async def test_the_embedded_pairs_are_still_served_beside_it(server: LivecanvasServer) -> None:
