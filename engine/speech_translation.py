@@ -111,6 +111,11 @@ class SpeechTranslation(LiveTranscriber):
         return [*super().on_error(request), *self._release()]
 
     @property
+    def captions_over(self) -> bool:
+        """The caption has finished: no caption window is open, nor will one be."""
+        return self._captions_done
+
+    @property
     def waiting_index(self) -> int | None:
         """The caption window the English goes to next: the oldest handed over and not yet released
         (None: none is waiting, the next English belongs to the caption window still open)."""

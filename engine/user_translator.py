@@ -230,7 +230,9 @@ def load_drafted(
     verified(path)
     card = replace(DirectionCard.read(path), source=pair[0], target=pair[1])
     teacher: Any = MarianMTModel.from_pretrained(path / TEACHER_DIR, local_files_only=True)
-    teacher = teacher.to(device).eval()
+    if device != "cpu":
+        logger.warning("--device applies to greedy Marian translators; %s runs on the CPU", path.name)
+    teacher = teacher.eval()
     tokenizer = AutoTokenizer.from_pretrained(path / TEACHER_DIR, local_files_only=True)
     rules = GreedyRules.of(teacher.generation_config, teacher.config)
     drafter = MarianCanvasDrafter.load(path / DRAFTER_WEIGHTS, teacher, rules.banned)
@@ -241,6 +243,7 @@ def load_drafted(
         None,
         card.settings,
         verifier=MarianVerifier.of(teacher, rules) if card.verify else None,
+        output_limit=rules.max_new_tokens if card.verify else None,
     )
     model_card = ModelCard(
         name=card.name,

@@ -235,7 +235,7 @@ class StreamHub:
         now = self._clock_ns()
         due = [t for t, since in stream.unwatched_since_ns.items() if now - since >= self._orphan_grace_ns]
         if due:
-            self._close_open_window(stream, keep=stream.provisional_tracks - set(due))
+            self._close_open_window(stream, keep=set(stream.open_texts) - set(due))
         for name in sorted(due):
             del stream.unwatched_since_ns[name]
             track = stream.tracks.get(name)
@@ -264,8 +264,8 @@ class StreamHub:
             key = event.key
             window = stream.windows.get(key.window)
             if window is None and isinstance(event, Draft) and key.window == stream.next_window:
-                if key.track in stream.provisional_tracks and stream.open_text is not None:
-                    self._draft(stream, key.track, key.window, event.text, stream.open_text)
+                if (opened := stream.open_texts.get(key.track)) is not None:
+                    self._draft(stream, key.track, key.window, event.text, opened)
                 continue
             if window is None or key.track not in window.open_tracks:
                 continue  # its final is already out
@@ -304,9 +304,8 @@ class StreamHub:
         if not self.display.translates(text.text):
             return
         for track in sorted(tracks):
-            stream.open_text = text
+            stream.open_texts[track] = text
             stream.tracks.setdefault(track, TrackState())
-            stream.provisional_tracks.add(track)
             self.submit_job(stream, track, stream.next_window, text.text, lang, provisional=True)
 
     # -- internals ---------------------------------------------------------------------------------
@@ -385,14 +384,13 @@ class StreamHub:
     def _close_open_window(self, stream: StreamState, *, keep: Collection[str]) -> None:
         """The open window is closing (committed, or its stream is going): the provisional canvases of
         tracks that will not get its final job (``keep``: those that will) are cancelled."""
-        dropped = sorted(stream.provisional_tracks - set(keep))
+        dropped = sorted(set(stream.open_texts) - set(keep))
         if dropped and self.cancel is not None:
             self.cancel([CanvasKey(stream.name, track, stream.next_window) for track in dropped])
         for track in dropped:
             if track in stream.tracks:
                 stream.tracks[track].forget_drafts(stream.next_window)
-        stream.provisional_tracks = set()
-        stream.open_text = None
+        stream.open_texts = {}
 
     def _draft(
         self, stream: StreamState, track: str, index: int, text: str, window: WindowState | OpenText

@@ -59,7 +59,7 @@ class HubSide(Protocol):
     def route(self, stream: StreamState, track: str, *, speech: bool) -> Route | None: ...
 
     def translate_open(
-        self, stream: StreamState, tracks: Iterable[str], text: OpenText, language: str
+        self, stream: StreamState, tracks: Iterable[str], text: OpenText, lang: str
     ) -> None: ...
 
     @property
@@ -239,6 +239,8 @@ class SpeechInput:
         index = translation.waiting_index
         since_ns = stream.spoken_ns(draft.t1_ms)
         if index is None:  # the open window
+            if translation.captions_over:
+                return  # the caption has finished: no window is open for it
             pivots = []
             for track in sorted(stream.target_tracks()):
                 via = self.hub.route(stream, track, speech=True)

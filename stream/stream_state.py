@@ -116,8 +116,9 @@ class StreamState:
     held_audio: bytearray = field(default_factory=bytearray)  # a new publisher's, while the old audio ends
     caption_draft_rev: int = 0
     partial: str = ""  # the publisher's ``partial`` line, until its next ``text``
-    open_text: OpenText | None = None  # the open window's newest text, once translated
-    provisional_tracks: set[str] = field(default_factory=set)  # tracks translating the open window
+    # the tracks translating the open window, each with the newest text it translates (the caption's,
+    # or for a pivot track the English)
+    open_texts: dict[str, OpenText] = field(default_factory=dict)
     unwatched_since_ns: dict[str, int] = field(default_factory=dict)  # tracks that lost their last viewer
     # why the publisher's input is over ("end", "disconnected"; None while one publishes, or none ever
     # did), since when, and the ``ended`` sent for it (also to viewers who join while it holds)

@@ -44,6 +44,7 @@ from engine.marian.layers import (
 from engine.marian.teacher import MarianTeacher, TeacherDecoderLayer
 
 MASK_ID = -1  # a canvas slot still to be filled (not a vocabulary id)
+MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrapolate
 MULTIPLIER_SUFFIX = ".int8_multiplier"
 
 

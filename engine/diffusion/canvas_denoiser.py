@@ -57,7 +57,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-from engine.diffusion.canvas import MASK_ID, CanvasTranslator, canvas_length_for
+from engine.diffusion.canvas import MASK_ID, MAX_CANVAS, CanvasTranslator, canvas_length_for
 from engine.diffusion.denoiser import StepResult
 from engine.diffusion.marian_canvas import MarianCanvasDrafter, MarianVerifier
 from engine.diffusion.mask_schedule import CanvasSettings, fill_step, remask_quota, without_repeats
@@ -69,7 +69,6 @@ from engine.marian.binary import Shortlist
 from engine.marian.teacher import EOS_ID, pad_batch
 from engine.types import CanvasRequest
 
-MAX_CANVAS = 128  # training canvases hold up to 64 slots; longer windows extrapolate
 REVISE_TAIL = 2
 """A revised canvas masks again this many of its kept pieces at the end of its text: the translation
 of a source's last words is the part a longer source most often changes."""
@@ -95,8 +94,13 @@ class Direction:
     shortlist: Shortlist | None  # None: logits over the whole vocabulary
     settings: CanvasSettings = field(default_factory=CanvasSettings)
     verifier: TeacherVerifier | MarianVerifier | None = None  # set: every canvas is verified once filled
+    output_limit: int | None = None
+    """Set (with a verifier that extends canvases): a window's output may grow past its canvas up to
+    this many pieces (its request's ``max_new_tokens``), as the teacher's own output may."""
 
     def __post_init__(self) -> None:
+        if self.output_limit is not None and not isinstance(self.verifier, MarianVerifier):
+            raise EngineError(f"{self.name}: only a Marian checkpoint's verifier extends a canvas")
         if self.verifier is not None and self.settings.refine_share is not None:
             raise EngineError(
                 f"{self.name}: refine_share does nothing when the teacher verifies (nothing is re-masked)"
@@ -163,8 +167,17 @@ class CanvasDenoiser:
         return tuple(offset + p for p in pieces)
 
     def canvas_budget(self, prompt_ids: Sequence[int]) -> int:
-        """A window's canvas length (its ``max_new_tokens``): from its source's length."""
+        """A window's output budget (its ``max_new_tokens``): its canvas length, from its source's
+        length, or its direction's ``output_limit``."""
+        limit = self.directions[self._split_ids(prompt_ids)[0]].output_limit
+        if limit is not None:
+            return min(limit, MAX_CANVAS)
         return canvas_length_for(len(prompt_ids) - 1, maximum=MAX_CANVAS)
+
+    @staticmethod
+    def _canvas_length(pieces: Sequence[int], request: CanvasRequest) -> int:
+        """A window's first canvas: from its source's length, within its output budget."""
+        return min(canvas_length_for(len(pieces) - 1, maximum=MAX_CANVAS), request.max_new_tokens)
 
     # -- Denoiser protocol -------------------------------------------------------------------------
     @property
@@ -189,7 +202,7 @@ class CanvasDenoiser:
             request=request,
             source=pieces,
             candidates=candidates,
-            canvas=Denoising.empty(min(request.max_new_tokens, MAX_CANVAS)),
+            canvas=Denoising.empty(self._canvas_length(pieces, request)),
         )
 
     def revise(self, seq_id: int, request: CanvasRequest) -> None:
@@ -203,7 +216,7 @@ class CanvasDenoiser:
             return
         old = window.canvas.tokens.tolist()
         text = old[: old.index(EOS_ID)] if EOS_ID in old else old
-        length = min(request.max_new_tokens, MAX_CANVAS)
+        length = self._canvas_length(pieces, request)
         kept = text[: max(0, min(len(text) - REVISE_TAIL, length - 1))]
         canvas = Denoising.empty(length)
         canvas.tokens[: len(kept)] = torch.tensor(kept, dtype=torch.long)

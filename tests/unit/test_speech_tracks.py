@@ -76,7 +76,12 @@ class SpeechHub:
     """A hub with speech: recognition requests queue up and are answered by ``answer`` in order."""
 
     def __init__(
-        self, detector: SpeechDetector, *, translations: bool = True, display: DraftDisplay = AS_SENT
+        self,
+        detector: SpeechDetector,
+        *,
+        translations: bool = True,
+        display: DraftDisplay = AS_SENT,
+        serves: Callable[[str, str], bool] = CARD.serves,
     ) -> None:
         self.pending: list[tuple[AsrRequest, Callable[[list[Word] | Exception], None]]] = []
         self.requests: list[AsrRequest] = []
@@ -97,7 +102,7 @@ class SpeechHub:
             submit_asr=lambda request, done: self.pending.append((request, done)),
             make_transcriber=transcriber,
             display=display,
-            serves=CARD.serves,
+            serves=serves,
             make_translation=translation if translations else None,
         )
 
@@ -320,6 +325,40 @@ def test_the_open_windows_english_drafts_are_translated_for_its_pivot_tracks_bef
     for index, english in enumerate(("Good evening, friends.", "Welcome home.", "Thank you.")):
         h.final("pt", index, f"pt({english})")
     assert len(assert_track_contract(portuguese, "pt", 3)) == 3  # drafts first, one final each
+
+
+def test_native_and_pivot_tracks_of_the_open_window_keep_their_own_texts(
+    detector: SpeechDetector, speech: bytes
+) -> None:
+    def serves(source: str, target: str) -> bool:
+        return CARD.serves(source, target) or (source, target) == ("es", "fr")  # fr natively from es
+
+    h = SpeechHub(detector, display=OPEN_SHOWN, serves=serves)
+    h.hub.join("s", RecordingViewer(), publisher=True, source_lang="es")
+    viewer = RecordingViewer("fr", "pt")
+    h.hub.join("s", viewer, publisher=False, source_lang="es")
+    answered: set[tuple[CanvasKey, str]] = set()
+
+    def engine_drafts(ms: int) -> None:
+        stream = h.hub.streams["s"]
+        for job in h.jobs:
+            if (
+                job.provisional
+                and job.key.window == stream.next_window
+                and (job.key, job.source) not in answered
+            ):
+                answered.add((job.key, job.source))
+                h.hub.on_engine_events([Draft(key=job.key, rev=0, text=f"<{job.source}>", steps=4)])
+
+    h.speak(speech, between=engine_drafts)
+    sources = {(j.key.track, j.source_lang) for j in h.jobs if j.provisional}
+    assert sources == {("fr", "es"), ("pt", "en")}  # fr from the Spanish, pt from the English
+    ends = {w.text: w.t1_ms for w in (*SPANISH, *ENGLISH)}
+    drafts = [d for d in viewer.messages if isinstance(d, DraftMsg) and d.text.startswith("<")]
+    assert {d.track for d in drafts} == {"fr", "pt"}
+    for draft in drafts:  # each draft is timed by the text it translates, not by the other track's
+        assert draft.t1_ms == ends[draft.text.strip("<>").split()[-1]], draft
+    assert max(m.window for m in viewer.messages if isinstance(m, DraftMsg)) <= 2  # no window past the last
 
 
 def test_a_pivot_canvas_of_english_that_never_became_final_is_withdrawn(

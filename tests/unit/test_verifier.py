@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import torch
 
-from engine.diffusion.canvas import CanvasTranslator, from_teacher
-from engine.diffusion.canvas_denoiser import MAX_CANVAS, CanvasDenoiser, Direction
+from engine.diffusion.canvas import MAX_CANVAS, CanvasTranslator, from_teacher
+from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
 from engine.diffusion.mask_schedule import CanvasSettings
 from engine.diffusion.stacking import stack_outputs
 from engine.diffusion.verifier import VERIFIER_WEIGHTS, TeacherVerifier
