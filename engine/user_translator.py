@@ -243,7 +243,6 @@ def load_drafted(
         None,
         card.settings,
         verifier=MarianVerifier.of(teacher, rules) if card.verify else None,
-        output_limit=rules.max_new_tokens if card.verify else None,
     )
     model_card = ModelCard(
         name=card.name,

@@ -94,13 +94,8 @@ class Direction:
     shortlist: Shortlist | None  # None: logits over the whole vocabulary
     settings: CanvasSettings = field(default_factory=CanvasSettings)
     verifier: TeacherVerifier | MarianVerifier | None = None  # set: every canvas is verified once filled
-    output_limit: int | None = None
-    """Set (with a verifier that extends canvases): a window's output may grow past its canvas up to
-    this many pieces (its request's ``max_new_tokens``), as the teacher's own output may."""
 
     def __post_init__(self) -> None:
-        if self.output_limit is not None and not isinstance(self.verifier, MarianVerifier):
-            raise EngineError(f"{self.name}: only a Marian checkpoint's verifier extends a canvas")
         if self.verifier is not None and self.settings.refine_share is not None:
             raise EngineError(
                 f"{self.name}: refine_share does nothing when the teacher verifies (nothing is re-masked)"
@@ -167,11 +162,12 @@ class CanvasDenoiser:
         return tuple(offset + p for p in pieces)
 
     def canvas_budget(self, prompt_ids: Sequence[int]) -> int:
-        """A window's output budget (its ``max_new_tokens``): its canvas length, from its source's
-        length, or its direction's ``output_limit``."""
-        limit = self.directions[self._split_ids(prompt_ids)[0]].output_limit
-        if limit is not None:
-            return min(limit, MAX_CANVAS)
+        """A window's output budget (its ``max_new_tokens``): where the teacher verifies, the longest
+        output the teacher's greedy search gives its source (a verified canvas grows to it while the
+        teacher's output goes on); else its canvas length, from its source's length."""
+        verifier = self.directions[self._split_ids(prompt_ids)[0]].verifier
+        if verifier is not None:
+            return verifier.output_limit(len(prompt_ids))
         return canvas_length_for(len(prompt_ids) - 1, maximum=MAX_CANVAS)
 
     @staticmethod
@@ -427,7 +423,8 @@ class CanvasDenoiser:
             if done and verifier is not None:
                 # the teacher reads it from this step on; a revised canvas's kept text mostly holds
                 first_read = REVISED_FIRST_READ if window.revised else FIRST_READ
-                window.reading, done = verifier.start(first_read=first_read), False
+                limit = window.request.max_new_tokens
+                window.reading, done = verifier.start(first_read=first_read, limit=limit), False
             results.append(
                 StepResult(
                     tokens=without_repeats(argmax[b][:length], offset + EOS_ID),

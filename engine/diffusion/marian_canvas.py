@@ -43,12 +43,11 @@ from torch import nn
 
 from engine.diffusion.canvas import MASK_ID, MAX_CANVAS, CanvasTranslator
 from engine.diffusion.stacking import Context, Outputs
-from engine.diffusion.verifier import FIRST_READ, Reading, TeacherVerifier, Verdict, spans_to_read
+from engine.diffusion.verifier import FIRST_READ, Reading, TeacherVerifier, Verdict, grown, spans_to_read
 from engine.errors import ModelResolutionError
 from engine.marian.teacher import EOS_ID
 
 DRAFTER_WEIGHTS = "drafter.safetensors"
-EXTEND = 8  # slots a full canvas grows by while the teacher's output goes on
 TEACHER_DIR = "teacher"  # in an export of ``livecanvas train --teacher``: the checkpoint, copied
 
 
@@ -263,9 +262,8 @@ class MarianVerifier(nn.Module):
 
     ``max_new_tokens``: greedy search stops after this many tokens (the checkpoint's ``max_length``
     less its start token), its last one ``</s>`` where ``forced_end`` (``forced_eos_token_id``); so
-    does the verifier. A canvas the teacher accepts to its last slot without ending is extended by
-    :data:`EXTEND` slots (within ``max_new_tokens`` and :data:`MAX_CANVAS`) and read on, so an output
-    longer than the drafted canvas is still the teacher's whole output."""
+    does the verifier. A canvas the teacher accepts to its last slot without ending grows
+    (:func:`engine.diffusion.verifier.grown`) within :meth:`output_limit`."""
 
     output_bias: torch.Tensor
 
@@ -302,17 +300,17 @@ class MarianVerifier(nn.Module):
             forced_end=rules.forced_eos_token_id is not None,
         )
 
-    @property
-    def longest(self) -> int:
-        """The longest output a canvas may grow to."""
+    def output_limit(self, source_pieces: int) -> int:
+        """The longest output greedy search gives (whatever the source), within :data:`MAX_CANVAS`."""
         return min(self.max_new_tokens, MAX_CANVAS)
 
     def context_keys_values(self, memory: torch.Tensor) -> Context:
         return [keys_values(layer.encoder_attn, memory) for layer in self.layers]
 
-    def start(self, *, first_read: int | None = FIRST_READ) -> Reading:
-        """A reading from the canvas's first slot (``cells`` unused: nothing is carried over)."""
-        return Reading(settled=0, cells=[], lookahead=first_read)
+    def start(self, *, first_read: int | None = FIRST_READ, limit: int | None = None) -> Reading:
+        """A reading from the canvas's first slot (``cells`` unused: nothing is carried over); the
+        canvas may grow to ``limit`` slots."""
+        return Reading(settled=0, cells=[], lookahead=first_read, limit=limit)
 
     def verify(
         self,
@@ -347,17 +345,7 @@ class MarianVerifier(nn.Module):
         for b, (row, first, span) in enumerate(
             zip(taught.tolist(), wrong.tolist(), spans.tolist(), strict=True)
         ):
-            verdict = TeacherVerifier.judge(canvases[b], readings[b], row, first, span, [])
-            verdicts.append(self._extended(verdict, readings[b]))
+            verdicts.append(
+                grown(TeacherVerifier.judge(canvases[b], readings[b], row, first, span, []), readings[b])
+            )
         return verdicts
-
-    def _extended(self, verdict: Verdict, reading: Reading) -> Verdict:
-        """A verdict that ended only because the canvas is full, the teacher not having ended: the
-        canvas grows (``</s>`` slots, read on from the first) while the teacher's output may."""
-        tokens = verdict.tokens
-        length = tokens.shape[0]
-        if not verdict.final or int(tokens[-1]) == EOS_ID or length >= self.longest:
-            return verdict
-        grown = min(EXTEND, self.longest - length)
-        reading.lookahead = None  # up to the first </s>: the first new slot
-        return Verdict(torch.cat([tokens, torch.full((grown,), EOS_ID, dtype=tokens.dtype)]), final=False)

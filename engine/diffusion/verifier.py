@@ -23,18 +23,21 @@ as greedy search computes it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from engine.diffusion.canvas import MAX_CANVAS
 from engine.diffusion.stacking import Context, Outputs, stack
 from engine.marian.layers import MarianDims, embed_vectors, members
-from engine.marian.teacher import EOS_ID, MarianTeacher, TeacherDecoderLayer
+from engine.marian.teacher import EOS_ID, MAX_LENGTH_FACTOR, MarianTeacher, TeacherDecoderLayer
 
 VERIFIER_WEIGHTS = "verifier.safetensors"
 LOOKAHEAD_FLOOR = 4
+EXTEND = 8  # slots a full canvas grows by while the teacher's output goes on (:func:`grown`)
 FIRST_READ = 8
 """The first round reads at most this many slots: the drafter's first error comes after about four
 (measured on the dev split), and a longer first read mostly reads slots that will be read again."""
@@ -54,6 +57,21 @@ class Reading:
     settled: int
     cells: list[torch.Tensor]
     lookahead: int | None = None  # at most this many slots read next round (None: up to </s>)
+    limit: int | None = None  # the longest the canvas may grow to (None: it never grows; :func:`grown`)
+
+
+def grown(verdict: Verdict, reading: Reading) -> Verdict:
+    """A verdict that ended only because its canvas is full, the teacher not having ended there: the
+    canvas grows by :data:`EXTEND` ``</s>`` slots, within ``reading.limit``, and the next rounds read
+    on from its first new slot, so an output longer than the drafted canvas is still the teacher's
+    whole output."""
+    tokens = verdict.tokens
+    length = tokens.shape[0]
+    if not verdict.final or reading.limit is None or int(tokens[-1]) == EOS_ID or length >= reading.limit:
+        return verdict
+    extra = min(EXTEND, reading.limit - length)
+    reading.lookahead = None  # up to the first </s>: the first new slot
+    return Verdict(torch.cat([tokens, torch.full((extra,), EOS_ID, dtype=tokens.dtype)]), final=False)
 
 
 def spans_to_read(
@@ -104,11 +122,17 @@ class TeacherVerifier(nn.Module):
         """Each layer's cross-attention keys and values for encoder states (B, S, D), once per window."""
         return [layer.context.keys_values(memory) for layer in self.layers]
 
-    def start(self, *, first_read: int | None = FIRST_READ) -> Reading:
+    def start(self, *, first_read: int | None = FIRST_READ, limit: int | None = None) -> Reading:
         """A reading from the canvas's first slot; its first round reads at most ``first_read`` slots
-        (None: up to its ``</s>``)."""
+        (None: up to its ``</s>``); the canvas may grow to ``limit`` slots (:func:`grown`)."""
         cells = [torch.zeros(self.dims.dim) for _ in self.layers]
-        return Reading(settled=0, cells=cells, lookahead=first_read)
+        return Reading(settled=0, cells=cells, lookahead=first_read, limit=limit)
+
+    @staticmethod
+    def output_limit(source_pieces: int) -> int:
+        """The longest output greedy search gives a source of ``source_pieces`` (its ``</s>`` included):
+        Marian's ``max-length-factor`` times that, within :data:`MAX_CANVAS`."""
+        return min(math.floor(MAX_LENGTH_FACTOR * source_pieces), MAX_CANVAS)
 
     def verify(
         self,
@@ -144,7 +168,10 @@ class TeacherVerifier(nn.Module):
         rows = torch.arange(len(canvases))
         kept_cells = [cells[rows, kept] for cells in layer_cells]  # per layer (B, D)
         return [
-            self.judge(canvases[b], readings[b], taught_row, first, span, [c[b] for c in kept_cells])
+            grown(
+                self.judge(canvases[b], readings[b], taught_row, first, span, [c[b] for c in kept_cells]),
+                readings[b],
+            )
             for b, (taught_row, first, span) in enumerate(
                 zip(taught.tolist(), wrong.tolist(), spans.tolist(), strict=True)
             )
@@ -165,8 +192,8 @@ class TeacherVerifier(nn.Module):
         if wrong == span:
             reading.settled = start + span
             ended = taught[span - 1] == EOS_ID or reading.settled == length
+            reading.cells = cells  # after the last slot read: a canvas that grows reads on from there
             if not ended:  # a capped read: every slot it read is the teacher's; read on
-                reading.cells = cells
                 reading.lookahead = 2 * span
             return Verdict(canvas, final=ended)  # accepted up to </s>, or the canvas is full
         piece, slot = taught[wrong], start + wrong

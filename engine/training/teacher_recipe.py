@@ -260,7 +260,6 @@ def denoiser_for(teacher: Teacher, drafter: Drafter, *, verify: bool) -> CanvasD
         None,
         CanvasSettings(fill_steps=FILL_STEPS) if verify else CanvasSettings(),
         verifier=teacher.verifier() if verify else None,
-        output_limit=teacher.rules.max_new_tokens if verify else None,
     )
     return CanvasDenoiser([direction])
 

@@ -83,7 +83,6 @@ def test_an_output_longer_than_its_canvas_grows_it_and_stays_the_teachers(
         None,
         CanvasSettings(fill_steps=FILL),
         teacher.verifier(),
-        output_limit=teacher.rules.max_new_tokens,
     )
     result = translate(CanvasDenoiser([direction]), texts)
     assert [r.final for r in result] == generate(teacher, texts)  # every canvas started at 3 slots

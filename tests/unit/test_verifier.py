@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import torch
 
+from engine.diffusion import canvas_denoiser
 from engine.diffusion.canvas import MAX_CANVAS, CanvasTranslator, from_teacher
 from engine.diffusion.canvas_denoiser import CanvasDenoiser, Direction
 from engine.diffusion.mask_schedule import CanvasSettings
@@ -110,6 +111,21 @@ def test_verified_finals_are_the_teachers_greedy_translations_whatever_the_draft
     if drafter_kind == "shipped":  # a drafter that translates saves rounds: fewer than one per piece
         pieces = sum(len(greedy(teacher, text)) for text in SENTENCES)
         assert sum(t.steps - FILL for t in translated) < pieces
+
+
+def test_a_translation_longer_than_its_canvas_grows_it_and_stays_the_teachers(
+    teacher: PortedTeacher, verifier: TeacherVerifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # every canvas starts at 3 slots, shorter than any of these translations but "ok"'s
+    monkeypatch.setattr(canvas_denoiser, "canvas_length_for", lambda pieces, maximum=64: 3)
+    drafter = CanvasTranslator.load(SHIPPED / "canvas.safetensors")
+    den = denoiser(teacher, drafter, verifier)
+    translated = evaluate.canvas_translate(
+        den, 0, SENTENCES, diffusion=verifying(), early_exit=EarlyExitParams(draft_step=FILL)
+    )
+    assert [t.final for t in translated] == teacher.translate(SENTENCES)
+    prompt = den.encode_source(0, SENTENCES[3])
+    assert den.canvas_budget(prompt) == min(int(2.5 * len(prompt)), MAX_CANVAS)  # greedy search's limit
 
 
 def test_a_budget_that_ends_mid_verification_keeps_the_teachers_prefix(
