@@ -47,6 +47,7 @@ import torch
 from transformers import EncoderDecoderCache
 
 from engine.diffusion.denoiser import StepResult
+from engine.diffusion.marian_canvas import keys_values
 from engine.errors import EngineError, ModelResolutionError
 from engine.types import CanvasRequest
 
@@ -183,7 +184,7 @@ class MarianGreedyDenoiser:
         source = torch.tensor([request.prompt_ids], device=device)  # (1, S)
         with torch.inference_mode():
             encoded = self._encoder(input_ids=source).last_hidden_state  # (1, S, D)
-            cross = [self._cross_keys_values(layer, encoded) for layer in self._decoder.layers]
+            cross = [keys_values(layer.encoder_attn, encoded) for layer in self._decoder.layers]
         self._sequences[seq_id] = _Sequence(
             budget=min(request.max_new_tokens, self.rules.max_new_tokens),
             cross=cross,
@@ -254,15 +255,6 @@ class MarianGreedyDenoiser:
                 only_eos[:, forced] = 0.0
                 logits = torch.where(rows, only_eos, logits)
         return logits
-
-    def _cross_keys_values(self, layer: Any, encoded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """A decoder layer's cross-attention keys and values of one encoded source, as
-        ``MarianAttention`` computes and caches them: (1, H, S, d) each."""
-        attention = layer.encoder_attn
-        shape = (1, encoded.shape[1], -1, attention.head_dim)
-        keys = attention.k_proj(encoded).view(shape).transpose(1, 2)
-        values = attention.v_proj(encoded).view(shape).transpose(1, 2)
-        return keys, values
 
     def _forward(self, seq_ids: tuple[int, ...], sequences: list[_Sequence]) -> torch.Tensor:
         """The decoder's next-token logits of every row, (B, V), appending each row's fed token to

@@ -54,6 +54,16 @@ def canvas_length_for(source_pieces: int, *, maximum: int = 64) -> int:
     return min(math.ceil(1.3 * source_pieces) + 4, maximum)
 
 
+def wanted_rows(x: torch.Tensor, wanted: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The states (B, T, D) of the ``wanted`` (B, T) slots, each row's in slot order, right-padded:
+    ``(picked (B, W, D), real (B, W))``, ``real`` marking them (W: the most wanted in a row)."""
+    counts = wanted.sum(dim=1)  # (B,)
+    width = int(counts.max()) if counts.numel() else 0
+    order = torch.argsort((~wanted).to(torch.int8), dim=1, stable=True)[:, :width]  # (B, W)
+    real = torch.arange(width, device=wanted.device)[None, :] < counts[:, None]  # (B, W)
+    return x.gather(1, order[..., None].expand(-1, -1, x.shape[-1])), real
+
+
 class CanvasDecoderLayer(nn.Module):
     def __init__(self, dims: MarianDims) -> None:
         super().__init__()
@@ -131,11 +141,7 @@ class CanvasTranslator(TiedEncoderModel):
         read, runs for those slots alone. Returns ``(states (B, W, D), real (B, W))``: row ``b``
         holds its wanted slots in slot order, ``real`` marks them (W: the most wanted in a row)."""
         x, source_key_mask = self._below_last(canvas, context, source_mask, canvas_mask)
-        counts = wanted.sum(dim=1)  # (B,)
-        width = int(counts.max()) if counts.numel() else 0
-        order = torch.argsort((~wanted).to(torch.int8), dim=1, stable=True)[:, :width]  # (B, W)
-        real = torch.arange(width, device=wanted.device)[None, :] < counts[:, None]  # (B, W)
-        picked = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))  # (B, W, D)
+        picked, real = wanted_rows(x, wanted)
         last: CanvasDecoderLayer = self.decoder_layers[-1]
         out: torch.Tensor = last(x, canvas_mask, context[-1], source_key_mask, queries=(picked, real))
         return out, real

@@ -41,7 +41,7 @@ from typing import Any, TypeAlias
 import torch
 from torch import nn
 
-from engine.diffusion.canvas import MASK_ID, MAX_CANVAS, CanvasTranslator
+from engine.diffusion.canvas import MASK_ID, MAX_CANVAS, CanvasTranslator, wanted_rows
 from engine.diffusion.stacking import Context, Outputs
 from engine.diffusion.verifier import FIRST_READ, Reading, TeacherVerifier, Verdict, grown, spans_to_read
 from engine.errors import ModelResolutionError
@@ -215,11 +215,7 @@ class MarianCanvasDrafter(nn.Module):
         layers = list(self.layers)
         for layer, kv in zip(layers[:-1], context[:-1], strict=True):
             x = decoder_layer(layer, x, self_mask, kv, cross_mask)
-        counts = wanted.sum(dim=1)  # (B,)
-        width = int(counts.max()) if counts.numel() else 0
-        order = torch.argsort((~wanted).to(torch.int8), dim=1, stable=True)[:, :width]  # (B, W)
-        real = torch.arange(width, device=wanted.device)[None, :] < counts[:, None]  # (B, W)
-        picked = x.gather(1, order[..., None].expand(-1, -1, x.shape[-1]))  # (B, W, D)
+        picked, real = wanted_rows(x, wanted)
         return decoder_layer(layers[-1], x, self_mask, context[-1], cross_mask, queries=picked), real
 
     def logits(self, hidden: torch.Tensor, candidates: torch.Tensor | None) -> torch.Tensor:

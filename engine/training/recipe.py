@@ -75,21 +75,24 @@ class Recipe:
 
     @property
     def settings(self) -> canvas_train.TrainSettings:
-        settings = canvas_train.TrainSettings()
-        if self.device != "cpu":
-            settings = replace(
-                settings,
-                batch_size=ACCELERATOR_BATCH,
-                peak_lr=ACCELERATOR_PEAK_LR,
-                eval_minutes=ACCELERATOR_EVAL_MINUTES,
-                checkpoint_minutes=ACCELERATOR_EVAL_MINUTES,
-                loader_workers=max(1, min(8, (os.cpu_count() or 2) - 2)),
-            )
-        if self.dry_run:
-            settings = replace(
-                settings, batch_size=8, warmup_steps=2, checkpoint_minutes=0.05, eval_minutes=0.0
-            )
-        return settings
+        return train_settings(self.device, dry_run=self.dry_run)
+
+
+def train_settings(device: str, *, dry_run: bool) -> canvas_train.TrainSettings:
+    """The training settings on ``device`` (an accelerator's batches and learning rate), or a dry run's."""
+    settings = canvas_train.TrainSettings()
+    if device != "cpu":
+        settings = replace(
+            settings,
+            batch_size=ACCELERATOR_BATCH,
+            peak_lr=ACCELERATOR_PEAK_LR,
+            eval_minutes=ACCELERATOR_EVAL_MINUTES,
+            checkpoint_minutes=ACCELERATOR_EVAL_MINUTES,
+            loader_workers=max(1, min(8, (os.cpu_count() or 2) - 2)),
+        )
+    if dry_run:
+        settings = replace(settings, batch_size=8, warmup_steps=2, checkpoint_minutes=0.05, eval_minutes=0.0)
+    return settings
 
 
 def splits(recipe: Recipe) -> dict[str, list[dict[str, object]]]:

@@ -31,7 +31,7 @@ import logging
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ from engine.diffusion.mask_schedule import CanvasSettings
 from engine.errors import ModelResolutionError
 from engine.models import match_language
 from engine.training import canvas_train, corpus, distill, evaluate, export
-from engine.training.recipe import DEFAULT_MINUTES, DRY_RUN_STEPS, hardware
+from engine.training.recipe import DEFAULT_MINUTES, DRY_RUN_STEPS, hardware, train_settings
 from engine.translator import CARD_FILE
 from engine.types import DiffusionParams, EarlyExitParams
 
@@ -83,12 +83,7 @@ class TeacherRecipe:
 
     @property
     def settings(self) -> canvas_train.TrainSettings:
-        settings = canvas_train.TrainSettings()
-        if self.dry_run:
-            settings = replace(
-                settings, batch_size=8, warmup_steps=2, checkpoint_minutes=0.05, eval_minutes=0.0
-            )
-        return settings
+        return train_settings(self.device, dry_run=self.dry_run)
 
 
 @dataclass

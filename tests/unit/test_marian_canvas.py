@@ -45,6 +45,18 @@ def served(teacher: Teacher, drafter: MarianCanvasDrafter, verifier: MarianVerif
     return CanvasDenoiser([direction])
 
 
+def verifier_of_4(teacher: Teacher, *, forced_end: bool) -> MarianVerifier:
+    """The teacher's verifier with an output limit of 4 tokens (``max_length`` 5)."""
+    rules = GreedyRules.of(teacher.model.generation_config, teacher.model.config)
+    return MarianVerifier(
+        teacher.model,
+        rules.banned,
+        start_token_id=rules.start_token_id,
+        max_new_tokens=4,
+        forced_end=forced_end,
+    )
+
+
 def translate(denoiser: CanvasDenoiser, texts: list[str]) -> list[evaluate.Translation]:
     early = EarlyExitParams(draft_step=FILL)
     return evaluate.canvas_translate(denoiser, 0, texts, diffusion=SERVED, early_exit=early)
@@ -61,11 +73,7 @@ def test_verified_finals_are_generates_greedy_output_in_a_batch(teacher: Teacher
 
 def test_the_verifier_forces_the_end_where_generate_does(teacher: Teacher) -> None:
     texts = [t for t in sentences(40, random.Random(8)) if len(t.split()) >= 5][:6]
-    rules = GreedyRules.of(teacher.model.generation_config, teacher.model.config)
-    short = MarianVerifier(
-        teacher.model, rules.banned, start_token_id=rules.start_token_id, max_new_tokens=4, forced_end=True
-    )
-    result = translate(served(teacher, teacher.drafter(), short), texts)
+    result = translate(served(teacher, teacher.drafter(), verifier_of_4(teacher, forced_end=True)), texts)
     expected = generate(teacher, texts, max_length=5)  # the start token and 4 more, </s> forced last
     assert [r.final for r in result] == expected
     assert all(len(teacher.pieces.encode(r.final).ids) <= 3 for r in result)
@@ -91,11 +99,7 @@ def test_an_output_longer_than_its_canvas_grows_it_and_stays_the_teachers(
 
 def test_without_a_forced_end_the_output_stops_at_the_length_limit_as_generates(teacher: Teacher) -> None:
     texts = [t for t in sentences(40, random.Random(11)) if len(t.split()) >= 5][:6]
-    rules = GreedyRules.of(teacher.model.generation_config, teacher.model.config)
-    verifier = MarianVerifier(
-        teacher.model, rules.banned, start_token_id=rules.start_token_id, max_new_tokens=4, forced_end=False
-    )
-    result = translate(served(teacher, teacher.drafter(), verifier), texts)
+    result = translate(served(teacher, teacher.drafter(), verifier_of_4(teacher, forced_end=False)), texts)
     assert [r.final for r in result] == generate(teacher, texts, max_length=5, forced_eos_token_id=None)
 
 

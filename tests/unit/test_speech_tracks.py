@@ -125,6 +125,25 @@ class SpeechHub:
             for _ in range(50):
                 self.answer_all()
 
+    def speak_with_open_drafts(self, pcm: bytes) -> set[tuple[CanvasKey, str]]:
+        """:meth:`speak`, the engine answering each provisional job of the open window at once with a
+        draft ``<source>``; returns the (key, source) of the jobs answered."""
+        answered: set[tuple[CanvasKey, str]] = set()
+
+        def engine_drafts(ms: int) -> None:
+            stream = self.hub.streams["s"]
+            for job in self.jobs:
+                if (
+                    job.provisional
+                    and job.key.window == stream.next_window
+                    and (job.key, job.source) not in answered
+                ):
+                    answered.add((job.key, job.source))
+                    self.hub.on_engine_events([Draft(key=job.key, rev=0, text=f"<{job.source}>", steps=4)])
+
+        self.speak(pcm, between=engine_drafts)
+        return answered
+
     def final(self, track: str, window: int, text: str) -> None:
         key = CanvasKey("s", track, window)
         self.hub.on_engine_events([Final(key=key, rev=0, text=text, steps=4, tokens=3)])
@@ -303,27 +322,13 @@ def test_the_open_windows_english_drafts_are_translated_for_its_pivot_tracks_bef
     h.hub.join("s", RecordingViewer(), publisher=True, source_lang="es")
     portuguese = RecordingViewer("pt")
     h.hub.join("s", portuguese, publisher=False, source_lang="es")
-    open_drafts: list[tuple[int, str]] = []  # (window, English) translated while the window was open
-
-    def engine_drafts(ms: int) -> None:
-        """The engine answers every provisional job of the open window with a draft at once."""
-        stream = h.hub.streams["s"]
-        for job in h.jobs:
-            if (
-                job.provisional
-                and job.key.window == stream.next_window
-                and job.key.window not in stream.windows
-            ) and (job.key.window, job.source) not in open_drafts:
-                open_drafts.append((job.key.window, job.source))
-                h.hub.on_engine_events([Draft(key=job.key, rev=0, text=f"pt({job.source})", steps=4)])
-
-    h.speak(speech, between=engine_drafts)
-    assert {window for window, _ in open_drafts} == {0, 1, 2}  # every window, while it was still open
+    answered = h.speak_with_open_drafts(speech)
+    assert {key.window for key, _ in answered} == {0, 1, 2}  # every window, while it was still open
     assert all(j.source_lang == "en" for j in h.jobs)
     shown = {m.window for m in portuguese.drafts("pt")}
     assert shown == {0, 1, 2}  # the viewer saw them, as drafts of the open window
     for index, english in enumerate(("Good evening, friends.", "Welcome home.", "Thank you.")):
-        h.final("pt", index, f"pt({english})")
+        h.final("pt", index, f"<{english}>")
     assert len(assert_track_contract(portuguese, "pt", 3)) == 3  # drafts first, one final each
 
 
@@ -337,20 +342,7 @@ def test_native_and_pivot_tracks_of_the_open_window_keep_their_own_texts(
     h.hub.join("s", RecordingViewer(), publisher=True, source_lang="es")
     viewer = RecordingViewer("fr", "pt")
     h.hub.join("s", viewer, publisher=False, source_lang="es")
-    answered: set[tuple[CanvasKey, str]] = set()
-
-    def engine_drafts(ms: int) -> None:
-        stream = h.hub.streams["s"]
-        for job in h.jobs:
-            if (
-                job.provisional
-                and job.key.window == stream.next_window
-                and (job.key, job.source) not in answered
-            ):
-                answered.add((job.key, job.source))
-                h.hub.on_engine_events([Draft(key=job.key, rev=0, text=f"<{job.source}>", steps=4)])
-
-    h.speak(speech, between=engine_drafts)
+    h.speak_with_open_drafts(speech)
     sources = {(j.key.track, j.source_lang) for j in h.jobs if j.provisional}
     assert sources == {("fr", "es"), ("pt", "en")}  # fr from the Spanish, pt from the English
     ends = {w.text: w.t1_ms for w in (*SPANISH, *ENGLISH)}
